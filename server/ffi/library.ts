@@ -73,16 +73,24 @@ export function loadLibrary(choice?: { backend?: BackendName; path?: string }): 
   if (!exists(path)) {
     throw new NativeLibraryError(`native library not found at ${path}: run \`deno task build\` first`);
   }
+  // The ABI is checked before binding every symbol, so an old library gets this message rather
+  // than a missing-symbol error.
+  let abi: number;
+  try {
+    const probe = Deno.dlopen(path, { ql_abi_version: symbols.ql_abi_version });
+    abi = probe.symbols.ql_abi_version();
+    probe.close();
+  } catch (e) {
+    throw new NativeLibraryError(`cannot load ${path}: ${(e as Error).message}`);
+  }
+  if (abi !== ABI_VERSION) {
+    throw new NativeLibraryError(`${path} has ABI version ${abi}, this server needs ${ABI_VERSION}: rebuild with \`deno task build\``);
+  }
   let lib: Deno.DynamicLibrary<Symbols>;
   try {
     lib = Deno.dlopen(path, symbols);
   } catch (e) {
     throw new NativeLibraryError(`cannot load ${path}: ${(e as Error).message}`);
-  }
-  const abi = lib.symbols.ql_abi_version();
-  if (abi !== ABI_VERSION) {
-    lib.close();
-    throw new NativeLibraryError(`${path} has ABI version ${abi}, this server needs ${ABI_VERSION}: rebuild with \`deno task build\``);
   }
   const s = lib.symbols;
   const native: NativeLibrary = {
