@@ -1,5 +1,6 @@
 // table.cpp — the CPU backend's function table. Entries left NULL answer QL_E_UNSUPPORTED.
 #include "cpu/cpu.h"
+#include "cpu/ops.h"
 
 namespace ql::cpu {
 
@@ -29,6 +30,23 @@ static const ql_backend kTable = [] {
   t.qweight_bytes = qweight_bytes;
   t.qweight_dequantize = qweight_dequantize;
   t.qweight_free = qweight_free;
+  t.embedding_forward = embedding_forward;
+  t.embedding_backward = embedding_backward;
+  t.rmsnorm_forward = rmsnorm_forward;
+  t.rmsnorm_backward = rmsnorm_backward;
+  t.rope_forward = rope_forward;
+  t.rope_backward = rope_backward;
+  t.kv_cache_write = kv_cache_write;
+  t.attention_paged = attention_paged;
+  t.attention_forward = attention_forward;
+  t.attention_backward = attention_backward;
+  t.silu_mul_forward = silu_mul_forward;
+  t.silu_mul_backward = silu_mul_backward;
+  t.add = add;
+  t.cross_entropy = cross_entropy;
+  t.sum_squares = sum_squares;
+  t.scale = scale;
+  t.topk = topk;
   return t;
 }();
 

@@ -1,0 +1,201 @@
+// loader.ts — turns a Hugging Face model folder into a LlamaModel in device memory: linear
+// weights quantized at load (or read pre-quantized from a bnb-4bit checkpoint), norms in f32,
+// embeddings and lm_head 16-bit by default. Tensors are read one at a time so the host never
+// holds more than one tensor's source bytes.
+import { type Context, type DeviceBuffer, DType, QWeight, type QuantTypeName } from "../ffi/tensor.ts";
+import { type ModelConfig, loadModelConfig, ropeInvFreq } from "./config.ts";
+import { float32ToBf16Bytes, SafetensorsModel, toFloat32 } from "./safetensors.ts";
+import { bnbStateKey, readBnbWeight } from "./bnb.ts";
+import { Linear } from "./linear.ts";
+import { type DenseMatrix, LlamaModel, type LlamaLayer, type LlamaShape, LORA_MODULES, type LoraModule } from "./llama.ts";
+
+export type QuantChoice = QuantTypeName | "none";
+
+export interface LoadOptions {
+  quant?: QuantChoice; // default nf4
+  blocksize?: number; // default 64
+  doubleQuant?: boolean; // default true
+  /** Storage of embeddings and lm_head: "bf16" (default when quantizing) or "f32";
+   * with quant "none" the default keeps the source precision. */
+  embedDtype?: "bf16" | "f32";
+}
+
+export class ModelLoadError extends Error {
+  override name = "ModelLoadError";
+}
+
+export interface LoadedModel {
+  dir: string;
+  config: ModelConfig;
+  model: LlamaModel;
+  quant: QuantChoice;
+  /** true when linear weights came pre-quantized from a bitsandbytes checkpoint */
+  prequantized: boolean;
+}
+
+const PROJ_PATH: Record<LoraModule, string> = {
+  q_proj: "self_attn.q_proj",
+  k_proj: "self_attn.k_proj",
+  v_proj: "self_attn.v_proj",
+  o_proj: "self_attn.o_proj",
+  gate_proj: "mlp.gate_proj",
+  up_proj: "mlp.up_proj",
+  down_proj: "mlp.down_proj",
+};
+
+export function moduleWeightName(layer: number, module: LoraModule): string {
+  return `model.layers.${layer}.${PROJ_PATH[module]}`;
+}
+
+function u16(bytes: Uint8Array): Uint16Array {
+  return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+}
+
+export function llamaShape(c: ModelConfig): LlamaShape {
+  return {
+    hidden: c.hiddenSize,
+    intermediate: c.intermediateSize,
+    layers: c.numLayers,
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    vocab: c.vocabSize,
+    rmsEps: c.rmsNormEps,
+  };
+}
+
+export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
+  const quant = opts.quant ?? "nf4";
+  if (!["nf4", "fp4", "int4", "none"].includes(quant)) throw new ModelLoadError(`unknown quant "${quant}" (nf4, fp4, int4 or none)`);
+  const config = await loadModelConfig(dir);
+  if (config.slidingWindow !== null && config.slidingWindow < config.maxPositionEmbeddings) {
+    // Sequences longer than the window would need windowed attention, which we do not do yet.
+    console.warn(`${dir}: sliding_window ${config.slidingWindow} is ignored (full attention is used)`);
+  }
+  const shape = llamaShape(config);
+  const st = await SafetensorsModel.open(dir);
+  const owned: { dispose(): void }[] = [];
+  let prequantized = false;
+  try {
+    const expect = (name: string, dims: number[]) => {
+      if (!st.has(name)) throw new ModelLoadError(`${dir}: missing tensor ${name}`);
+      const info = st.info(name);
+      if (info.dtype !== "U8" && JSON.stringify(info.shape) !== JSON.stringify(dims)) {
+        throw new ModelLoadError(`${name}: shape ${JSON.stringify(info.shape)}, config says ${JSON.stringify(dims)}`);
+      }
+      return info;
+    };
+    const floatTensor = async (name: string, dims: number[]): Promise<DeviceBuffer> => {
+      const info = expect(name, dims);
+      const buf = ctx.upload(toFloat32(await st.read(name), info.dtype));
+      owned.push(buf);
+      return buf;
+    };
+    const dense = async (name: string, dims: number[], target: "bf16" | "f32" | "source"): Promise<DenseMatrix> => {
+      const info = expect(name, dims);
+      const raw = await st.read(name);
+      let m: DenseMatrix;
+      const want = target === "source" ? (info.dtype === "BF16" ? "bf16" : "f32") : target;
+      if (want === "bf16" && info.dtype === "BF16") m = { buf: ctx.upload(raw), dtype: DType.BF16 };
+      else if (want === "bf16") m = { buf: ctx.upload(float32ToBf16Bytes(toFloat32(raw, info.dtype))), dtype: DType.BF16 };
+      else m = { buf: ctx.upload(toFloat32(raw, info.dtype)), dtype: DType.F32 };
+      owned.push(m.buf);
+      return m;
+    };
+    const linear = async (base: string, rows: number, cols: number, hasBias: boolean): Promise<Linear> => {
+      const name = `${base}.weight`;
+      let lin: Linear;
+      const bias = hasBias ? await floatTensor(`${base}.bias`, [rows]) : null;
+      if (bnbStateKey(st, name)) {
+        const q = await readBnbWeight(ctx, st, name);
+        if (q.info.rows !== rows || q.info.cols !== cols) {
+          q.dispose();
+          throw new ModelLoadError(`${name}: bitsandbytes shape ${q.info.rows}x${q.info.cols}, config says ${rows}x${cols}`);
+        }
+        prequantized = true;
+        lin = new Linear(rows, cols, { kind: "q4", q }, bias);
+      } else if (quant !== "none") {
+        const info = expect(name, [rows, cols]);
+        const raw = await st.read(name);
+        const src = info.dtype === "F32" ? toFloat32(raw, "F32") : info.dtype === "BF16" || info.dtype === "F16" ? u16(raw) : null;
+        if (!src) throw new ModelLoadError(`${name}: dtype ${info.dtype} cannot be quantized (F32, F16 or BF16)`);
+        const dt = info.dtype === "F32" ? DType.F32 : info.dtype === "BF16" ? DType.BF16 : DType.F16;
+        const q = QWeight.quantize(ctx, src, dt, rows, cols, { quantType: quant, blocksize: opts.blocksize ?? 64, doubleQuant: opts.doubleQuant ?? true });
+        lin = new Linear(rows, cols, { kind: "q4", q }, bias);
+      } else {
+        const m = await dense(name, [rows, cols], "source");
+        owned.splice(owned.indexOf(m.buf), 1);
+        lin = new Linear(rows, cols, { kind: "dense", buf: m.buf, dtype: m.dtype }, bias);
+      }
+      if (bias) owned.splice(owned.indexOf(bias), 1);
+      owned.push(lin);
+      return lin;
+    };
+
+    const embedTarget = opts.embedDtype ?? (quant === "none" ? "source" : "bf16");
+    const C = shape.hidden, I = shape.intermediate, qDim = shape.heads * shape.headDim, kvDim = shape.kvHeads * shape.headDim;
+    const embed = await dense("model.embed_tokens.weight", [shape.vocab, C], embedTarget);
+    const layers: LlamaLayer[] = [];
+    for (let l = 0; l < shape.layers; l++) {
+      const p = `model.layers.${l}`;
+      const dims: Record<LoraModule, [number, number]> = {
+        q_proj: [qDim, C],
+        k_proj: [kvDim, C],
+        v_proj: [kvDim, C],
+        o_proj: [C, qDim],
+        gate_proj: [I, C],
+        up_proj: [I, C],
+        down_proj: [C, I],
+      };
+      const proj = {} as Record<LoraModule, Linear>;
+      for (const m of LORA_MODULES) {
+        const bias = m === "o_proj" ? config.oProjBias : ["q_proj", "k_proj", "v_proj"].includes(m) ? config.attentionBias : config.mlpBias;
+        proj[m] = await linear(moduleWeightName(l, m), dims[m][0], dims[m][1], bias);
+      }
+      layers.push({
+        inputNorm: await floatTensor(`${p}.input_layernorm.weight`, [C]),
+        postNorm: await floatTensor(`${p}.post_attention_layernorm.weight`, [C]),
+        proj,
+      });
+    }
+    const finalNorm = await floatTensor("model.norm.weight", [C]);
+    const lmHead = config.tieWordEmbeddings && !st.has("lm_head.weight") ? null : await dense("lm_head.weight", [shape.vocab, C], embedTarget);
+    const invFreq = ctx.upload(ropeInvFreq(config));
+    owned.push(invFreq);
+    const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq);
+    owned.length = 0; // the model owns everything now
+    return { dir, config, model, quant: prequantized ? "nf4" : quant, prequantized };
+  } catch (e) {
+    for (const o of owned) o.dispose();
+    throw e;
+  } finally {
+    st.close();
+  }
+}
+
+export interface MemoryReport {
+  quantized_weight_bytes: number;
+  quantization_constant_bytes: number;
+  unquantized_bytes: number;
+  kv_cache_bytes: number;
+  total_bytes: number;
+  quantized_parameters: number;
+  bits_per_quantized_parameter: number | null;
+}
+
+export function memoryReport(model: LlamaModel, kvCacheBytes = 0): MemoryReport {
+  const b = model.weightBytes();
+  let params = 0;
+  for (const layer of model.layers) {
+    for (const m of LORA_MODULES) if (layer.proj[m].weight.kind === "q4") params += layer.proj[m].rows * layer.proj[m].cols;
+  }
+  return {
+    quantized_weight_bytes: b.packed,
+    quantization_constant_bytes: b.constants,
+    unquantized_bytes: b.dense,
+    kv_cache_bytes: kvCacheBytes,
+    total_bytes: b.packed + b.constants + b.dense + kvCacheBytes,
+    quantized_parameters: params,
+    bits_per_quantized_parameter: params > 0 ? ((b.packed + b.constants) * 8) / params : null,
+  };
+}
