@@ -1,19 +1,117 @@
-// app.ts — the Hono application: middleware, the error hook, and the routes.
+// app.ts — the Hono application: request ids and structured logs, body limit, auth, the zod
+// validation hook (one place turns schema violations into OpenAI-shaped 400s), the routes, the
+// OpenAPI 3.1 document (/openapi.json), the API reference (/docs), /health and /metrics.
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { HTTPException } from "hono/http-exception";
+import { bodyLimit } from "hono/body-limit";
+import { Scalar } from "@scalar/hono-api-reference";
+import type { AppDeps, AppEnv } from "./deps.ts";
+import { ApiError, errorResponse } from "./errors.ts";
+import { authMiddleware } from "./auth.ts";
+import { registerCompletions } from "./routes/completions.ts";
+import { registerChat } from "./routes/chat.ts";
+import { registerModels } from "./routes/models.ts";
+import { registerAdapters } from "./routes/adapters.ts";
 
-export interface AppInfo {
-  backend: string;
-  backendInfo: Record<string, unknown>;
-  model?: string;
+export type { AppDeps } from "./deps.ts";
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+/** The issue path of a zod error ("messages.0.role"), for OpenAI's `param`. */
+function issueParam(path: PropertyKey[]): string | null {
+  return path.length ? path.map(String).join(".") : null;
 }
 
-export function createApp(info: AppInfo): OpenAPIHono {
-  const app = new OpenAPIHono();
-  app.get("/health", (c) => c.json({ status: "ok", backend: info.backend, native: info.backendInfo, model: info.model ?? null }));
-  app.notFound((c) => c.json({ error: { message: `no route for ${c.req.method} ${c.req.path}`, type: "invalid_request_error", param: null, code: "not_found" } }, 404));
+export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (result.success) return;
+      const issues = result.error.issues;
+      const first = issues[0];
+      const param = first ? issueParam(first.path) : null;
+      const message = issues.slice(0, 5).map((i) => `${issueParam(i.path) ?? "body"}: ${i.message}`).join("; ");
+      return errorResponse(c, new ApiError(400, message || "invalid request", "invalid_value", param));
+    },
+  });
+
+  // request id + one structured log line per request + request counter
+  app.use("*", async (c, next) => {
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && REQUEST_ID_RE.test(incoming) ? incoming : crypto.randomUUID();
+    c.set("requestId", requestId);
+    const t0 = performance.now();
+    await next();
+    c.header("x-request-id", requestId);
+    const route = c.req.routePath && c.req.routePath !== "*" && c.req.routePath !== "/*" ? c.req.routePath : "unmatched";
+    if (route !== "/metrics") deps.metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    deps.log?.({
+      ts: new Date().toISOString(),
+      level: c.res.status >= 500 ? "error" : "info",
+      msg: "request",
+      request_id: requestId,
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round((performance.now() - t0) * 10) / 10,
+      tenant: c.var.principal?.tenant ?? null,
+    });
+  });
+
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: deps.bodyLimitBytes,
+      onError: (c) => errorResponse(c, new ApiError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
+    }),
+  );
+  app.use("/v1/*", authMiddleware(deps.keys));
+
+  app.get("/health", (c) =>
+    c.json({
+      status: "ok",
+      backend: deps.host.info.backend,
+      native: deps.host.info.backendInfo,
+      model: deps.host.info.id,
+      running: deps.host.stats.running,
+      waiting: deps.host.stats.waiting,
+    }));
+  app.get("/metrics", (c) => c.text(deps.metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }));
+
+  registerCompletions(app, deps);
+  registerChat(app, deps);
+  registerModels(app, deps);
+  registerAdapters(app, deps);
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "qlora server",
+      version: "1.0.0",
+      description: "OpenAI-compatible completions and chat over a 4-bit base model, with per-request LoRA adapters for many tenants.",
+    },
+    security: [{ bearer: [] }],
+  });
+  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "qlora server API" }));
+
+  app.notFound((c) => errorResponse(c, new ApiError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found")));
   app.onError((err, c) => {
-    console.error(err);
-    return c.json({ error: { message: "internal server error", type: "server_error", param: null, code: null } }, 500);
+    if (err instanceof ApiError) return errorResponse(c, err);
+    if (err instanceof HTTPException) {
+      const status = err.status;
+      const malformed = status === 400 && /json/i.test(err.message);
+      return errorResponse(
+        c,
+        new ApiError(status as 400, malformed ? "the request body is not valid JSON" : err.message || "bad request", malformed ? "invalid_json" : null),
+      );
+    }
+    deps.log?.({ ts: new Date().toISOString(), level: "error", msg: "unhandled error", request_id: c.var.requestId, error: String((err as Error)?.stack ?? err) });
+    return errorResponse(c, new ApiError(500, "internal server error", "internal"));
   });
   return app;
+}
+
+/** The OpenAPI document (for the SDK generator and tests). */
+export function openApiDocument(app: OpenAPIHono<AppEnv>) {
+  return app.getOpenAPI31Document({ openapi: "3.1.0", info: { title: "qlora server", version: "1.0.0" } });
 }

@@ -70,7 +70,9 @@ function int(c: Json, key: string, opts: { def?: number; min?: number } = {}): n
     if (opts.def !== undefined) return opts.def;
     throw new ConfigError(`config.json: missing required field "${key}"`);
   }
-  if (typeof v !== "number" || !Number.isSafeInteger(v)) throw new ConfigError(`config.json: "${key}" must be an integer, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isSafeInteger(v)) {
+    throw new ConfigError(`config.json: "${key}" must be an integer, got ${JSON.stringify(v)}`);
+  }
   if (v < (opts.min ?? 1)) throw new ConfigError(`config.json: "${key}" must be ≥ ${opts.min ?? 1}, got ${v}`);
   return v;
 }
@@ -81,7 +83,9 @@ function num(c: Json, key: string, def?: number): number {
     if (def !== undefined) return def;
     throw new ConfigError(`config.json: missing required field "${key}"`);
   }
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new ConfigError(`config.json: "${key}" must be a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw new ConfigError(`config.json: "${key}" must be a number, got ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -96,7 +100,9 @@ function tokenIds(v: unknown, key: string): number[] {
   if (v === undefined || v === null) return [];
   const arr = Array.isArray(v) ? v : [v];
   for (const x of arr) {
-    if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) throw new ConfigError(`config.json: "${key}" must be a token id or a list of them`);
+    if (typeof x !== "number" || !Number.isSafeInteger(x) || x < 0) {
+      throw new ConfigError(`config.json: "${key}" must be a token id or a list of them`);
+    }
   }
   return arr as number[];
 }
@@ -111,7 +117,9 @@ function parseRopeScaling(c: Json, maxPos: number): { scaling: RopeScaling; thet
   const type = (r.rope_type ?? r.type ?? "default") as unknown;
   const factor = (): number => {
     const f = r.factor;
-    if (typeof f !== "number" || !(f >= 1)) throw new ConfigError(`config.json: rope scaling "factor" must be a number ≥ 1, got ${JSON.stringify(f)}`);
+    if (typeof f !== "number" || !(f >= 1)) {
+      throw new ConfigError(`config.json: rope scaling "factor" must be a number ≥ 1, got ${JSON.stringify(f)}`);
+    }
     return f;
   };
   switch (type) {
@@ -130,7 +138,10 @@ function parseRopeScaling(c: Json, maxPos: number): { scaling: RopeScaling; thet
       if (typeof orig !== "number" || !Number.isSafeInteger(orig) || orig <= 0) {
         throw new ConfigError(`config.json: llama3 rope scaling needs a positive original_max_position_embeddings`);
       }
-      return { scaling: { type: "llama3", factor: f, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: orig }, theta };
+      return {
+        scaling: { type: "llama3", factor: f, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: orig },
+        theta,
+      };
     }
     default:
       throw new ConfigError(`config.json: unsupported rope scaling type ${JSON.stringify(type)} (supported: default, linear, llama3)`);
@@ -154,7 +165,9 @@ export function parseModelConfig(json: unknown): ModelConfig {
     }
   } else if (typeof c.model_type === "string") {
     architecture = MODEL_TYPES[c.model_type];
-    if (!architecture) throw new ConfigError(`unsupported model_type "${c.model_type}" (supported: ${Object.keys(MODEL_TYPES).join(", ")})`);
+    if (!architecture) {
+      throw new ConfigError(`unsupported model_type "${c.model_type}" (supported: ${Object.keys(MODEL_TYPES).join(", ")})`);
+    }
     architectureClass = Object.keys(ARCHITECTURES).find((k) => ARCHITECTURES[k] === architecture)!;
   } else {
     throw new ConfigError(`config.json has neither "architectures" nor "model_type"`);

@@ -460,14 +460,15 @@ export function f32Tensor(name: string, shape: number[], values: Float32Array): 
 
 /**
  * Writes a safetensors file atomically (temp file in the same folder, fsync, rename).
- * Tensors are stored in the given order; data producers are called one at a time so only one
+ * `tensorsIn` is a list or a name → tensor record. Tensors are stored in the given order; data producers are called one at a time so only one
  * tensor is in memory. The header is padded with spaces to a multiple of 8 bytes.
  */
 export async function writeSafetensors(
   path: string,
-  tensors: TensorToWrite[],
+  tensorsIn: TensorToWrite[] | Record<string, Omit<TensorToWrite, "name">>,
   metadata?: Record<string, string>,
 ): Promise<void> {
+  const tensors: TensorToWrite[] = Array.isArray(tensorsIn) ? tensorsIn : Object.entries(tensorsIn).map(([name, t]) => ({ name, ...t }));
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) {
     for (const [k, v] of Object.entries(metadata)) {

@@ -111,6 +111,7 @@ function decoderFlags(dec: unknown): DecoderFlags {
   return flags;
 }
 
+const EMPTY = new Uint8Array(0);
 const BYTE_TOKEN = /^<0x([0-9A-Fa-f]{2})>$/;
 
 export class Tokenizer {
@@ -120,6 +121,7 @@ export class Tokenizer {
   readonly #pieces: string[];
   readonly #special: Uint8Array;
   readonly #vocab: Map<string, number>;
+  #llamaSpecials: { bos: number | null; eos: number | null } | null = null;
   readonly stripLeadingSpaces: number;
   readonly vocabSize: number;
   readonly bosToken: string | null;
@@ -158,7 +160,10 @@ export class Tokenizer {
     for (const a of added) vocab.set(a.content, a.id);
     this.#vocab = vocab;
     let maxId = -1;
-    for (const id of vocab.values()) if (id > maxId) maxId = id;
+    for (const id of vocab.values()) {
+      if (!Number.isSafeInteger(id) || id < 0 || id > 16_000_000) throw new TokenizerError(`tokenizer.json has an invalid token id ${id}`);
+      if (id > maxId) maxId = id;
+    }
     this.vocabSize = maxId + 1;
     const pieces: string[] = new Array(this.vocabSize).fill("");
     for (const [tok, id] of vocab) pieces[id] = tok;
@@ -207,7 +212,19 @@ export class Tokenizer {
     this.eosTokenId = this.eosToken !== null ? vocab.get(this.eosToken) ?? null : null;
     this.padTokenId = this.padToken !== null ? vocab.get(this.padToken) ?? null : null;
 
-    const withSpecials = this.#hf.encode("a", { add_special_tokens: true }).ids;
+    // transformers' LlamaTokenizerFast (and Gemma/CodeLlama) rebuild the post-processor from
+    // add_bos_token / add_eos_token; other classes use tokenizer.json's post-processor as is.
+    const cls = String(cfg.tokenizer_class ?? "").replace(/Fast$/, "");
+    if (
+      ["LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer"].includes(cls) &&
+      (typeof cfg.add_bos_token === "boolean" || typeof cfg.add_eos_token === "boolean")
+    ) {
+      this.#llamaSpecials = {
+        bos: cfg.add_bos_token !== false && this.bosTokenId !== null ? this.bosTokenId : null,
+        eos: cfg.add_eos_token === true && this.eosTokenId !== null ? this.eosTokenId : null,
+      };
+    }
+    const withSpecials = this.encode("a");
     this.addsBos = this.bosTokenId !== null && withSpecials[0] === this.bosTokenId;
 
     const templates: Record<string, string> = {};
@@ -244,8 +261,20 @@ export class Tokenizer {
     return new Tokenizer({ tokenizerJson, tokenizerConfig, chatTemplateFile });
   }
 
+  /**
+   * Text → ids. With addSpecialTokens (default) the post-processor runs (e.g. BOS prepended).
+   * Chat prompts rendered by a template already contain BOS text: encode those with
+   * addSpecialTokens: false, as transformers' apply_chat_template does.
+   */
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    return this.#hf.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    const special = opts.addSpecialTokens ?? true;
+    if (special && this.#llamaSpecials) {
+      const ids = this.#hf.encode(text, { add_special_tokens: false }).ids;
+      if (this.#llamaSpecials.bos !== null) ids.unshift(this.#llamaSpecials.bos);
+      if (this.#llamaSpecials.eos !== null) ids.push(this.#llamaSpecials.eos);
+      return ids;
+    }
+    return this.#hf.encode(text, { add_special_tokens: special }).ids;
   }
 
   /** Decodes ids to text (see the file comment for the exact rule). */
@@ -277,8 +306,11 @@ export class Tokenizer {
   /** Raw UTF-8 bytes a token contributes (a byte-fallback token gives one byte). */
   tokenBytes(id: number): Uint8Array {
     const b = this.#pieceBytes[id];
-    if (b === undefined) throw new TokenizerError(`token id ${id} is out of range [0, ${this.vocabSize})`);
-    return b;
+    if (b !== undefined) return b;
+    // Models often pad their embedding past the tokenizer (config vocab_size > tokenizer size):
+    // such ids decode to nothing, as in Hugging Face tokenizers.
+    if (Number.isSafeInteger(id) && id >= 0) return EMPTY;
+    throw new TokenizerError(`invalid token id ${id}`);
   }
 
   isSpecial(id: number): boolean {

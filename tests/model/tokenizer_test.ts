@@ -42,3 +42,14 @@ Deno.test("stories260K: special tokens kept or skipped on decode", async () => {
   assert.equal(tok.decode([1, 403, 407, 2]), "Once upon");
   assert.ok(tok.isSpecial(1) && tok.isSpecial(2) && !tok.isSpecial(403));
 });
+
+Deno.test("Llama tokenizer classes follow add_bos_token / add_eos_token like transformers", async () => {
+  const tokenizerJson = JSON.parse(await Deno.readTextFile(`${DIR}/tokenizer.json`));
+  const cfg = JSON.parse(await Deno.readTextFile(`${DIR}/tokenizer_config.json`));
+  const noBos = new Tokenizer({ tokenizerJson, tokenizerConfig: { ...cfg, add_bos_token: false } });
+  assert.deepEqual(noBos.encode("Once upon a time"), [403, 407, 261, 378]);
+  assert.equal(noBos.addsBos, false);
+  const withEos = new Tokenizer({ tokenizerJson, tokenizerConfig: { ...cfg, add_eos_token: true } });
+  assert.deepEqual(withEos.encode("Once upon a time"), [1, 403, 407, 261, 378, 2]);
+  assert.deepEqual(withEos.encode("Once", { addSpecialTokens: false }), [403]);
+});

@@ -95,7 +95,7 @@ void bgemm(int nthreads, bool ta, bool tb, int64_t m, int64_t n, int64_t k, floa
 }
 
 static std::vector<float> to_f32(const void* p, int64_t n, int nthreads) {
-  std::vector<float> out(size_t(n));
+  std::vector<float> out(static_cast<size_t>(n));
   const uint16_t* h = static_cast<const uint16_t*>(p);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (n > 65536)
   for (int64_t i = 0; i < n; i++) out[i] = bf16_to_f32(h[i]);
@@ -107,7 +107,9 @@ ql_status gemm(ql_ctx* ctx, void* c, int32_t c_dtype, const void* a, int32_t a_d
                int32_t trans_b, float alpha, float beta) {
   const int nth = threads(ctx);
   const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
-  if (a_dtype == QL_BF16 && b_dtype == QL_BF16) {
+  // bf16 x bf16 on oneDNN's bf16 matmul where the CPU has AVX-512 BF16 (elsewhere oneDNN would
+  // fall back to a slow reference kernel, so the float32 path below is used instead).
+  if (a_dtype == QL_BF16 && b_dtype == QL_BF16 && state(ctx).avx512) {
     bgemm(nth, trans_a, trans_b, m, n, k, alpha, static_cast<const uint16_t*>(a), lda,
           static_cast<const uint16_t*>(b), ldb, beta, c, c_dtype, n);
     return QL_OK;

@@ -32,6 +32,9 @@ void bgemm(int nthreads, bool ta, bool tb, int64_t m, int64_t n, int64_t k, floa
 // only called when state(ctx).avx512.
 void matvec4_avx2(const ql_qweight* w, const float* xperm, float* y, int64_t m, int nthreads);
 void matvec4_avx512(const ql_qweight* w, const float* xperm, float* y, int64_t m, int nthreads);
+// bf16 activations on AVX-512 VNNI: x [m, cols] bf16 quantized to int8 per 64 elements, codes as
+// int8 codebook values (see matmul4_avx512.cpp). Needs cols % 128 == 0, blocksize >= 64.
+void matvec4_q8_avx512(const ql_qweight* w, const uint16_t* x, float* y, int64_t m, int nthreads);
 // Dequantizes rows [r0, r1) of W into out ([r1-r0, cols], F32 or BF16), nthreads threads.
 void dequant_rows(const ql_qweight* w, int64_t r0, int64_t r1, void* out, int32_t dtype,
                   int nthreads);

@@ -17,7 +17,7 @@ ql_status cross_entropy(ql_ctx* ctx, float* losses, void* dlogits, const void* l
                      (long long)t, targets[t], (long long)V);
 #pragma omp parallel num_threads(threads(ctx)) if (T * V > 16384)
   {
-    std::vector<float> row(size_t(V));
+    std::vector<float> row(static_cast<size_t>(V));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < T; t++) {
       const int32_t tgt = targets[t];
@@ -69,7 +69,7 @@ ql_status cross_entropy(ql_ctx* ctx, float* losses, void* dlogits, const void* l
 ql_status sum_squares(ql_ctx* ctx, float* out, const float* g, int64_t n) {
   constexpr int64_t kChunk = 1 << 14;
   const int64_t nchunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> part(size_t(nchunks));
+  std::vector<double> part(static_cast<size_t>(nchunks));
 #pragma omp parallel for num_threads(threads(ctx)) schedule(static) if (nchunks > 1)
   for (int64_t c = 0; c < nchunks; c++) {
     const int64_t i0 = c * kChunk, i1 = std::min(n, i0 + kChunk);

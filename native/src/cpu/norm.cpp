@@ -12,7 +12,7 @@ ql_status rmsnorm_forward(ql_ctx* ctx, void* out, float* rstd, const void* x, co
                           int64_t T, int64_t C, float eps, int32_t dtype) {
 #pragma omp parallel num_threads(threads(ctx)) if (T * C > 8192)
   {
-    std::vector<float> row(size_t(C));
+    std::vector<float> row(static_cast<size_t>(C));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; t++) {
       load_row(row.data(), x, dtype, t * C, C);
@@ -40,7 +40,7 @@ ql_status rmsnorm_backward(ql_ctx* ctx, void* dx, float* dweight, const void* do
   std::vector<float> partial(dweight ? size_t(nt) * size_t(C) : 0, 0.0f);
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<float> xr(size_t(C)), gr(size_t(C)), wg(size_t(C));
+    std::vector<float> xr(static_cast<size_t>(C)), gr(static_cast<size_t>(C)), wg(static_cast<size_t>(C));
     float* dw = dweight ? partial.data() + size_t(omp_get_thread_num()) * size_t(C) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; t++) {

@@ -14,7 +14,7 @@ static void rope_apply(ql_ctx* ctx, void* out, const void* x, const int32_t* pos
   const int64_t half = D / 2;
 #pragma omp parallel num_threads(threads(ctx)) if (T * Hn * D > 16384)
   {
-    std::vector<float> cs(size_t(half)), sn(size_t(half)), row(size_t(D));
+    std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half)), row(static_cast<size_t>(D));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < T; t++) {
       const float pos = float(positions[t]);

@@ -23,7 +23,7 @@ ql_status topk(ql_ctx* ctx, int32_t* out_ids, float* out_vals, const void* logit
                int64_t V, int64_t k, int32_t dtype) {
 #pragma omp parallel num_threads(threads(ctx)) if (B > 1 && B * V > 16384)
   {
-    std::vector<float> row(size_t(V));
+    std::vector<float> row(static_cast<size_t>(V));
     std::vector<std::pair<float, int32_t>> heap;
     heap.reserve(size_t(k));
     // Min-heap on "better": the root is the worst kept entry.

@@ -1,6 +1,7 @@
 // table.cpp — the CPU backend's function table. Entries left NULL answer QL_E_UNSUPPORTED.
 #include "cpu/cpu.h"
 #include "cpu/ops.h"
+#include "cpu/linalg.h"
 
 namespace ql::cpu {
 
@@ -47,6 +48,20 @@ static const ql_backend kTable = [] {
   t.sum_squares = sum_squares;
   t.scale = scale;
   t.topk = topk;
+  t.matmul_4bit = matmul_4bit;
+  t.matmul_4bit_backward = matmul_4bit_backward;
+  t.gemm = gemm;
+  t.lora_forward = lora_forward;
+  t.lora_backward = lora_backward;
+  t.lora_multi_forward = lora_multi_forward;
+  t.optimizer_init = optimizer_init;
+  t.optimizer_add = optimizer_add;
+  t.optimizer_size = optimizer_size;
+  t.optimizer_step = optimizer_step;
+  t.optimizer_get_state = optimizer_get_state;
+  t.optimizer_set_state = optimizer_set_state;
+  t.optimizer_memory = optimizer_memory;
+  t.optimizer_free = optimizer_free;
   return t;
 }();
 

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <unistd.h>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -39,6 +40,24 @@ struct dim3 {
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 typedef dim3 uint3;
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+struct int3 {
+  int x, y, z;
+};
+struct alignas(8) int2 {
+  int x, y;
+};
+struct alignas(8) uint2 {
+  unsigned x, y;
+};
 
 typedef int cudaError_t;
 enum : int {
@@ -149,7 +168,7 @@ struct Fiber {
   Block* block = nullptr;
 };
 
-extern thread_local Fiber* t_fiber;
+extern thread_local Fiber* t_fiber __attribute__((tls_model("initial-exec")));
 
 // Parks the calling fiber at a block barrier / warp rendezvous.
 void block_barrier();
@@ -161,6 +180,9 @@ void* shared_dynamic();
 
 // Runs body(void) for each thread of each block; returns cudaSuccess or an error.
 using KernelBody = void (*)(void* closure);
+void set_threads(int n);  // OS threads running blocks (0: OpenMP default)
+// Last launch error of this OS thread (cudaGetLastError reads and clears it).
+cudaError_t& last_error();
 cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* closure);
 
 template <class... P>
@@ -174,12 +196,13 @@ struct Launcher {
       void (*kernel)(P...);
       std::tuple<std::decay_t<P>...> args;
     } c{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-    launch(grid, block, shmem,
+    cudaError_t e = launch(grid, block, shmem,
            [](void* p) {
              auto* cl = static_cast<Closure*>(p);
              std::apply(cl->kernel, cl->args);
            },
            &c);
+    if (e != cudaSuccess) last_error() = e;
   }
 };
 template <class... P>
@@ -222,7 +245,7 @@ inline unsigned ballot(bool pred) {
 #define blockIdx (ql_emu::t_fiber->block->block_idx)
 #define blockDim (ql_emu::t_fiber->block->block_dim)
 #define gridDim (ql_emu::t_fiber->block->grid_dim)
-#define warpSize 32
+constexpr int warpSize = 32;
 
 inline void __syncthreads() { ql_emu::block_barrier(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { ql_emu::warp_barrier(); }

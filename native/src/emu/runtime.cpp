@@ -53,7 +53,7 @@ ql_emu_trampoline:
 
 namespace ql_emu {
 
-thread_local Fiber* t_fiber = nullptr;
+thread_local Fiber* t_fiber __attribute__((tls_model("initial-exec"))) = nullptr;
 
 namespace {
 
@@ -102,7 +102,7 @@ struct Worker {
     return stacks[i];
   }
 };
-thread_local Worker* t_worker = nullptr;
+thread_local Worker* t_worker __attribute__((tls_model("initial-exec"))) = nullptr;
 Worker& worker() {
   if (!t_worker) t_worker = new Worker();
   return *t_worker;
@@ -156,7 +156,9 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
     f.shared_cursor = 0;
     f.state = kRunnable;
     f.block = &b;
-    unsigned char* top = w.stack(i) + 4096 + sbytes;  // 16-aligned (page aligned)
+    // stack tops staggered by 64..4032 bytes so fibers' hot frames do not all map to the same
+    // cache sets (the stacks themselves are 64 KiB aligned)
+    unsigned char* top = w.stack(i) + 4096 + sbytes - size_t((i * 7) % 63) * 64;  // 16-aligned
     void** sp = reinterpret_cast<void**>(top - 72);
     sp[0] = nullptr;                                           // r15
     sp[1] = nullptr;                                           // r14
@@ -200,6 +202,10 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
 }  // namespace
 
 void set_threads(int n) { g_threads = n; }
+cudaError_t& last_error() {
+  static thread_local cudaError_t e = cudaSuccess;
+  return e;
+}
 
 [[noreturn]] void trap(const char* what) {
   fprintf(stderr, "cudaemu: %s\n", what);
@@ -227,7 +233,10 @@ cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* c
   if (nblocks == 0) return cudaSuccess;
   if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
   const int nt = g_threads > 0 ? g_threads : omp_get_max_threads();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nblocks > 1 && nt > 1)
+  // Small grids run on the calling thread: on a loaded machine a parallel region's end barrier
+  // can wait a whole time slice for a descheduled worker.
+  const bool parallel = nt > 1 && nblocks >= 2 * nt && uint64_t(nblocks) * nthreads >= 16384;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel)
   for (int64_t bi = 0; bi < nblocks; bi++) {
     Worker& w = worker();
     w.body = body;
@@ -347,8 +356,12 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   *ms = float(reinterpret_cast<EmuEvent*>(b)->t - reinterpret_cast<EmuEvent*>(a)->t);
   return cudaSuccess;
 }
-cudaError_t cudaGetLastError() { return cudaSuccess; }
-cudaError_t cudaPeekAtLastError() { return cudaSuccess; }
+cudaError_t cudaGetLastError() {
+  cudaError_t e = ql_emu::last_error();
+  ql_emu::last_error() = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return ql_emu::last_error(); }
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
     case cudaSuccess: return "no error";

@@ -1,0 +1,231 @@
+// lora.cpp — LoRA forward/backward with seeded dropout (common/lora_math.h) and the
+// multi-adapter serving forward.
+//
+// Multi-adapter (S-LoRA / Punica's BGMV idea): every row with an adapter goes through one
+// parallel region in two phases: shrink xa_t = x_t · A_aᵀ (r_a dot products per row, all rows'
+// (row, j) pairs flattened so mixed ranks balance across threads), then expand
+// y_t += scale_a · B_a · xa_t eight outputs at a time (eight dot products of length r_a reduced
+// together). No rank is padded, and a row's result does not depend on which other rows share the
+// batch (same kernel, same summation order), so a mixed batch equals each row run alone bit for
+// bit. (A per-adapter GEMM for large groups would be faster for long prefills but breaks that.)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/half.h"
+#include "common/lora_math.h"
+#include "cpu/linalg.h"
+
+namespace ql::cpu {
+
+// xd [T, in] f32 = drop(x): kept elements times 1 / (1 - p), dropped ones 0.
+static void dropout_x(float* xd, const void* x, int32_t dtype, int64_t T, int64_t in, float p,
+                      uint64_t seed, int nthreads) {
+  const uint64_t key = lora_dropout_key(seed);
+  const float inv = 1.0f / (1.0f - p);
+  const int64_t n = T * in;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (n > 32768)
+  for (int64_t e = 0; e < n; e++) {
+    const float v = load_as_f32(x, dtype, e);
+    xd[e] = p > 0.0f ? (lora_dropout_keep(key, uint64_t(e), p) ? v * inv : 0.0f) : v;
+  }
+}
+
+ql_status lora_forward(ql_ctx* ctx, void* y, float* xa, const void* x, const float* A,
+                       const float* B, int64_t T, int64_t in, int64_t out, int64_t r, float scale,
+                       float dropout_p, uint64_t seed, int32_t dtype) {
+  const int nth = threads(ctx);
+  std::vector<float> xdv, xav, tmp;
+  const float* xd = static_cast<const float*>(x);
+  if (dtype != QL_F32 || dropout_p > 0.0f) {
+    xdv.resize(size_t(T * in));
+    dropout_x(xdv.data(), x, dtype, T, in, dropout_p, seed, nth);
+    xd = xdv.data();
+  }
+  float* xap = xa;
+  if (!xap) {
+    xav.resize(size_t(T * r));
+    xap = xav.data();
+  }
+  sgemm(nth, false, true, T, r, in, 1.0f, xd, in, A, in, 0.0f, xap, r);
+  if (dtype == QL_F32) {
+    sgemm(nth, false, true, T, out, r, scale, xap, r, B, r, 1.0f, static_cast<float*>(y), out);
+    return QL_OK;
+  }
+  tmp.resize(size_t(T * out));
+  sgemm(nth, false, true, T, out, r, scale, xap, r, B, r, 0.0f, tmp.data(), out);
+  uint16_t* yh = static_cast<uint16_t*>(y);
+  const int64_t n = T * out;
+#pragma omp parallel for num_threads(nth) schedule(static) if (n > 65536)
+  for (int64_t e = 0; e < n; e++) yh[e] = f32_to_bf16(bf16_to_f32(yh[e]) + tmp[e]);
+  return QL_OK;
+}
+
+ql_status lora_backward(ql_ctx* ctx, void* dx, float* dA, float* dB, const void* dy,
+                        const void* x, const float* xa, const float* A, const float* B, int64_t T,
+                        int64_t in, int64_t out, int64_t r, float scale, float dropout_p,
+                        uint64_t seed, int32_t dtype) {
+  const int nth = threads(ctx);
+  std::vector<float> dyv, xdv, g(size_t(T * r)), tmp;
+  const float* dyf = static_cast<const float*>(dy);
+  if (dtype != QL_F32) {
+    dyv.resize(size_t(T * out));
+    for (int64_t e = 0; e < T * out; e++) dyv[e] = bf16_to_f32(static_cast<const uint16_t*>(dy)[e]);
+    dyf = dyv.data();
+  }
+  // g [T, r] = scale · dy · B  (gradient of xa)
+  sgemm(nth, false, false, T, r, out, scale, dyf, out, B, r, 0.0f, g.data(), r);
+  // dB [out, r] += scale · dyᵀ · xa
+  sgemm(nth, true, false, out, r, T, scale, dyf, out, xa, r, 1.0f, dB, r);
+  // dA [r, in] += gᵀ · drop(x)
+  const float* xd = static_cast<const float*>(x);
+  if (dtype != QL_F32 || dropout_p > 0.0f) {
+    xdv.resize(size_t(T * in));
+    dropout_x(xdv.data(), x, dtype, T, in, dropout_p, seed, nth);
+    xd = xdv.data();
+  }
+  sgemm(nth, true, false, r, in, T, 1.0f, g.data(), r, xd, in, 1.0f, dA, in);
+  if (!dx) return QL_OK;
+  // dx [T, in] += mask / (1 - p) ⊙ (g · A)
+  if (dtype == QL_F32 && dropout_p == 0.0f) {
+    sgemm(nth, false, false, T, in, r, 1.0f, g.data(), r, A, in, 1.0f, static_cast<float*>(dx), in);
+    return QL_OK;
+  }
+  tmp.resize(size_t(T * in));
+  sgemm(nth, false, false, T, in, r, 1.0f, g.data(), r, A, in, 0.0f, tmp.data(), in);
+  const uint64_t key = lora_dropout_key(seed);
+  const float inv = 1.0f / (1.0f - dropout_p);
+  const int64_t n = T * in;
+#pragma omp parallel for num_threads(nth) schedule(static) if (n > 32768)
+  for (int64_t e = 0; e < n; e++) {
+    float d = tmp[e];
+    if (dropout_p > 0.0f) d = lora_dropout_keep(key, uint64_t(e), dropout_p) ? d * inv : 0.0f;
+    store_from_f32(dx, dtype, e, load_as_f32(dx, dtype, e) + d);
+  }
+  return QL_OK;
+}
+
+// ---------------------------------------------------------------- multi-adapter forward
+
+static inline float hsum8(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+// Σ a[i] b[i], fixed order: four 8-wide accumulators, then the scalar tail.
+static inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+// out[k] = Σ_j B[(o + k) * r + j] · xa[j] for k < 8 (eight rows of B against xa).
+static inline __m256 dot8(const float* B, int64_t r, const float* xa) {
+  __m256 acc[8];
+  for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= r; j += 8) {
+    const __m256 xv = _mm256_loadu_ps(xa + j);
+    for (int k = 0; k < 8; k++) acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(B + k * r + j), xv, acc[k]);
+  }
+  // transpose-reduce: lane k of the result = horizontal sum of acc[k]
+  const __m256 h01 = _mm256_hadd_ps(acc[0], acc[1]), h23 = _mm256_hadd_ps(acc[2], acc[3]);
+  const __m256 h45 = _mm256_hadd_ps(acc[4], acc[5]), h67 = _mm256_hadd_ps(acc[6], acc[7]);
+  const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+  // h0123 = [s0l s1l s2l s3l | s0h s1h s2h s3h] (l/h: 128-bit halves)
+  const __m256 lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
+  const __m256 hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
+  __m256 s = _mm256_add_ps(lo, hi);
+  if (j < r) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, s);
+    for (int k = 0; k < 8; k++)
+      for (int64_t jj = j; jj < r; jj++) t[k] += B[k * r + jj] * xa[jj];
+    s = _mm256_load_ps(t);
+  }
+  return s;
+}
+
+ql_status lora_multi_forward(ql_ctx* ctx, void* y, const void* x, const int32_t* host_row_adapter,
+                             const uint64_t* host_a_ptrs, const uint64_t* host_b_ptrs,
+                             const int32_t* host_ranks, const float* host_scales,
+                             int64_t n_adapters, int64_t T, int64_t in, int64_t out,
+                             int32_t dtype) {
+  const int nth = threads(ctx);
+  std::vector<int64_t> bgmv_rows;
+  for (int64_t t = 0; t < T; t++)
+    if (host_row_adapter[t] >= 0) bgmv_rows.push_back(t);
+  if (bgmv_rows.empty()) return QL_OK;
+  // BGMV for the remaining rows.
+  const int64_t nr = int64_t(bgmv_rows.size());
+  std::vector<int64_t> xa_off(size_t(nr + 1), 0);
+  std::vector<int64_t> item_row;  // shrink work items: (row slot, j) flattened by xa_off
+  for (int64_t i = 0; i < nr; i++) xa_off[i + 1] = xa_off[i] + host_ranks[host_row_adapter[bgmv_rows[i]]];
+  const int64_t n_items = xa_off[nr];
+  std::vector<float> xr(dtype == QL_F32 ? 0 : size_t(nr * in)), xa(static_cast<size_t>(n_items));
+  constexpr int64_t kOutBlock = 256;
+  const int64_t n_oblk = (out + kOutBlock - 1) / kOutBlock;
+#pragma omp parallel num_threads(nth)
+  {
+    if (dtype != QL_F32) {
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < nr; i++)
+        for (int64_t c = 0; c < in; c++) xr[i * in + c] = load_as_f32(x, dtype, bgmv_rows[i] * in + c);
+    }
+    // shrink: item k belongs to row slot i with xa_off[i] <= k < xa_off[i + 1]
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < n_items; k++) {
+      const int64_t i = int64_t(std::upper_bound(xa_off.begin(), xa_off.end(), k) - xa_off.begin()) - 1;
+      const int64_t t = bgmv_rows[i], j = k - xa_off[i];
+      const int32_t a = host_row_adapter[t];
+      const float* A = reinterpret_cast<const float*>(host_a_ptrs[a]);
+      const float* xt = dtype == QL_F32 ? static_cast<const float*>(x) + t * in : xr.data() + i * in;
+      xa[k] = dot(xt, A + j * in, in);
+    }
+    // expand: (row slot, block of outputs)
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < nr * n_oblk; item++) {
+      const int64_t i = item / n_oblk, ob = item % n_oblk;
+      const int64_t t = bgmv_rows[i];
+      const int32_t a = host_row_adapter[t];
+      const int64_t r = host_ranks[a];
+      const float* B = reinterpret_cast<const float*>(host_b_ptrs[a]);
+      const float* xat = xa.data() + xa_off[i];
+      const __m256 sc = _mm256_set1_ps(host_scales[a]);
+      const int64_t o0 = ob * kOutBlock, o1 = std::min(out, o0 + kOutBlock);
+      int64_t o = o0;
+      for (; o + 8 <= o1; o += 8) {
+        const __m256 s = _mm256_mul_ps(sc, dot8(B + o * r, r, xat));
+        if (dtype == QL_F32) {
+          float* yt = static_cast<float*>(y) + t * out + o;
+          _mm256_storeu_ps(yt, _mm256_add_ps(_mm256_loadu_ps(yt), s));
+        } else {
+          alignas(32) float tmp[8];
+          _mm256_store_ps(tmp, s);
+          for (int k = 0; k < 8; k++)
+            store_from_f32(y, dtype, t * out + o + k, load_as_f32(y, dtype, t * out + o + k) + tmp[k]);
+        }
+      }
+      for (; o < o1; o++) {
+        const float s = host_scales[a] * dot(B + o * r, xat, r);
+        store_from_f32(y, dtype, t * out + o, load_as_f32(y, dtype, t * out + o) + s);
+      }
+    }
+  }
+  return QL_OK;
+}
+
+}  // namespace ql::cpu

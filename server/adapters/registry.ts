@@ -1,0 +1,184 @@
+// registry.ts — registered adapters, scoped to tenants. An adapter is registered from a folder
+// under the server's adapter root (symlinks resolved; nothing outside the root is reachable) or
+// uploaded (stored under the data folder). Each registration gets a fresh uid: the key of the
+// device cache, so a name registered again never reuses stale weights. Names are unique within a
+// tenant; another tenant's adapter is invisible (looks the same as a missing one).
+import type { LlamaShape } from "../model/llama.ts";
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, inspectPeftAdapter, PeftError } from "./peft.ts";
+
+export interface AdapterRecord {
+  id: string;
+  tenant: string;
+  uid: string;
+  dir: string;
+  source: "path" | "upload";
+  created: number; // unix seconds
+  r: number;
+  loraAlpha: number;
+  useRslora: boolean;
+  targetModules: string[];
+  baseModel: string | null;
+  deviceBytes: number;
+}
+
+export class RegistryError extends Error {
+  override name = "RegistryError";
+  constructor(message: string, readonly status: 400 | 404 | 409, readonly code: string, readonly param: string | null = null) {
+    super(message);
+  }
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
+
+export interface Caller {
+  tenant: string;
+  admin: boolean;
+}
+
+export class AdapterRegistry {
+  readonly #byTenant = new Map<string, Map<string, AdapterRecord>>();
+  readonly #byUid = new Map<string, AdapterRecord>();
+  #root: string | null = null;
+
+  constructor(
+    readonly adapterRoot: string,
+    readonly uploadDir: string,
+    readonly shape: LlamaShape,
+    readonly reservedIds: string[] = [],
+  ) {}
+
+  async #realRoot(): Promise<string> {
+    if (this.#root === null) {
+      await Deno.mkdir(this.adapterRoot, { recursive: true });
+      this.#root = await Deno.realPath(this.adapterRoot);
+    }
+    return this.#root;
+  }
+
+  /** Resolves a path (relative to the adapter root, or absolute) to a real folder inside the root
+   * (inside <root>/<tenant> for a tenant that is not an admin). */
+  async resolvePath(path: string, caller: Caller = { tenant: "", admin: true }): Promise<string> {
+    const top = await this.#realRoot();
+    const root = caller.admin ? top : `${top}/${caller.tenant}`;
+    if (typeof path !== "string" || path.length === 0 || path.includes("\0")) throw new RegistryError("lora_path must be a non-empty path", 400, "invalid_path", "lora_path");
+    const joined = path.startsWith("/") ? path : `${top}/${path}`;
+    let real: string;
+    try {
+      real = await Deno.realPath(joined);
+    } catch {
+      // say the same thing for missing and forbidden paths
+      throw new RegistryError(`no adapter folder at "${path}" under the adapter root`, 400, "invalid_path", "lora_path");
+    }
+    if (real !== root && !real.startsWith(root + "/")) {
+      throw new RegistryError(`"${path}" is outside the adapter root${caller.admin ? "" : ` (tenants register from <root>/${caller.tenant}/)`}`, 400, "path_outside_root", "lora_path");
+    }
+    if (!(await Deno.stat(real)).isDirectory) throw new RegistryError(`"${path}" is not a folder`, 400, "invalid_path", "lora_path");
+    // the files themselves must not be symlinks out of the root either
+    for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
+      try {
+        const rf = await Deno.realPath(`${real}/${f}`);
+        if (!rf.startsWith(root + "/")) throw new RegistryError(`"${path}/${f}" is outside the adapter root`, 400, "path_outside_root", "lora_path");
+      } catch (e) {
+        if (e instanceof RegistryError) throw e;
+      }
+    }
+    return real;
+  }
+
+  #checkId(caller: Caller, id: string): void {
+    if (typeof id !== "string" || !ID_RE.test(id)) {
+      throw new RegistryError("adapter ids are 1-128 characters: letters, digits, '.', '_', ':', '-'", 400, "invalid_id", "id");
+    }
+    if (this.reservedIds.includes(id)) throw new RegistryError(`"${id}" is the base model's id`, 409, "conflict", "id");
+    if (this.#byTenant.get(caller.tenant)?.has(id)) throw new RegistryError(`adapter "${id}" already exists`, 409, "conflict", "id");
+  }
+
+  async #add(caller: Caller, id: string, dir: string, source: AdapterRecord["source"]): Promise<AdapterRecord> {
+    let info;
+    try {
+      info = await inspectPeftAdapter(dir, this.shape);
+    } catch (e) {
+      if (e instanceof PeftError) throw new RegistryError(`invalid adapter: ${e.message}`, 400, "invalid_adapter");
+      throw e;
+    }
+    this.#checkId(caller, id); // again: another registration may have raced us
+    const rec: AdapterRecord = {
+      id,
+      tenant: caller.tenant,
+      uid: crypto.randomUUID(),
+      dir,
+      source,
+      created: Math.floor(Date.now() / 1000),
+      r: info.config.r,
+      loraAlpha: info.config.loraAlpha,
+      useRslora: info.config.useRslora,
+      targetModules: info.moduleNames,
+      baseModel: info.config.baseModel,
+      deviceBytes: info.deviceBytes,
+    };
+    let m = this.#byTenant.get(caller.tenant);
+    if (!m) this.#byTenant.set(caller.tenant, m = new Map());
+    m.set(id, rec);
+    this.#byUid.set(rec.uid, rec);
+    return rec;
+  }
+
+  /** Registers the PEFT folder at `path` (inside the adapter root). */
+  async register(caller: Caller, id: string, path: string): Promise<AdapterRecord> {
+    this.#checkId(caller, id);
+    const dir = await this.resolvePath(path, caller);
+    return await this.#add(caller, id, dir, "path");
+  }
+
+  /** Stores uploaded files under the upload folder and registers them. */
+  async upload(caller: Caller, id: string, config: Uint8Array, weights: Uint8Array): Promise<AdapterRecord> {
+    this.#checkId(caller, id);
+    const dir = `${this.uploadDir}/${encodeURIComponent(caller.tenant)}/${crypto.randomUUID()}`;
+    await Deno.mkdir(dir, { recursive: true });
+    try {
+      await Deno.writeFile(`${dir}/${ADAPTER_CONFIG}`, config);
+      await Deno.writeFile(`${dir}/${ADAPTER_WEIGHTS}`, weights);
+      return await this.#add(caller, id, dir, "upload");
+    } catch (e) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** The caller's adapter (an admin also sees every tenant's; their own come first). */
+  get(caller: Caller, id: string): AdapterRecord | undefined {
+    const own = this.#byTenant.get(caller.tenant)?.get(id);
+    if (own || !caller.admin) return own;
+    for (const m of this.#byTenant.values()) {
+      const r = m.get(id);
+      if (r) return r;
+    }
+    return undefined;
+  }
+
+  /** The folder relative to the adapter root (null for uploads). */
+  displayPath(rec: AdapterRecord): string | null {
+    if (rec.source !== "path" || this.#root === null) return null;
+    return rec.dir === this.#root ? "." : rec.dir.slice(this.#root.length + 1);
+  }
+
+  byUid(uid: string): AdapterRecord | undefined {
+    return this.#byUid.get(uid);
+  }
+
+  list(caller: Caller): AdapterRecord[] {
+    const out: AdapterRecord[] = [];
+    for (const [tenant, m] of this.#byTenant) if (caller.admin || tenant === caller.tenant) out.push(...m.values());
+    return out.sort((a, b) => a.created - b.created || a.id.localeCompare(b.id));
+  }
+
+  /** Removes the registration (uploaded files are deleted); returns the record. */
+  async remove(caller: Caller, id: string): Promise<AdapterRecord> {
+    const rec = this.get(caller, id);
+    if (!rec) throw new RegistryError(`adapter "${id}" does not exist`, 404, "adapter_not_found", "id");
+    this.#byTenant.get(rec.tenant)?.delete(id);
+    this.#byUid.delete(rec.uid);
+    if (rec.source === "upload") await Deno.remove(rec.dir, { recursive: true }).catch(() => {});
+    return rec;
+  }
+}

@@ -1,0 +1,28 @@
+// deps.ts — what the routes need from the rest of the server, passed in by main.ts (or a test).
+import type { Tokenizer } from "../model/tokenizer.ts";
+import type { EngineHost } from "../serving/host.ts";
+import type { AdapterRegistry } from "../adapters/registry.ts";
+import type { KeyStore, Principal } from "./auth.ts";
+import type { Metrics } from "./metrics.ts";
+
+export interface AppDeps {
+  host: EngineHost;
+  tokenizer: Tokenizer;
+  registry: AdapterRegistry;
+  keys: KeyStore;
+  metrics: Metrics;
+  /** Unix seconds the server started (the base model's `created`). */
+  created: number;
+  /** Requests that may wait beyond the running batch before 429 (default 256). */
+  maxQueue: number;
+  /** Largest request body in bytes (default 64 MiB, for adapter uploads). */
+  bodyLimitBytes: number;
+  /** A chat template for models without one. */
+  chatTemplate: string | null;
+  /** Structured log sink (one JSON object per line); null: silent. */
+  log: ((entry: Record<string, unknown>) => void) | null;
+}
+
+export interface AppEnv {
+  Variables: { principal: Principal; requestId: string };
+}

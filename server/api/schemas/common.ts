@@ -1,0 +1,46 @@
+// common.ts — schemas shared by several resources.
+import { z } from "@hono/zod-openapi";
+
+export const ErrorSchema = z.object({
+  error: z.object({
+    message: z.string(),
+    type: z.string(),
+    param: z.string().nullable(),
+    code: z.string().nullable(),
+  }),
+}).openapi("Error");
+
+export const UsageSchema = z.object({
+  prompt_tokens: z.number().int(),
+  completion_tokens: z.number().int(),
+  total_tokens: z.number().int(),
+  prompt_tokens_details: z.object({ cached_tokens: z.number().int() }).nullable().optional(),
+}).openapi("Usage");
+
+export const StopSchema = z.union([z.string(), z.array(z.string()).max(16)]).nullable().optional()
+  .openapi({ description: "Up to 16 sequences where generation stops; the stop text is not returned." });
+
+export const StreamOptionsSchema = z.object({ include_usage: z.boolean().optional() }).nullable().optional();
+
+/** Sampling fields common to chat and completions (OpenAI's, then the extensions). */
+export const samplingFields = {
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
+  n: z.number().int().min(1).max(16).nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  stream_options: StreamOptionsSchema,
+  stop: StopSchema,
+  presence_penalty: z.number().min(-2).max(2).nullable().optional(),
+  frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
+  logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
+  seed: z.number().int().min(-(2 ** 53 - 1)).max(2 ** 53 - 1).nullable().optional(),
+  user: z.string().max(256).optional(),
+  top_k: z.number().int().min(-1).nullable().optional().openapi({ description: "Extension: keep the k most likely tokens (≤ 0: off)." }),
+  min_p: z.number().min(0).max(1).nullable().optional().openapi({ description: "Extension: drop tokens below min_p × the top probability." }),
+  repetition_penalty: z.number().gt(0).max(10).nullable().optional().openapi({ description: "Extension: Hugging Face's repetition penalty (1: off)." }),
+  ignore_eos: z.boolean().optional().openapi({ description: "Extension: keep generating past end-of-sequence tokens." }),
+  min_tokens: z.number().int().min(0).optional().openapi({ description: "Extension: generate at least this many tokens." }),
+  stop_token_ids: z.array(z.number().int().min(0)).max(64).nullable().optional().openapi({ description: "Extension: extra token ids that end generation." }),
+};
+
+export const MaxTokensSchema = z.number().int().min(1).nullable().optional();

@@ -1,0 +1,258 @@
+// engine.ts — the generation engine: a step loop over the scheduler and the model runner.
+// Requests come in as token ids and leave as a stream of events (token pieces, then a finish).
+// Sampling, stop conditions and detokenization happen here, between steps.
+import { setImmediate } from "node:timers";
+import type { LlamaModel } from "../model/llama.ts";
+import { BlockManager } from "./kv_blocks.ts";
+import { type AdapterBinder, ModelRunner } from "./runner.ts";
+import { Scheduler, type ScheduledChunk } from "./scheduler.ts";
+import { type FinishReason, Sequence, type StoppingParams } from "./sequence.ts";
+import type { SamplingParams, TopLogprob } from "./sampling.ts";
+import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
+
+export interface EngineOptions {
+  maxNumSeqs?: number; // default 64
+  maxBatchedTokens?: number; // default 2048
+  numBlocks?: number; // KV cache blocks; default: enough for maxNumSeqs sequences of 512 tokens
+  blockSize?: number; // default 16
+  maxModelLen: number;
+  /** Called after each step (metrics). */
+  onStep?: (info: StepInfo) => void;
+}
+
+export interface StepInfo {
+  sequences: number;
+  tokens: number;
+  prefillTokens: number;
+  seconds: number;
+  waiting: number;
+  running: number;
+}
+
+export interface GenerateRequest {
+  promptIds: number[];
+  sampling?: Partial<SamplingParams>;
+  stopping?: Partial<StoppingParams>;
+  adapterId?: string | null;
+  signal?: AbortSignal;
+  includeStopString?: boolean;
+  skipSpecialTokens?: boolean;
+}
+
+export type GenerateEvent =
+  | { type: "token"; tokenId: number; text: string; logprob?: number; topLogprobs?: TopLogprob[] }
+  | {
+    type: "finish";
+    text: string; // the last held-back text, if any
+    finishReason: FinishReason;
+    stopReason: string | number | null;
+    promptTokens: number;
+    completionTokens: number;
+    cachedTokens: number;
+  };
+
+export class EngineError extends Error {
+  override name = "EngineError";
+  constructor(message: string, readonly code: "context_length_exceeded" | "invalid_request" | "engine_stopped") {
+    super(message);
+  }
+}
+
+interface Pending {
+  seq: Sequence;
+  detok: IncrementalDetokenizer;
+  events: GenerateEvent[];
+  wake: (() => void) | null;
+  done: boolean;
+  cachedTokens: number;
+}
+
+export class Engine {
+  readonly blocks: BlockManager;
+  readonly scheduler: Scheduler;
+  readonly runner: ModelRunner;
+  readonly maxModelLen: number;
+  #pending = new Map<Sequence, Pending>();
+  #loop: Promise<void> | null = null;
+  #stopped = false;
+  #onStep?: (info: StepInfo) => void;
+
+  constructor(readonly model: LlamaModel, readonly tokenizer: DetokenizerSource, opts: EngineOptions, adapters?: AdapterBinder) {
+    const blockSize = opts.blockSize ?? 16;
+    const maxNumSeqs = opts.maxNumSeqs ?? 64;
+    const numBlocks = opts.numBlocks ?? Math.ceil((maxNumSeqs * Math.min(512, opts.maxModelLen)) / blockSize);
+    this.maxModelLen = opts.maxModelLen;
+    this.blocks = new BlockManager(numBlocks, blockSize);
+    this.scheduler = new Scheduler(this.blocks, { maxNumSeqs, maxBatchedTokens: opts.maxBatchedTokens ?? 2048, maxModelLen: opts.maxModelLen });
+    this.runner = new ModelRunner(model, model.newKvCache(numBlocks, blockSize), this.blocks, adapters);
+    this.#onStep = opts.onStep;
+  }
+
+  get numWaiting(): number {
+    return this.scheduler.waiting.length;
+  }
+  get numRunning(): number {
+    return this.scheduler.running.length;
+  }
+  /** Adapter ids of running and waiting sequences (for metrics). */
+  adapterIds(): { running: string[]; waiting: string[] } {
+    const ids = (xs: Sequence[]) => [...new Set(xs.map((s) => s.adapterId).filter((a): a is string => a !== null))];
+    return { running: ids(this.scheduler.running), waiting: ids(this.scheduler.waiting) };
+  }
+
+  /** Checks a request before it is queued (so the caller can answer 400 at once). */
+  validate(req: GenerateRequest): void {
+    if (req.promptIds.length === 0) throw new EngineError("the prompt is empty", "invalid_request");
+    const maxTokens = req.stopping?.maxTokens ?? 16;
+    if (req.promptIds.length >= this.maxModelLen) {
+      throw new EngineError(`the prompt has ${req.promptIds.length} tokens; this model's context is ${this.maxModelLen}`, "context_length_exceeded");
+    }
+    if (req.promptIds.length > this.blocks.numBlocks * this.blocks.blockSize) {
+      throw new EngineError(`the prompt needs more KV cache than the server has`, "context_length_exceeded");
+    }
+    for (const id of req.promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.model.shape.vocab) throw new EngineError(`token id ${id} is outside the vocabulary`, "invalid_request");
+    }
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new EngineError("max_tokens must be a positive integer", "invalid_request");
+  }
+
+  /** Starts a request; its events arrive through the returned iterator. */
+  generate(req: GenerateRequest): AsyncIterableIterator<GenerateEvent> {
+    if (this.#stopped) throw new EngineError("the engine is stopped", "engine_stopped");
+    this.validate(req);
+    const maxTokens = Math.min(req.stopping?.maxTokens ?? 16, this.maxModelLen - req.promptIds.length);
+    const seq = new Sequence({ promptIds: req.promptIds, sampling: req.sampling, stopping: { ...req.stopping, maxTokens }, adapterId: req.adapterId ?? null });
+    const detok = new IncrementalDetokenizer(this.tokenizer, {
+      stop: seq.stopping.stop,
+      includeStopString: req.includeStopString,
+      skipSpecialTokens: req.skipSpecialTokens ?? true,
+      promptIds: req.promptIds,
+    });
+    const p: Pending = { seq, detok, events: [], wake: null, done: false, cachedTokens: 0 };
+    this.#pending.set(seq, p);
+    this.scheduler.add(seq);
+    const abort = () => this.#finish(p, "abort", null);
+    if (req.signal) {
+      if (req.signal.aborted) abort();
+      else req.signal.addEventListener("abort", abort, { once: true });
+    }
+    this.#ensureLoop();
+    const self = this;
+    async function* events(): AsyncGenerator<GenerateEvent> {
+      try {
+        while (true) {
+          if (p.events.length > 0) {
+            const e = p.events.shift()!;
+            yield e;
+            if (e.type === "finish") return;
+            continue;
+          }
+          if (p.done) return;
+          await new Promise<void>((r) => (p.wake = r));
+        }
+      } finally {
+        // the consumer stopped early (e.g. client disconnected): cancel the sequence
+        if (!p.done) self.#finish(p, "abort", null);
+        req.signal?.removeEventListener("abort", abort);
+      }
+    }
+    return events();
+  }
+
+  /** Stops the loop; unfinished requests finish with "abort". */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const p of [...this.#pending.values()]) this.#finish(p, "abort", null);
+    await this.#loop;
+  }
+
+  dispose(): void {
+    this.runner.cache.dispose();
+  }
+
+  #ensureLoop(): void {
+    if (this.#loop) return;
+    this.#loop = (async () => {
+      try {
+        while (!this.#stopped && this.scheduler.numUnfinished > 0) {
+          this.step();
+          // let I/O (new requests, disconnects, streaming writes) run between steps;
+          // setImmediate, because a setTimeout(0) costs about 10 ms here
+          await new Promise((r) => setImmediate(r));
+        }
+      } finally {
+        this.#loop = null;
+      }
+    })();
+  }
+
+  /** Runs one step synchronously; returns the number of tokens computed. */
+  step(): number {
+    const t0 = performance.now();
+    const chunks: ScheduledChunk[] = this.scheduler.schedule();
+    if (chunks.length === 0) return 0;
+    let tokens = 0, prefill = 0;
+    for (const c of chunks) {
+      tokens += c.end - c.start;
+      if (c.end - c.start > 1) prefill += c.end - c.start;
+      const p = this.#pending.get(c.seq);
+      if (p && c.seq.numOutputTokens === 0) p.cachedTokens = c.start;
+    }
+    let logits: Float32Array[];
+    try {
+      logits = this.runner.run(chunks);
+    } catch (e) {
+      // a failed step fails its sequences, not the server
+      for (const c of chunks) {
+        const p = this.#pending.get(c.seq);
+        if (p) this.#fail(p, e as Error);
+      }
+      return tokens;
+    }
+    chunks.forEach((c, i) => {
+      const p = this.#pending.get(c.seq);
+      if (!p || p.done) return;
+      const seq = c.seq;
+      const r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds);
+      seq.appendToken(r.token);
+      const piece = p.detok.push(r.token);
+      p.events.push({ type: "token", tokenId: r.token, text: piece.text, logprob: r.logprob, topLogprobs: r.topLogprobs });
+      if (piece.stopped !== null && seq.numOutputTokens >= seq.stopping.minTokens) this.#finish(p, "stop", piece.stopped);
+      else if (seq.checkStop(this.maxModelLen)) this.#finish(p, seq.finishReason!, seq.stopReason);
+      p.wake?.();
+    });
+    this.#onStep?.({
+      sequences: chunks.length,
+      tokens,
+      prefillTokens: prefill,
+      seconds: (performance.now() - t0) / 1000,
+      waiting: this.scheduler.waiting.length,
+      running: this.scheduler.running.length,
+    });
+    return tokens;
+  }
+
+  #finish(p: Pending, reason: FinishReason, stopReason: string | number | null): void {
+    if (p.done) return;
+    p.done = true;
+    p.seq.finish(reason, stopReason);
+    this.scheduler.remove(p.seq);
+    this.#pending.delete(p.seq);
+    const tail = reason === "stop" && typeof stopReason === "string" ? "" : p.detok.finish().text;
+    p.events.push({
+      type: "finish",
+      text: tail,
+      finishReason: reason,
+      stopReason,
+      promptTokens: p.seq.promptLength,
+      completionTokens: p.seq.numOutputTokens,
+      cachedTokens: p.cachedTokens,
+    });
+    p.wake?.();
+  }
+
+  #fail(p: Pending, e: Error): void {
+    console.error(`sequence ${p.seq.id} failed: ${e.message}`);
+    this.#finish(p, "abort", `error: ${e.message}`);
+  }
+}

@@ -1,0 +1,60 @@
+// runner.ts — the model runner: the only engine part that touches the model. Turns a step's
+// chunks into one forward batch on the paged KV cache and returns each chunk's last logits.
+import type { BatchAdapters, KvCache, LlamaModel } from "../model/llama.ts";
+import type { BlockManager } from "./kv_blocks.ts";
+import type { ScheduledChunk } from "./scheduler.ts";
+
+/** Maps a step's sequences to LoRA adapter slots (the serving layer provides it). */
+export interface AdapterBinder {
+  bind(chunks: ScheduledChunk[], rowSeq: Int32Array): BatchAdapters | undefined;
+}
+
+export class ModelRunner {
+  constructor(
+    readonly model: LlamaModel,
+    readonly cache: KvCache,
+    readonly blocks: BlockManager,
+    readonly adapters?: AdapterBinder,
+  ) {}
+
+  /** Computes the chunks' tokens; returns the logits [vocab] after each chunk's last token. */
+  run(chunks: ScheduledChunk[]): Float32Array[] {
+    if (chunks.length === 0) return [];
+    let T = 0;
+    for (const c of chunks) T += c.end - c.start;
+    const tokens = new Int32Array(T), positions = new Int32Array(T), slots = new Int32Array(T), rowSeq = new Int32Array(T);
+    const S = chunks.length;
+    let maxBlocks = 1;
+    for (const c of chunks) maxBlocks = Math.max(maxBlocks, c.seq.blockTable.length);
+    const blockTables = new Int32Array(S * maxBlocks), qStart = new Int32Array(S + 1), ctxLens = new Int32Array(S);
+    const logitRows = new Int32Array(S);
+    let t = 0;
+    chunks.forEach((c, i) => {
+      const ids = c.seq.tokenIds;
+      slots.set(this.blocks.slotMapping(c.seq, c.start, c.end), t);
+      for (let p = c.start; p < c.end; p++, t++) {
+        tokens[t] = ids[p];
+        positions[t] = p;
+        rowSeq[t] = i;
+      }
+      qStart[i + 1] = t;
+      ctxLens[i] = c.end;
+      logitRows[i] = t - 1;
+      blockTables.set(c.seq.blockTable, i * maxBlocks);
+    });
+    const logits = this.model.forward(
+      {
+        tokens,
+        positions,
+        slots,
+        paged: { blockTables, qStart, ctxLens, S, maxBlocks },
+        logitRows,
+        adapters: this.adapters?.bind(chunks, rowSeq),
+      },
+      this.cache,
+    );
+    for (const c of chunks) c.seq.numComputedTokens = c.end;
+    const V = this.model.shape.vocab;
+    return chunks.map((_, i) => logits.subarray(i * V, (i + 1) * V));
+  }
+}

@@ -1,0 +1,93 @@
+// scheduler.ts — decides what runs in each step (policy only; no arithmetic, no native calls).
+//
+// Continuous batching: every step decodes one token for each running sequence and admits
+// waiting sequences (whole prompts, in arrival order) while the step's token budget, the
+// sequence limit and the KV blocks allow. When a running sequence needs a new block and none is
+// free, the most recently admitted running sequence is preempted: its blocks are freed and it
+// returns to the front of the queue, to be recomputed from its tokens later.
+import type { BlockManager } from "./kv_blocks.ts";
+import type { Sequence } from "./sequence.ts";
+
+export interface SchedulerLimits {
+  maxNumSeqs: number; // running sequences at once
+  maxBatchedTokens: number; // tokens computed in one step
+  maxModelLen: number; // prompt + output tokens of one sequence
+}
+
+/** One sequence's share of a step: compute tokens [start, end) of seq.tokenIds. */
+export interface ScheduledChunk {
+  seq: Sequence;
+  start: number;
+  end: number;
+}
+
+export class Scheduler {
+  readonly waiting: Sequence[] = [];
+  readonly running: Sequence[] = [];
+  /** Sequences preempted so far (metrics, tests). */
+  preemptions = 0;
+
+  constructor(readonly blocks: BlockManager, readonly limits: SchedulerLimits) {}
+
+  get numUnfinished(): number {
+    return this.waiting.length + this.running.length;
+  }
+
+  add(seq: Sequence): void {
+    seq.status = "waiting";
+    this.waiting.push(seq);
+  }
+
+  /** Removes a sequence wherever it is and frees its blocks (cancel, finish). */
+  remove(seq: Sequence): void {
+    const w = this.waiting.indexOf(seq);
+    if (w >= 0) this.waiting.splice(w, 1);
+    const r = this.running.indexOf(seq);
+    if (r >= 0) this.running.splice(r, 1);
+    if (seq.blockTable.length > 0) this.blocks.free(seq);
+  }
+
+  /** The chunks of the next step (empty when there is nothing to do). */
+  schedule(): ScheduledChunk[] {
+    const chunks: ScheduledChunk[] = [];
+    let budget = this.limits.maxBatchedTokens;
+    // 1. decode the running sequences (each computes its last, not yet cached token)
+    for (let i = 0; i < this.running.length; i++) {
+      const seq = this.running[i];
+      while (!this.blocks.canAppend(seq)) {
+        const victim = this.running[this.running.length - 1];
+        this.#preempt(victim);
+        if (victim === seq) break;
+      }
+      if (seq.status !== "running") break; // preempted itself: the rest were preempted before it
+      this.blocks.mayAppend(seq);
+      chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
+      budget -= seq.length - seq.numComputedTokens;
+    }
+    // 2. admit waiting sequences while they fit
+    while (this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
+      const seq = this.waiting[0];
+      if (!this.blocks.canAllocate(seq)) break;
+      // cached prefix tokens are not computed; estimate with the full length before allocating
+      const need = seq.length;
+      if (need > budget && chunks.length > 0) break;
+      this.waiting.shift();
+      this.blocks.allocate(seq);
+      seq.numComputedTokens = seq.numCachedTokens;
+      seq.status = "running";
+      this.running.push(seq);
+      chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
+      budget -= seq.length - seq.numComputedTokens;
+    }
+    return chunks;
+  }
+
+  #preempt(seq: Sequence): void {
+    this.preemptions++;
+    this.running.splice(this.running.indexOf(seq), 1);
+    this.blocks.free(seq);
+    seq.numComputedTokens = 0;
+    seq.status = "waiting";
+    this.waiting.unshift(seq);
+  }
+}

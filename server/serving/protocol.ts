@@ -1,0 +1,69 @@
+// protocol.ts — the messages between the HTTP thread (host.ts) and the engine worker (worker.ts).
+// The main thread only does HTTP, tokenization and bookkeeping; the worker owns the native
+// library, the model, the KV cache, the adapter cache and the engine's step loop.
+import type { GenerateEvent, StepInfo } from "../engine/engine.ts";
+import type { SamplingParams } from "../engine/sampling.ts";
+import type { StoppingParams } from "../engine/sequence.ts";
+import type { LlamaShape } from "../model/llama.ts";
+import type { MemoryReport } from "../model/loader.ts";
+
+export interface WorkerInit {
+  modelDir: string;
+  modelId: string;
+  quant: "nf4" | "fp4" | "int4" | "none";
+  threads: number;
+  maxNumSeqs: number;
+  maxModelLen?: number;
+  numBlocks?: number;
+  adapterBudgetBytes: number;
+}
+
+export interface WorkerGenerate {
+  promptIds: number[];
+  sampling: Partial<SamplingParams>;
+  stopping: Partial<StoppingParams>;
+  adapter: { uid: string; dir: string } | null;
+  includeStopString?: boolean;
+  skipSpecialTokens?: boolean;
+}
+
+export type ToWorker =
+  | { t: "init"; init: WorkerInit }
+  | { t: "generate"; id: number; req: WorkerGenerate }
+  | { t: "cancel"; id: number }
+  | { t: "adapter_load"; rpc: number; uid: string; dir: string }
+  | { t: "adapter_unload"; rpc: number; uid: string }
+  | { t: "shutdown"; rpc: number };
+
+export interface ModelInfo {
+  id: string;
+  backend: string;
+  backendInfo: Record<string, unknown>;
+  shape: LlamaShape;
+  maxModelLen: number;
+  quant: string;
+  memory: MemoryReport;
+  maxNumSeqs: number;
+  eosTokenIds: number[];
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  runningAdapters: string[]; // uids
+  waitingAdapters: string[];
+  residentAdapters: number;
+  residentUids: string[];
+  kvUsage: number;
+  residentBytes: number;
+  adapterLoads: number;
+  adapterEvictions: number;
+}
+
+export type FromWorker =
+  | { t: "ready"; info: ModelInfo }
+  | { t: "init_error"; message: string }
+  | { t: "event"; id: number; ev: GenerateEvent }
+  | { t: "fail"; id: number; message: string; code: string }
+  | { t: "step"; step: StepInfo; stats: EngineStats }
+  | { t: "rpc"; rpc: number; ok: boolean; result?: unknown; message?: string; code?: string };

@@ -1,0 +1,152 @@
+// worker.ts — the engine worker: loads the native library and the model, runs the Engine's step
+// loop and the adapter cache, and streams each request's events back to the HTTP thread.
+/// <reference lib="deno.worker" />
+import { Context } from "../ffi/tensor.ts";
+import { openModel } from "../model/bundle.ts";
+import { memoryReport } from "../model/loader.ts";
+import { Engine, EngineError } from "../engine/engine.ts";
+import { SamplingParamsError } from "../engine/sampling.ts";
+import { AdapterCache } from "../adapters/cache.ts";
+import { CacheBinder } from "../adapters/binder.ts";
+import { PeftError } from "../adapters/peft.ts";
+import type { EngineStats, FromWorker, ToWorker, WorkerGenerate, WorkerInit } from "./protocol.ts";
+
+let engine: Engine | null = null;
+let cache: AdapterCache | null = null;
+let eosIds: number[] = [];
+const requests = new Map<number, AbortController>();
+let dispose: (() => void) | null = null;
+
+const post = (m: FromWorker) => self.postMessage(m);
+
+function stats(): EngineStats {
+  const a = engine?.adapterIds() ?? { running: [], waiting: [] };
+  return {
+    running: engine?.numRunning ?? 0,
+    waiting: engine?.numWaiting ?? 0,
+    runningAdapters: a.running,
+    waitingAdapters: a.waiting,
+    residentAdapters: cache?.size ?? 0,
+    residentUids: cache?.ids() ?? [],
+    kvUsage: engine ? engine.blocks.numUsedBlocks / engine.blocks.numBlocks : 0,
+    residentBytes: cache?.bytes ?? 0,
+    adapterLoads: cache?.loads ?? 0,
+    adapterEvictions: cache?.evictions ?? 0,
+  };
+}
+
+async function init(o: WorkerInit): Promise<void> {
+  const ctx = new Context({ threads: o.threads });
+  const bundle = await openModel(ctx, o.modelDir, { quant: o.quant, id: o.modelId });
+  const shape = bundle.loaded.model.shape;
+  const maxModelLen = Math.min(bundle.maxModelLen, o.maxModelLen ?? Infinity);
+  cache = new AdapterCache(ctx, shape, o.adapterBudgetBytes);
+  const binder = new CacheBinder(cache);
+  engine = new Engine(bundle.loaded.model, bundle.tokenizer, {
+    maxModelLen,
+    maxNumSeqs: o.maxNumSeqs,
+    numBlocks: o.numBlocks,
+    onStep: (step) => post({ t: "step", step, stats: stats() }),
+  }, binder);
+  eosIds = bundle.eosTokenIds;
+  const kvBytes = engine.runner.cache.bytes;
+  dispose = () => {
+    engine?.dispose();
+    cache?.dispose();
+    binder.dispose();
+    bundle.loaded.model.dispose();
+    ctx.dispose();
+  };
+  post({
+    t: "ready",
+    info: {
+      id: bundle.id,
+      backend: ctx.backend,
+      backendInfo: ctx.describe(),
+      shape,
+      maxModelLen,
+      quant: bundle.loaded.quant,
+      memory: memoryReport(bundle.loaded.model, kvBytes),
+      maxNumSeqs: o.maxNumSeqs,
+      eosTokenIds: eosIds,
+    },
+  });
+}
+
+function errorCode(e: unknown): string {
+  if (e instanceof EngineError) return e.code;
+  if (e instanceof SamplingParamsError) return "invalid_request";
+  if (e instanceof PeftError) return "invalid_adapter";
+  if (e instanceof Deno.errors.NotFound) return "adapter_not_found";
+  return "internal";
+}
+
+async function generate(id: number, req: WorkerGenerate): Promise<void> {
+  const ac = new AbortController();
+  requests.set(id, ac);
+  let pinned: { uid: string; entry: ReturnType<AdapterCache["get"]> } | null = null;
+  try {
+    if (!engine || !cache) throw new EngineError("the engine is not ready", "engine_stopped");
+    if (req.adapter) {
+      const entry = await cache.acquire(req.adapter.uid, req.adapter.dir);
+      pinned = { uid: req.adapter.uid, entry };
+    }
+    const stopTokenIds = [...new Set([...eosIds, ...(req.stopping.stopTokenIds ?? [])])];
+    const it = engine.generate({
+      promptIds: req.promptIds,
+      sampling: req.sampling,
+      stopping: { ...req.stopping, stopTokenIds },
+      adapterId: req.adapter?.uid ?? null,
+      signal: ac.signal,
+      includeStopString: req.includeStopString,
+      skipSpecialTokens: req.skipSpecialTokens,
+    });
+    for await (const ev of it) post({ t: "event", id, ev });
+  } catch (e) {
+    post({ t: "fail", id, message: (e as Error).message, code: errorCode(e) });
+  } finally {
+    requests.delete(id);
+    if (pinned && cache) cache.release(pinned.uid, pinned.entry);
+  }
+}
+
+self.onmessage = async (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  switch (m.t) {
+    case "init":
+      try {
+        await init(m.init);
+      } catch (err) {
+        post({ t: "init_error", message: (err as Error).message });
+      }
+      return;
+    case "generate":
+      void generate(m.id, m.req);
+      return;
+    case "cancel":
+      requests.get(m.id)?.abort();
+      return;
+    case "adapter_load":
+      try {
+        if (!cache) throw new Error("the engine is not ready");
+        const entry = await cache.acquire(m.uid, m.dir);
+        cache.release(m.uid, entry);
+        post({ t: "rpc", rpc: m.rpc, ok: true, result: { bytes: entry.bytes, stats: stats() } });
+      } catch (err) {
+        post({ t: "rpc", rpc: m.rpc, ok: false, message: (err as Error).message, code: errorCode(err) });
+      }
+      return;
+    case "adapter_unload":
+      post({ t: "rpc", rpc: m.rpc, ok: true, result: { unloaded: cache?.unload(m.uid) ?? false, stats: stats() } });
+      return;
+    case "shutdown":
+      try {
+        await engine?.stop();
+        dispose?.();
+        dispose = null;
+      } finally {
+        post({ t: "rpc", rpc: m.rpc, ok: true });
+      }
+      return;
+  }
+};

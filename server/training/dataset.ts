@@ -1,0 +1,173 @@
+// dataset.ts — fine-tuning data: JSONL validation (errors name the line), tokenization with
+// per-token loss weights, and packing into fixed-size micro-batches.
+//
+// Formats (one JSON object per line):
+//   chat:   {"messages": [{"role": "system"|"user"|"assistant", "content": "...", "weight"?: 0|1}, ...]}
+//   prompt: {"prompt": "...", "completion": "..."}
+// Loss is taken on assistant messages (weight 1 by default, "weight": 0 skips one) and on the
+// completion; with trainOnInputs every token counts. The chat template renders the messages; a
+// message's tokens are the ones its rendering adds to the previous messages' rendering.
+import { applyChatTemplate, type ChatMessage } from "../model/chat_template.ts";
+import type { Tokenizer } from "../model/tokenizer.ts";
+import type { TrainBatch } from "./model.ts";
+
+export class DatasetError extends Error {
+  override name = "DatasetError";
+  constructor(message: string, readonly line: number | null = null) {
+    super(line === null ? message : `line ${line}: ${message}`);
+  }
+}
+
+export type Example =
+  | { kind: "chat"; messages: (ChatMessage & { weight?: number })[] }
+  | { kind: "prompt"; prompt: string; completion: string };
+
+const ROLES = new Set(["system", "user", "assistant", "tool", "developer"]);
+
+/** Parses and validates one line; throws DatasetError naming the line. */
+export function parseExample(text: string, line: number): Example {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    throw new DatasetError(`not valid JSON (${(e as Error).message})`, line);
+  }
+  if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw new DatasetError("each line must be a JSON object", line);
+  const o = obj as Record<string, unknown>;
+  if ("messages" in o) {
+    const msgs = o.messages;
+    if (!Array.isArray(msgs) || msgs.length === 0) throw new DatasetError(`"messages" must be a non-empty array`, line);
+    msgs.forEach((m, i) => {
+      if (m === null || typeof m !== "object" || Array.isArray(m)) throw new DatasetError(`messages[${i}] must be an object`, line);
+      const mm = m as Record<string, unknown>;
+      if (typeof mm.role !== "string" || !ROLES.has(mm.role)) throw new DatasetError(`messages[${i}].role must be one of ${[...ROLES].join(", ")}`, line);
+      if (typeof mm.content !== "string") throw new DatasetError(`messages[${i}].content must be a string`, line);
+      if ("weight" in mm && mm.weight !== 0 && mm.weight !== 1) throw new DatasetError(`messages[${i}].weight must be 0 or 1`, line);
+      if ("weight" in mm && mm.role !== "assistant") throw new DatasetError(`messages[${i}].weight is only allowed on assistant messages`, line);
+    });
+    if (!msgs.some((m) => (m as { role: string }).role === "assistant")) throw new DatasetError("the conversation has no assistant message to learn from", line);
+    return { kind: "chat", messages: msgs as (ChatMessage & { weight?: number })[] };
+  }
+  if ("prompt" in o || "completion" in o) {
+    if (typeof o.prompt !== "string") throw new DatasetError(`"prompt" must be a string`, line);
+    if (typeof o.completion !== "string" || o.completion.length === 0) throw new DatasetError(`"completion" must be a non-empty string`, line);
+    return { kind: "prompt", prompt: o.prompt, completion: o.completion };
+  }
+  throw new DatasetError(`expected {"messages": [...]} or {"prompt": ..., "completion": ...}`, line);
+}
+
+/** Validates a whole JSONL file; returns the examples (blank lines are skipped). */
+export function parseJsonl(text: string, opts: { maxExamples?: number } = {}): Example[] {
+  const out: Example[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const t = lines[i].trim();
+    if (t.length === 0) continue;
+    out.push(parseExample(t, i + 1));
+    if (opts.maxExamples && out.length > opts.maxExamples) throw new DatasetError(`more than ${opts.maxExamples} examples`);
+  }
+  if (out.length === 0) throw new DatasetError("the file has no examples");
+  return out;
+}
+
+export interface TokenizedExample {
+  ids: number[];
+  weights: number[]; // loss weight of predicting ids[i] (i ≥ 1) from ids[< i]
+}
+
+function isPrefix(a: number[], b: number[]): boolean {
+  if (a.length > b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+export function tokenizeExample(tok: Tokenizer, ex: Example, opts: { trainOnInputs?: boolean; eosTokenId?: number | null } = {}): TokenizedExample {
+  const all = opts.trainOnInputs ?? false;
+  if (ex.kind === "prompt") {
+    const p = tok.encode(ex.prompt, { addSpecialTokens: true });
+    let c = tok.encode(ex.completion, { addSpecialTokens: false });
+    if (opts.eosTokenId !== undefined && opts.eosTokenId !== null) c = [...c, opts.eosTokenId];
+    const ids = [...p, ...c];
+    return { ids, weights: ids.map((_, i) => (i >= p.length || (all && i > 0) ? 1 : 0)) };
+  }
+  const ids: number[] = [];
+  const weights: number[] = [];
+  const msgs = ex.messages;
+  let prev: number[] = [];
+  for (let i = 0; i < msgs.length; i++) {
+    const m = msgs[i];
+    // the assistant's header (generation prompt) belongs to the input, its content to the output
+    if (m.role === "assistant") {
+      const head = applyChatTemplate(tok, msgs.slice(0, i) as ChatMessage[], { addGenerationPrompt: true }).ids;
+      if (isPrefix(prev, head)) {
+        for (let j = prev.length; j < head.length; j++) {
+          ids.push(head[j]);
+          weights.push(all ? 1 : 0);
+        }
+        prev = head;
+      }
+    }
+    const cur = applyChatTemplate(tok, msgs.slice(0, i + 1) as ChatMessage[], { addGenerationPrompt: false }).ids;
+    if (!isPrefix(prev, cur)) throw new DatasetError(`the chat template does not render message ${i} as an extension of the ones before it`);
+    const w = m.role === "assistant" ? (m.weight ?? 1) : all ? 1 : 0;
+    for (let j = prev.length; j < cur.length; j++) {
+      ids.push(cur[j]);
+      weights.push(w);
+    }
+    prev = cur;
+  }
+  if (ids.length > 0) weights[0] = 0; // nothing predicts the first token
+  return { ids, weights };
+}
+
+/** A micro-batch of packed examples, ready for LoraTrainingModel.forwardBackward. */
+export function packBatch(examples: TokenizedExample[], maxSeqLen: number): TrainBatch {
+  const tokens: number[] = [], targets: number[] = [], positions: number[] = [], lossWeights: number[] = [];
+  const cu = [0];
+  for (const ex of examples) {
+    const n = Math.min(ex.ids.length, maxSeqLen);
+    for (let i = 0; i < n; i++) {
+      tokens.push(ex.ids[i]);
+      positions.push(i);
+      const hasNext = i + 1 < n;
+      targets.push(hasNext && ex.weights[i + 1] > 0 ? ex.ids[i + 1] : -1);
+      lossWeights.push(hasNext ? ex.weights[i + 1] : 0);
+    }
+    cu.push(tokens.length);
+  }
+  return {
+    tokens: Int32Array.from(tokens),
+    targets: Int32Array.from(targets),
+    positions: Int32Array.from(positions),
+    lossWeights: Float32Array.from(lossWeights),
+    cuSeqlens: Int32Array.from(cu),
+  };
+}
+
+/**
+ * Groups examples into micro-batches. With packing, examples are placed first-fit into rows of
+ * maxSeqLen tokens (each a separate attention segment), `batchSize` rows per micro-batch;
+ * without, each micro-batch holds `batchSize` examples. Order is the given order.
+ */
+export function makeMicroBatches(examples: TokenizedExample[], batchSize: number, maxSeqLen: number, packing: boolean): TokenizedExample[][] {
+  const out: TokenizedExample[][] = [];
+  if (!packing) {
+    for (let i = 0; i < examples.length; i += batchSize) out.push(examples.slice(i, i + batchSize));
+    return out;
+  }
+  const budget = batchSize * maxSeqLen;
+  let cur: TokenizedExample[] = [];
+  let used = 0;
+  for (const ex of examples) {
+    const n = Math.min(ex.ids.length, maxSeqLen);
+    if (used + n > budget && cur.length > 0) {
+      out.push(cur);
+      cur = [];
+      used = 0;
+    }
+    cur.push(ex);
+    used += n;
+  }
+  if (cur.length > 0) out.push(cur);
+  return out;
+}

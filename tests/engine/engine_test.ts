@@ -1,0 +1,139 @@
+// engine_test.ts — the generation engine end to end on stories260K: llama2.c's greedy outputs
+// through the scheduler, streamed pieces that concatenate to decode(ids), concurrent requests
+// equal to requests alone (also under KV-cache preemption), seeds, stop strings, cancellation.
+import assert from "node:assert/strict";
+import { openContext } from "../native/backends.ts";
+import { type ModelBundle, openModel } from "../../server/model/bundle.ts";
+import { Engine, type GenerateEvent, type GenerateRequest } from "../../server/engine/engine.ts";
+import type { Context } from "../../server/ffi/tensor.ts";
+
+const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
+  cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
+};
+
+interface Result {
+  ids: number[];
+  text: string;
+  finish: Extract<GenerateEvent, { type: "finish" }>;
+}
+
+async function collect(it: AsyncIterable<GenerateEvent>): Promise<Result> {
+  const ids: number[] = [];
+  let text = "";
+  for await (const e of it) {
+    text += e.text;
+    if (e.type === "token") ids.push(e.tokenId);
+    else return { ids, text, finish: e };
+  }
+  throw new Error("stream ended without a finish event");
+}
+
+async function withEngine(
+  opts: Partial<ConstructorParameters<typeof Engine>[2]>,
+  fn: (e: Engine, b: ModelBundle, ctx: Context) => Promise<void>,
+  quant: "none" | "nf4" = "none",
+) {
+  const ctx = openContext("cpu", 1);
+  const bundle = await openModel(ctx, STORIES, { quant });
+  const engine = new Engine(bundle.loaded.model, bundle.tokenizer, { maxModelLen: bundle.maxModelLen, ...opts });
+  try {
+    await fn(engine, bundle, ctx);
+  } finally {
+    await engine.stop();
+    engine.dispose();
+    bundle.loaded.model.dispose();
+    ctx.dispose();
+  }
+}
+
+const greedy = (c: (typeof REFERENCE.cases)[number]): GenerateRequest => ({
+  promptIds: c.prompt_ids,
+  sampling: { temperature: 0 },
+  stopping: { maxTokens: c.generated_ids.length, ignoreEos: true },
+});
+
+Deno.test("greedy generation through the engine reproduces llama2.c; pieces concatenate to the decoded text", async () => {
+  await withEngine({ maxNumSeqs: 1 }, async (engine, bundle) => {
+    for (const c of REFERENCE.cases) {
+      const r = await collect(engine.generate(greedy(c)));
+      assert.deepEqual(r.ids, c.generated_ids);
+      assert.equal(r.finish.finishReason, "length");
+      assert.equal(r.finish.completionTokens, c.generated_ids.length);
+      assert.equal(bundle.tokenizer.decode(c.prompt_ids, { skipSpecialTokens: true }) + r.text, c.full_text);
+    }
+  });
+});
+
+Deno.test("concurrent requests in one batch each get exactly what they get alone, also when the KV cache forces preemption", async () => {
+  for (const numBlocks of [64, 6]) {
+    await withEngine({ maxNumSeqs: 8, numBlocks, blockSize: 16 }, async (engine) => {
+      const results = await Promise.all(REFERENCE.cases.map((c) => collect(engine.generate(greedy(c)))));
+      results.forEach((r, i) => assert.deepEqual(r.ids, REFERENCE.cases[i].generated_ids, `case ${i}, ${numBlocks} blocks`));
+      if (numBlocks === 6) assert.ok(engine.scheduler.preemptions > 0, "the small cache should have forced a preemption");
+      else assert.equal(engine.scheduler.preemptions, 0);
+    });
+  }
+});
+
+Deno.test("sampling with a seed is reproducible; different seeds differ", async () => {
+  await withEngine({}, async (engine) => {
+    const req = (seed: number): GenerateRequest => ({
+      promptIds: REFERENCE.cases[0].prompt_ids,
+      sampling: { temperature: 1, topP: 0.95, seed },
+      stopping: { maxTokens: 40, ignoreEos: true },
+    });
+    const [a, b, c] = await Promise.all([
+      collect(engine.generate(req(7))),
+      collect(engine.generate(req(7))),
+      collect(engine.generate(req(8))),
+    ]);
+    assert.deepEqual(a.ids, b.ids);
+    assert.notDeepEqual(a.ids, c.ids);
+  });
+});
+
+Deno.test("stop strings end generation without emitting the stop text; stop token ids too", async () => {
+  await withEngine({}, async (engine) => {
+    const c = REFERENCE.cases[1]; // "... They liked to play ..."
+    const r = await collect(engine.generate({ ...greedy(c), stopping: { maxTokens: 59, stop: ["liked"] } }));
+    assert.equal(r.finish.finishReason, "stop");
+    assert.equal(r.finish.stopReason, "liked");
+    assert.equal(r.text, " were playing in the park. They ");
+    const stopId = c.generated_ids[5];
+    const r2 = await collect(engine.generate({ ...greedy(c), stopping: { maxTokens: 59, stopTokenIds: [stopId] } }));
+    assert.equal(r2.finish.finishReason, "stop");
+    assert.equal(r2.ids.at(-1), stopId);
+    assert.equal(r2.ids.length, c.generated_ids.indexOf(stopId) + 1);
+  });
+});
+
+Deno.test("an aborted request finishes with 'abort' and frees its blocks; others continue", async () => {
+  await withEngine({}, async (engine) => {
+    const controller = new AbortController();
+    const long = engine.generate({
+      promptIds: [1, 274],
+      sampling: { temperature: 0 },
+      stopping: { maxTokens: 400, ignoreEos: true },
+      signal: controller.signal,
+    });
+    const other = collect(engine.generate(greedy(REFERENCE.cases[0])));
+    let n = 0;
+    let finish: GenerateEvent | null = null;
+    for await (const e of long) {
+      if (e.type === "token" && ++n === 5) controller.abort();
+      if (e.type === "finish") finish = e;
+    }
+    assert.ok(finish && finish.type === "finish" && finish.finishReason === "abort");
+    assert.ok(n < 400);
+    assert.deepEqual((await other).ids, REFERENCE.cases[0].generated_ids);
+    assert.equal(engine.blocks.numUsedBlocks, 0);
+  });
+});
+
+Deno.test("prompts beyond the context are refused before they are queued", async () => {
+  await withEngine({}, async (engine, bundle) => {
+    assert.throws(() => engine.generate({ promptIds: new Array(bundle.maxModelLen).fill(5) }), /context is 512/);
+    assert.throws(() => engine.generate({ promptIds: [1, 99999] }), /outside the vocabulary/);
+  });
+});

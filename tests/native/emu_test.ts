@@ -1,0 +1,125 @@
+// emu_test.ts — the CUDA emulation (libqlora_cudaemu.so) catches the bug class it exists for:
+// a kernel that forgets __syncthreads() or indexes shared memory wrongly gives wrong results
+// under emulation, while the correct kernel gives the right one. Also checks the emulated warp
+// collectives, atomics across parallel blocks and WMMA. Uses the library's test-only
+// qlemu_selftest_* entry points (not part of qlora.h) through a separate Deno.dlopen.
+import assert from "node:assert/strict";
+import { libraryPath } from "../../server/ffi/library.ts";
+import { backendsUnderTest } from "./backends.ts";
+import { Rng } from "./rng.ts";
+
+const path = Deno.env.get("QLORA_BACKEND") === "cudaemu" && Deno.env.get("QLORA_LIB") ? Deno.env.get("QLORA_LIB")! : libraryPath("cudaemu");
+const available = backendsUnderTest().includes("cudaemu") && (() => {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+const symbols = {
+  qlemu_selftest_reverse: { parameters: ["buffer", "buffer", "i32", "i32"], result: "i32" },
+  qlemu_selftest_sum: { parameters: ["buffer", "buffer", "i64", "i32", "i32"], result: "i32" },
+  qlemu_selftest_warp: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  qlemu_selftest_wmma: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+} as const;
+
+// Opened once and never closed: the emulation's OpenMP worker threads outlive a launch.
+let lib: Deno.DynamicLibrary<typeof symbols> | null = null;
+function withLib(fn: (s: Deno.DynamicLibrary<typeof symbols>["symbols"]) => void) {
+  lib ??= Deno.dlopen(path, symbols);
+  fn(lib.symbols);
+}
+
+function reverse(s: Deno.DynamicLibrary<typeof symbols>["symbols"], input: Float32Array, variant: number): Float32Array {
+  const out = new Float32Array(input.length);
+  assert.equal(s.qlemu_selftest_reverse(out, input, input.length, variant), 0);
+  return out;
+}
+
+Deno.test({
+  name: "cudaemu: a correct shared-memory kernel is right; a missing __syncthreads() or a wrong shared index is caught",
+  ignore: !available,
+  fn: () =>
+    withLib((s) => {
+      for (const n of [32, 100, 256, 1024]) {
+        const input = new Float32Array(n).map((_, i) => i + 0.5);
+        const want = input.slice().reverse();
+        assert.deepEqual(reverse(s, input, 0), want, `correct kernel, n=${n}`);
+        const noSync = reverse(s, input, 1);
+        assert.notDeepEqual(noSync, want, `missing __syncthreads() must not pass, n=${n}`);
+        // a read before the write shows the poison pattern (0xFFFFFFFF = NaN), not stale data
+        assert.ok(Number.isNaN(noSync[0]), `thread 0 read an unwritten shared slot: ${noSync[0]}`);
+        const badIndex = reverse(s, input, 2);
+        assert.notDeepEqual(badIndex, want, `wrong shared index must not pass, n=${n}`);
+        assert.ok(Number.isNaN(badIndex[0]), "tile[n] was never written");
+      }
+    }),
+});
+
+Deno.test({
+  name: "cudaemu: block reduction with shuffles + atomicAdd across parallel blocks",
+  ignore: !available,
+  fn: () =>
+    withLib((s) => {
+      const rng = new Rng(9);
+      for (const [n, blocks, threads] of [[1, 1, 32], [1000, 3, 64], [100000, 37, 256], [5000, 64, 1024]]) {
+        const x = rng.normalF32(n);
+        const out = new Float32Array(1);
+        assert.equal(s.qlemu_selftest_sum(out, x, BigInt(n), blocks, threads), 0);
+        let want = 0;
+        for (const v of x) want += v;
+        assert.ok(Math.abs(out[0] - want) <= 1e-4 * Math.sqrt(n) + 1e-5, `n=${n}: ${out[0]} vs ${want}`);
+      }
+    }),
+});
+
+Deno.test({
+  name: "cudaemu: warp votes and shuffles",
+  ignore: !available,
+  fn: () =>
+    withLib((s) => {
+      const pred = new Int32Array(32).map((_, i) => (i % 3 === 0 ? 1 : 0));
+      const vals = new Int32Array(32).map((_, i) => 100 + i);
+      const out = new Uint32Array(99);
+      assert.equal(s.qlemu_selftest_warp(out, pred, vals), 0);
+      let ballot = 0;
+      for (let i = 0; i < 32; i++) if (pred[i]) ballot |= 1 << i;
+      assert.equal(out[0], ballot >>> 0);
+      assert.equal(out[1], 1);
+      assert.equal(out[2], 0);
+      for (let i = 0; i < 32; i++) {
+        assert.equal(out[3 + i], i < 31 ? 101 + i : 100 + i, `shfl_down lane ${i}`);
+        assert.equal(out[35 + i], 105, `shfl lane ${i}`);
+        assert.equal(out[67 + i], 100 + (i ^ 3), `shfl_xor lane ${i}`);
+      }
+    }),
+});
+
+function bf16(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+function fromBf16(h: number): number {
+  return new Float32Array(new Uint32Array([h << 16]).buffer)[0];
+}
+
+Deno.test({
+  name: "cudaemu: WMMA bf16 16x16x16 with f32 accumulation",
+  ignore: !available,
+  fn: () =>
+    withLib((s) => {
+      const rng = new Rng(10);
+      const a = Uint16Array.from(rng.normalF32(256), bf16), b = Uint16Array.from(rng.normalF32(256), bf16);
+      const c = new Float32Array(256);
+      assert.equal(s.qlemu_selftest_wmma(c, a, b), 0);
+      for (let i = 0; i < 16; i++) {
+        for (let j = 0; j < 16; j++) {
+          let want = 0;
+          for (let k = 0; k < 16; k++) want += fromBf16(a[i * 16 + k]) * fromBf16(b[k * 16 + j]);
+          assert.ok(Math.abs(c[i * 16 + j] - want) <= 1e-5 * (1 + Math.abs(want)), `(${i}, ${j}): ${c[i * 16 + j]} vs ${want}`);
+        }
+      }
+    }),
+});
