@@ -167,12 +167,13 @@ QL_API ql_status ql_gemm(ql_ctx* ctx, void* c, int32_t c_dtype, const void* a, i
 QL_API ql_status ql_embedding_forward(ql_ctx* ctx, void* out, const int32_t* ids,
                                       const void* table, int64_t T, int64_t V, int64_t C,
                                       int32_t dtype, int32_t table_dtype);
-/* dtable [V, C] f32 += scatter of dout [T, C]. */
+/* dtable [V, C] f32 += scatter of dout [T, C]. An id outside [0, V) is QL_E_INVALID (checked
+ * before anything is written; backends check device-side ids themselves). */
 QL_API ql_status ql_embedding_backward(ql_ctx* ctx, float* dtable, const void* dout,
                                        const int32_t* ids, int64_t T, int64_t V, int64_t C,
                                        int32_t dtype);
 
-/* out [T, C] = x / rms(x) * weight; rstd [T] f32 (nullable) saved for backward. */
+/* out [T, C] = x / rms(x) * weight; rstd [T] f32 (nullable) saved for backward. out may equal x. */
 QL_API ql_status ql_rmsnorm_forward(ql_ctx* ctx, void* out, float* rstd, const void* x,
                                     const float* weight, int64_t T, int64_t C, float eps,
                                     int32_t dtype);
@@ -194,7 +195,8 @@ QL_API ql_status ql_rope_backward(ql_ctx* ctx, void* dx, const void* dout,
 
 /* Paged KV cache, one layer: k_cache, v_cache [num_blocks, block_size, Hkv, D].
  * Writes k, v [T, Hkv, D] rows into slots [T] (i32 device, slot = block * block_size + offset;
- * a negative slot skips the row). */
+ * a negative slot skips the row; a slot ≥ num_blocks·block_size is QL_E_INVALID, checked before
+ * anything is written; with duplicate slots which row wins is unspecified). */
 QL_API ql_status ql_kv_cache_write(ql_ctx* ctx, void* k_cache, void* v_cache, const void* k,
                                    const void* v, const int32_t* slots, int64_t T,
                                    int64_t num_blocks, int64_t block_size, int64_t Hkv,
@@ -204,7 +206,8 @@ QL_API ql_status ql_kv_cache_write(ql_ctx* ctx, void* k_cache, void* v_cache, co
  * tokens in the cache (its new tokens already written), its queries are the last
  * q_len = q_start[s+1] - q_start[s] of them, and block_tables [S, max_blocks] maps its
  * token j to slot block_tables[s][j / block_size] * block_size + j % block_size.
- * Query head h reads kv head h / (H / Hkv). out [T, H, D]. All int arrays are host memory. */
+ * Query head h reads kv head h / (H / Hkv). out [T, H, D]. All int arrays are host memory;
+ * block-table entries past a sequence's used blocks are never read. */
 QL_API ql_status ql_attention_paged(ql_ctx* ctx, void* out, const void* q, const void* k_cache,
                                     const void* v_cache, const int32_t* host_block_tables,
                                     const int32_t* host_q_start, const int32_t* host_ctx_lens,
@@ -231,7 +234,8 @@ QL_API ql_status ql_attention_backward(ql_ctx* ctx, void* dq, void* dk, void* dv
 /* out [n] = silu(gate) * up. out may equal gate or up. */
 QL_API ql_status ql_silu_mul_forward(ql_ctx* ctx, void* out, const void* gate, const void* up,
                                      int64_t n, int32_t dtype);
-/* dgate [n], dup [n] (overwritten) from dout [n]. */
+/* dgate [n], dup [n] (overwritten) from dout [n]. dgate/dup may alias dout, gate or up
+ * element for element (not each other). */
 QL_API ql_status ql_silu_mul_backward(ql_ctx* ctx, void* dgate, void* dup, const void* dout,
                                       const void* gate, const void* up, int64_t n,
                                       int32_t dtype);
@@ -240,7 +244,7 @@ QL_API ql_status ql_add(ql_ctx* ctx, void* out, const void* a, const void* b, fl
                         int64_t n, int32_t dtype);
 
 /* Softmax cross-entropy over logits [T, V] (dtype) with targets [T] (i32 device; < 0 means
- * ignored) and weights [T] (f32 device, nullable = all 1). losses [T] f32 = weight · nll
+ * ignored; ≥ V is QL_E_INVALID) and weights [T] (f32 device, nullable = all 1). losses [T] f32 = weight · nll
  * (0 for ignored rows). dlogits [T, V] (dtype, nullable; may equal logits) =
  * grad_scale · weight · (softmax − onehot), 0 for ignored rows. */
 QL_API ql_status ql_cross_entropy(ql_ctx* ctx, float* losses, void* dlogits, const void* logits,
@@ -306,7 +310,8 @@ QL_API ql_status ql_scale(ql_ctx* ctx, float* x, float alpha, int64_t n);
 /* ---------------------------------------------------------------- sampling helpers */
 
 /* For each row b of logits [B, V] (dtype): the k largest entries in descending order:
- * out_ids [B, k] i32, out_vals [B, k] f32 (device). Ties: lower id first. */
+ * out_ids [B, k] i32, out_vals [B, k] f32 (device). Ties: lower id first; NaN ranks below
+ * every number. */
 QL_API ql_status ql_topk(ql_ctx* ctx, int32_t* out_ids, float* out_vals, const void* logits,
                          int64_t B, int64_t V, int64_t k, int32_t dtype);
 

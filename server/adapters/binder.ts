@@ -9,7 +9,6 @@ import type { AdapterBinder } from "../engine/runner.ts";
 import type { ScheduledChunk } from "../engine/scheduler.ts";
 import { type AdapterCache, moduleKey, type ResidentAdapter } from "./cache.ts";
 
-
 export class CacheBinder implements AdapterBinder {
   #zero: DeviceBuffer;
   #key = "";
@@ -53,7 +52,12 @@ export class CacheBinder implements AdapterBinder {
         const hit = table.get(k);
         if (hit !== undefined) return hit;
         const n = entries.length;
-        const s: AdapterSlots = { aPtrs: new BigUint64Array(n), bPtrs: new BigUint64Array(n), ranks: new Int32Array(n), scales: new Float32Array(n) };
+        const s: AdapterSlots = {
+          aPtrs: new BigUint64Array(n),
+          bPtrs: new BigUint64Array(n),
+          ranks: new Int32Array(n),
+          scales: new Float32Array(n),
+        };
         let any = false;
         entries.forEach((e, i) => {
           const m = e.modules.get(k);

@@ -33,17 +33,25 @@ export function loraScale(alpha: number, r: number, rslora: boolean): number {
 export function parsePeftConfig(json: unknown): PeftConfig {
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new PeftError(`${ADAPTER_CONFIG} must be a JSON object`);
   const j = json as Record<string, unknown>;
-  if (j.peft_type !== undefined && j.peft_type !== "LORA") throw new PeftError(`peft_type ${JSON.stringify(j.peft_type)} is not supported (only LORA)`);
+  if (j.peft_type !== undefined && j.peft_type !== "LORA") {
+    throw new PeftError(`peft_type ${JSON.stringify(j.peft_type)} is not supported (only LORA)`);
+  }
   if (j.use_dora === true) throw new PeftError("DoRA adapters (use_dora) are not supported");
   const r = j.r;
-  if (typeof r !== "number" || !Number.isInteger(r) || r < 1 || r > MAX_RANK) throw new PeftError(`r must be an integer in [1, ${MAX_RANK}]`);
+  if (typeof r !== "number" || !Number.isInteger(r) || r < 1 || r > MAX_RANK) {
+    throw new PeftError(`r must be an integer in [1, ${MAX_RANK}]`);
+  }
   const alpha = j.lora_alpha ?? r;
   if (typeof alpha !== "number" || !Number.isFinite(alpha)) throw new PeftError("lora_alpha must be a number");
   const tm = j.target_modules;
   let targetModules: PeftConfig["targetModules"];
   if (tm === "all-linear") targetModules = "all-linear";
   else if (Array.isArray(tm) && tm.every((m) => typeof m === "string")) {
-    for (const m of tm) if (!(LORA_MODULES as readonly string[]).includes(m)) throw new PeftError(`target module "${m}" is not one of ${LORA_MODULES.join(", ")}`);
+    for (const m of tm) {
+      if (!(LORA_MODULES as readonly string[]).includes(m)) {
+        throw new PeftError(`target module "${m}" is not one of ${LORA_MODULES.join(", ")}`);
+      }
+    }
     targetModules = tm as string[];
   } else if (typeof tm === "string") {
     // a regular expression in PEFT; the weights decide which modules are present
@@ -108,7 +116,9 @@ async function readConfig(dir: string): Promise<PeftConfig> {
   try {
     text = await Deno.readTextFile(`${dir}/${ADAPTER_CONFIG}`);
   } catch (e) {
-    throw new PeftError(e instanceof Deno.errors.NotFound ? `${ADAPTER_CONFIG} is missing` : `cannot read ${ADAPTER_CONFIG}: ${(e as Error).message}`);
+    throw new PeftError(
+      e instanceof Deno.errors.NotFound ? `${ADAPTER_CONFIG} is missing` : `cannot read ${ADAPTER_CONFIG}: ${(e as Error).message}`,
+    );
   }
   let json: unknown;
   try {
@@ -135,7 +145,9 @@ function inspect(config: PeftConfig, st: SafetensorsFile, shape: LlamaShape): Pe
     const m = KEY_RE.exec(name);
     if (!m) throw new PeftError(`unexpected tensor "${name}" (only lora_A / lora_B of ${LORA_MODULES.join(", ")} are supported)`);
     const layer = Number(m[1]), module = m[3] as LoraModule;
-    if (!(LORA_MODULES as readonly string[]).includes(module) || moduleGroup(module) !== m[2]) throw new PeftError(`tensor "${name}" names an unknown module`);
+    if (!(LORA_MODULES as readonly string[]).includes(module) || moduleGroup(module) !== m[2]) {
+      throw new PeftError(`tensor "${name}" names an unknown module`);
+    }
     if (layer >= shape.layers) throw new PeftError(`tensor "${name}": the model has ${shape.layers} layers`);
     const key = `${layer}.${module}`;
     const p = pairs.get(key) ?? { layer, module };
@@ -153,13 +165,26 @@ function inspect(config: PeftConfig, st: SafetensorsFile, shape: LlamaShape): Pe
       throw new PeftError(`weights for ${p.module} but target_modules is ${JSON.stringify(config.targetModules)}`);
     }
     const a = st.info(p.a), b = st.info(p.b), d = moduleDims(shape, p.module);
-    for (const t of [a, b]) if (!["F32", "F16", "BF16"].includes(t.dtype)) throw new PeftError(`tensor dtype ${t.dtype} is not supported (F32, F16, BF16)`);
+    for (const t of [a, b]) {
+      if (!["F32", "F16", "BF16"].includes(t.dtype)) throw new PeftError(`tensor dtype ${t.dtype} is not supported (F32, F16, BF16)`);
+    }
     if (a.shape.length !== 2 || b.shape.length !== 2) throw new PeftError(`layer ${p.layer} ${p.module}: lora_A and lora_B must be 2-D`);
     const r = a.shape[0];
     if (r < 1 || r > MAX_RANK) throw new PeftError(`layer ${p.layer} ${p.module}: rank ${r} outside [1, ${MAX_RANK}]`);
     if (a.shape[1] !== d.in) throw new PeftError(`layer ${p.layer} ${p.module}: lora_A is [${a.shape}], the model needs [${r}, ${d.in}]`);
-    if (b.shape[0] !== d.out || b.shape[1] !== r) throw new PeftError(`layer ${p.layer} ${p.module}: lora_B is [${b.shape}], the model needs [${d.out}, ${r}]`);
-    modules.push({ layer: p.layer, module: p.module, rank: r, scale: loraScale(config.loraAlpha, r, config.useRslora), in: d.in, out: d.out, aName: p.a, bName: p.b });
+    if (b.shape[0] !== d.out || b.shape[1] !== r) {
+      throw new PeftError(`layer ${p.layer} ${p.module}: lora_B is [${b.shape}], the model needs [${d.out}, ${r}]`);
+    }
+    modules.push({
+      layer: p.layer,
+      module: p.module,
+      rank: r,
+      scale: loraScale(config.loraAlpha, r, config.useRslora),
+      in: d.in,
+      out: d.out,
+      aName: p.a,
+      bName: p.b,
+    });
     deviceBytes += (r * d.in + d.out * r) * 4;
   }
   modules.sort((x, y) => x.layer - y.layer || LORA_MODULES.indexOf(x.module) - LORA_MODULES.indexOf(y.module));
@@ -175,6 +200,16 @@ export async function inspectPeftAdapter(dir: string, shape: LlamaShape): Promis
   } finally {
     st.close();
   }
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Raw tensor bytes → f32 (F32 on a little-endian host: a view, no per-element work). */
+function f32(bytes: Uint8Array, dtype: string): Float32Array {
+  if (dtype === "F32" && LITTLE_ENDIAN && bytes.byteOffset % 4 === 0) {
+    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  }
+  return toFloat32(bytes, dtype);
 }
 
 export interface PeftWeights {
@@ -194,8 +229,12 @@ export async function readPeftAdapter(
     const info = inspect(config, st, shape);
     for (const m of info.modules) {
       const ai = st.info(m.aName), bi = st.info(m.bName);
-      const a = toFloat32(await st.read(m.aName), ai.dtype), b = toFloat32(await st.read(m.bName), bi.dtype);
-      for (const v of [a, b]) for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) throw new PeftError(`layer ${m.layer} ${m.module}: non-finite weights`);
+      const a = f32(await st.read(m.aName), ai.dtype), b = f32(await st.read(m.bName), bi.dtype);
+      for (const v of [a, b]) {
+        for (let i = 0; i < v.length; i++) {
+          if (!Number.isFinite(v[i])) throw new PeftError(`layer ${m.layer} ${m.module}: non-finite weights`);
+        }
+      }
       await each(m, { a, b });
     }
     return info;
@@ -224,7 +263,9 @@ export async function writePeftAdapter(dir: string, adapter: PeftAdapterToWrite)
   const tensors: TensorToWrite[] = [];
   for (const w of adapter.weights) {
     const inF = w.a.length / adapter.r, outF = w.b.length / adapter.r;
-    if (!Number.isInteger(inF) || !Number.isInteger(outF)) throw new PeftError(`layer ${w.layer} ${w.module}: weight sizes do not match r=${adapter.r}`);
+    if (!Number.isInteger(inF) || !Number.isInteger(outF)) {
+      throw new PeftError(`layer ${w.layer} ${w.module}: weight sizes do not match r=${adapter.r}`);
+    }
     tensors.push(f32Tensor(peftKey(w.layer, w.module, "A"), [adapter.r, inF], w.a));
     tensors.push(f32Tensor(peftKey(w.layer, w.module, "B"), [outF, adapter.r], w.b));
   }

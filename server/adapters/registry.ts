@@ -60,7 +60,9 @@ export class AdapterRegistry {
   async resolvePath(path: string, caller: Caller = { tenant: "", admin: true }): Promise<string> {
     const top = await this.#realRoot();
     const root = caller.admin ? top : `${top}/${caller.tenant}`;
-    if (typeof path !== "string" || path.length === 0 || path.includes("\0")) throw new RegistryError("lora_path must be a non-empty path", 400, "invalid_path", "lora_path");
+    if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
+      throw new RegistryError("lora_path must be a non-empty path", 400, "invalid_path", "lora_path");
+    }
     const joined = path.startsWith("/") ? path : `${top}/${path}`;
     let real: string;
     try {
@@ -70,14 +72,21 @@ export class AdapterRegistry {
       throw new RegistryError(`no adapter folder at "${path}" under the adapter root`, 400, "invalid_path", "lora_path");
     }
     if (real !== root && !real.startsWith(root + "/")) {
-      throw new RegistryError(`"${path}" is outside the adapter root${caller.admin ? "" : ` (tenants register from <root>/${caller.tenant}/)`}`, 400, "path_outside_root", "lora_path");
+      throw new RegistryError(
+        `"${path}" is outside the adapter root${caller.admin ? "" : ` (tenants register from <root>/${caller.tenant}/)`}`,
+        400,
+        "path_outside_root",
+        "lora_path",
+      );
     }
     if (!(await Deno.stat(real)).isDirectory) throw new RegistryError(`"${path}" is not a folder`, 400, "invalid_path", "lora_path");
     // the files themselves must not be symlinks out of the root either
     for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
       try {
         const rf = await Deno.realPath(`${real}/${f}`);
-        if (!rf.startsWith(root + "/")) throw new RegistryError(`"${path}/${f}" is outside the adapter root`, 400, "path_outside_root", "lora_path");
+        if (!rf.startsWith(root + "/")) {
+          throw new RegistryError(`"${path}/${f}" is outside the adapter root`, 400, "path_outside_root", "lora_path");
+        }
       } catch (e) {
         if (e instanceof RegistryError) throw e;
       }

@@ -61,7 +61,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     "/v1/*",
     bodyLimit({
       maxSize: deps.bodyLimitBytes,
-      onError: (c) => errorResponse(c, new ApiError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
+      onError: (c) =>
+        errorResponse(c, new ApiError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
     }),
   );
   app.use("/v1/*", authMiddleware(deps.keys));
@@ -102,10 +103,20 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       const malformed = status === 400 && /json/i.test(err.message);
       return errorResponse(
         c,
-        new ApiError(status as 400, malformed ? "the request body is not valid JSON" : err.message || "bad request", malformed ? "invalid_json" : null),
+        new ApiError(
+          status as 400,
+          malformed ? "the request body is not valid JSON" : err.message || "bad request",
+          malformed ? "invalid_json" : null,
+        ),
       );
     }
-    deps.log?.({ ts: new Date().toISOString(), level: "error", msg: "unhandled error", request_id: c.var.requestId, error: String((err as Error)?.stack ?? err) });
+    deps.log?.({
+      ts: new Date().toISOString(),
+      level: "error",
+      msg: "unhandled error",
+      request_id: c.var.requestId,
+      error: String((err as Error)?.stack ?? err),
+    });
     return errorResponse(c, new ApiError(500, "internal server error", "internal"));
   });
   return app;

@@ -37,15 +37,21 @@ export class KeyStore {
       if (typeof k.key !== "string" || k.key.length < 8) throw new Error("API keys must be strings of at least 8 characters");
       const admin = k.admin === true;
       const tenant = admin ? (k.tenant ?? "admin") : k.tenant;
-      if (!tenant || !/^[A-Za-z0-9._-]{1,64}$/.test(tenant)) throw new Error(`key for tenant ${JSON.stringify(k.tenant)}: tenants are 1-64 of [A-Za-z0-9._-]`);
+      if (!tenant || !/^[A-Za-z0-9._-]{1,64}$/.test(tenant)) {
+        throw new Error(`key for tenant ${JSON.stringify(k.tenant)}: tenants are 1-64 of [A-Za-z0-9._-]`);
+      }
       s.#keys.set(await digest(k.key), { tenant, admin });
     }
     return s;
   }
 
   /** Keys from a config file (optional) and the environment. */
-  static async load(file: string | undefined, env: (name: string) => string | undefined = (n) => Deno.env.get(n)): Promise<KeyStore> {
-    const specs: KeySpec[] = [];
+  static async load(
+    file: string | undefined,
+    env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+    extra: KeySpec[] = [],
+  ): Promise<KeyStore> {
+    const specs: KeySpec[] = [...extra];
     if (file) {
       const json = JSON.parse(await Deno.readTextFile(file));
       if (!Array.isArray(json?.keys)) throw new Error(`${file}: expected {"keys": [{"key", "tenant" | "admin"}]}`);

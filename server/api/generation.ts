@@ -45,7 +45,9 @@ export function samplingOf(body: CommonFields, logprobs: number | null, seedOffs
     logitBias = {};
     for (const [k, v] of Object.entries(body.logit_bias)) {
       const id = Number(k);
-      if (!Number.isInteger(id) || id < 0) throw new ApiError(400, `logit_bias key "${k}" is not a token id`, "invalid_value", "logit_bias");
+      if (!Number.isInteger(id) || id < 0) {
+        throw new ApiError(400, `logit_bias key "${k}" is not a token id`, "invalid_value", "logit_bias");
+      }
       logitBias[id] = v;
     }
   }
@@ -80,7 +82,9 @@ export function checkLength(deps: AppDeps, promptTokens: number, maxTokens: numb
   if (promptTokens >= ctx || (maxTokens !== null && promptTokens + maxTokens > ctx)) {
     throw new ApiError(
       400,
-      `This model's maximum context length is ${ctx} tokens. However, you requested ${promptTokens + (maxTokens ?? 0)} tokens (${promptTokens} in the prompt, ${
+      `This model's maximum context length is ${ctx} tokens. However, you requested ${
+        promptTokens + (maxTokens ?? 0)
+      } tokens (${promptTokens} in the prompt, ${
         maxTokens ?? 0
       } for the completion). Please reduce the length of the prompt or the completion.`,
       "context_length_exceeded",
@@ -98,7 +102,13 @@ export function checkTokenIds(deps: AppDeps, ids: number[], param: string): void
 export class Choice {
   #last = 0;
   #tokens = 0;
-  constructor(readonly index: number, readonly it: AsyncIterator<GenerateEvent>, readonly first: GenerateEvent, readonly t0: number, readonly deps: AppDeps) {
+  constructor(
+    readonly index: number,
+    readonly it: AsyncIterator<GenerateEvent>,
+    readonly first: GenerateEvent,
+    readonly t0: number,
+    readonly deps: AppDeps,
+  ) {
     this.#record(first);
   }
 
@@ -184,7 +194,12 @@ export function usageOf(finishes: FinishEvent[], promptTokensPerPrompt: number[]
   const prompt = promptTokensPerPrompt.reduce((a, b) => a + b, 0);
   const completion = finishes.reduce((a, f) => a + f.completionTokens, 0);
   const cached = finishes.reduce((a, f) => a + f.cachedTokens, 0);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 }
 
 /** A token's text for logprobs (decoded on its own) and its UTF-8 bytes. */

@@ -18,6 +18,7 @@ const available = backendsUnderTest().includes("cudaemu") && (() => {
 })();
 
 const symbols = {
+  qlemu_selftest_set_reverse: { parameters: ["i32"], result: "void" },
   qlemu_selftest_reverse: { parameters: ["buffer", "buffer", "i32", "i32"], result: "i32" },
   qlemu_selftest_sum: { parameters: ["buffer", "buffer", "i64", "i32", "i32"], result: "i32" },
   qlemu_selftest_warp: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
@@ -42,17 +43,26 @@ Deno.test({
   ignore: !available,
   fn: () =>
     withLib((s) => {
-      for (const n of [32, 100, 256, 1024]) {
-        const input = new Float32Array(n).map((_, i) => i + 0.5);
-        const want = input.slice().reverse();
-        assert.deepEqual(reverse(s, input, 0), want, `correct kernel, n=${n}`);
-        const noSync = reverse(s, input, 1);
-        assert.notDeepEqual(noSync, want, `missing __syncthreads() must not pass, n=${n}`);
-        // a read before the write shows the poison pattern (0xFFFFFFFF = NaN), not stale data
-        assert.ok(Number.isNaN(noSync[0]), `thread 0 read an unwritten shared slot: ${noSync[0]}`);
-        const badIndex = reverse(s, input, 2);
-        assert.notDeepEqual(badIndex, want, `wrong shared index must not pass, n=${n}`);
-        assert.ok(Number.isNaN(badIndex[0]), "tile[n] was never written");
+      // both thread orders (forward: low threads first; reverse: high threads first)
+      for (const order of [0, 1]) {
+        s.qlemu_selftest_set_reverse(order);
+        try {
+          for (const n of [32, 100, 256, 1024]) {
+            const input = new Float32Array(n).map((_, i) => i + 0.5);
+            const want = input.slice().reverse();
+            assert.deepEqual(reverse(s, input, 0), want, `correct kernel, n=${n}, order ${order}`);
+            const noSync = reverse(s, input, 1);
+            assert.notDeepEqual(noSync, want, `missing __syncthreads() must not pass, n=${n}, order ${order}`);
+            // a read before the write shows the poison pattern (0xFFFFFFFF = NaN), not stale data
+            const first = order === 0 ? 0 : n - 1; // the thread that runs first read an unwritten slot
+            assert.ok(Number.isNaN(noSync[first]), `thread ${first} read an unwritten shared slot: ${noSync[first]}`);
+            const badIndex = reverse(s, input, 2);
+            assert.notDeepEqual(badIndex, want, `wrong shared index must not pass, n=${n}, order ${order}`);
+            assert.ok(Number.isNaN(badIndex[0]), "tile[n] was never written");
+          }
+        } finally {
+          s.qlemu_selftest_set_reverse(Deno.env.get("QL_EMU_SCHEDULE") === "reverse" ? 1 : 0);
+        }
       }
     }),
 });

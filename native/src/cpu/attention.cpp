@@ -54,14 +54,21 @@ struct TileScratch {
   std::vector<float> kc, vc, s;
   std::vector<const float*> kp, vp;
   std::vector<const uint16_t*> kh, vh;
-  explicit TileScratch(int64_t Dp)
-      : kc(size_t(kKeyTile * Dp), 0.0f),
-        vc(size_t(kKeyTile * Dp), 0.0f),
-        s(size_t(4 * (kKeyTile + 8)), 0.0f),
+  int64_t Dp;
+  // kc/vc (the gather scratch) are allocated on first use: decode reads the cache in place.
+  explicit TileScratch(int64_t dp)
+      : s(size_t(4 * (kKeyTile + 8)), 0.0f),
         kp(size_t(kKeyTile), nullptr),
         vp(size_t(kKeyTile), nullptr),
         kh(size_t(kKeyTile), nullptr),
-        vh(size_t(kKeyTile), nullptr) {}
+        vh(size_t(kKeyTile), nullptr),
+        Dp(dp) {}
+  void ensure_gather() {
+    if (kc.empty()) {
+      kc.assign(size_t(kKeyTile * Dp), 0.0f);
+      vc.assign(size_t(kKeyTile * Dp), 0.0f);
+    }
+  }
 };
 
 // Online-softmax state of M query rows: q (already scaled) and acc [M][Dp], running max m and
@@ -83,6 +90,15 @@ struct RowBlock {
 inline __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
 inline __m256 ld8(const uint16_t* p) { return bf16x8_to_f32(p); }
 
+// Lane i = horizontal sum of vector i (8 sums in 7 shuffles/adds instead of 8 hsums).
+inline __m256 reduce8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  const __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+  const __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  // u0 = [s0 s1 s2 s3 | s0 s1 s2 s3] partial halves, u1 likewise for s4..s7.
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
 // 8 dot products of q with k[0..7] over Dp elements (Dp a multiple of 8), as one vector.
 // K rows are f32 or bf16 (converted in registers).
 template <class E>
@@ -100,11 +116,7 @@ inline __m256 dot8(const float* q, const E* const* k, int64_t Dp) {
     a6 = _mm256_fmadd_ps(x, ld8(k6 + d), a6);
     a7 = _mm256_fmadd_ps(x, ld8(k7 + d), a7);
   }
-  const __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
-  const __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
-  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
-  // u0 = [k0 k1 k2 k3 | k0 k1 k2 k3] halves, u1 likewise for k4..k7.
-  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+  return reduce8(a0, a1, a2, a3, a4, a5, a6, a7);
 }
 
 template <class E>
@@ -162,9 +174,18 @@ inline void scores_rows(const float* const* q, const E* const* kp, int64_t n, in
         a1[r] = _mm256_fmadd_ps(qv, x1, a1[r]);
       }
     }
-    for (int r = 0; r < R; r++) {
-      s[r][j] = hsum(a0[r]);
-      s[r][j + 1] = hsum(a1[r]);
+    if constexpr (R == 4) {
+      alignas(32) float t[8];
+      _mm256_store_ps(t, reduce8(a0[0], a1[0], a0[1], a1[1], a0[2], a1[2], a0[3], a1[3]));
+      for (int r = 0; r < 4; r++) {
+        s[r][j] = t[2 * r];
+        s[r][j + 1] = t[2 * r + 1];
+      }
+    } else {
+      for (int r = 0; r < R; r++) {
+        s[r][j] = hsum(a0[r]);
+        s[r][j + 1] = hsum(a1[r]);
+      }
     }
   }
   if (j < n) {
@@ -315,6 +336,7 @@ void attend_rows(TileScratch& sc, const RowBlock& rb, const KvRows& kv, int64_t 
       attend_tile(rb, sc.kh.data(), sc.vh.data(), j0, n, Dp, s);
       continue;
     }
+    if (!in_place) sc.ensure_gather();
     for (int64_t j = 0; j < n; j++) {
       const int64_t off = kv.offset(j0 + j);
       if (in_place) {
@@ -443,23 +465,28 @@ void run_attention(ql_ctx* ctx, const std::vector<SeqDesc>& seqs, void* out, flo
       };
       RowBlock all{qb.data(), acc.data(), m.data(), l.data(), lim.data(), M};
       all.reset(Dp);
-      const int64_t head_bytes = (w.gb - w.ga) * D * int64_t(act_size(dtype));
       if (!w.decode) {
         attend_rows(sc, block(w.ga), kv_of(w.ga), 0, w.k1, dtype, D);
       } else {
         // All heads per key step: the cache rows (Hkv·D contiguous per token) stream through.
+        // While head g of this step computes, head g's rows of the next step are prefetched, so
+        // the prefetches spread over the compute instead of stalling in one burst.
+        const int64_t line_per_head = (D * int64_t(act_size(dtype)) + 63) / 64;
         for (int64_t t0 = w.k0; t0 < w.k1; t0 += kDecodeTile) {
           const int64_t t1 = std::min(w.k1, t0 + kDecodeTile);
-          const KvRows base = kv_of(w.ga);
-          for (int64_t j = t1; j < std::min(w.k1, t1 + kDecodeTile); j++) {
-            const char* kr = static_cast<const char*>(elem(k, dtype, base.offset(j)));
-            const char* vr = static_cast<const char*>(elem(v, dtype, base.offset(j)));
-            for (int64_t b = 0; b < head_bytes; b += 64) {
-              _mm_prefetch(kr + b, _MM_HINT_T1);
-              _mm_prefetch(vr + b, _MM_HINT_T1);
+          const int64_t tn = std::min(w.k1, t1 + kDecodeTile);
+          for (int64_t g = w.ga; g < w.gb; g++) {
+            const KvRows kvg = kv_of(g);
+            for (int64_t j = t1; j < tn; j++) {
+              const char* kr = static_cast<const char*>(elem(k, dtype, kvg.offset(j)));
+              const char* vr = static_cast<const char*>(elem(v, dtype, kvg.offset(j)));
+              for (int64_t b = 0; b < line_per_head; b++) {
+                _mm_prefetch(kr + 64 * b, _MM_HINT_T1);
+                _mm_prefetch(vr + 64 * b, _MM_HINT_T1);
+              }
             }
+            attend_rows(sc, block(g), kvg, t0, t1, dtype, D);
           }
-          for (int64_t g = w.ga; g < w.gb; g++) attend_rows(sc, block(g), kv_of(g), t0, t1, dtype, D);
         }
       }
       if (w.part >= 0) {

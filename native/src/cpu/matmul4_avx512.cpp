@@ -140,6 +140,7 @@ void quantize_x_q8(Q8X& o, const uint16_t* x, int64_t m, int64_t cols) {
       for (int h = 0; h < 2; h++) {
         float amax = 0.0f;
         for (int t = 64 * h; t < 64 * h + 64; t++) amax = std::max(amax, std::fabs(bf16_to_f32(xc[t])));
+        if (!(amax > 1e-30f)) amax = 0.0f;  // an all-zero (or denormal) chunk quantizes to 0
         const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int l = 8 * h; l < 8 * h + 8; l++) {
           ds[l] = amax / 127.0f / 127.0f;

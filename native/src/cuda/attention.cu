@@ -78,34 +78,44 @@ __global__ void __launch_bounds__(kAttnThreads) attn_fwd_kernel(void* out, float
   if (lse && threadIdx.x == 0) lse[int64_t(t) * H + h] = m + logf(l);
 }
 
-template <class Keys>
-__global__ void __launch_bounds__(kAttnThreads) attn_bwd_kernel(void* dq, float* dk_f, float* dv_f, const void* dout,
-                                                                 const void* out, const float* lse, const void* q,
-                                                                 const void* kbuf, const void* vbuf, Keys keys, int H,
-                                                                 int group, int D, float scale, int32_t dtype) {
+// Backward in three deterministic passes (no atomics):
+//   delta[t, h] = Σ_d dout · out
+//   dq (block per query row and head): dq_i = scale · Σ_j ds_ij k_j
+//   dk, dv (block per key row and kv head, over every query row of its group at or after it):
+//     dv_j = Σ_h Σ_i p_ij dout_i,  dk_j = scale · Σ_h Σ_i ds_ij q_i
+// with p_ij = exp(scale · q_i·k_j − lse_i), ds_ij = p_ij (dout_i·v_j − delta_i).
+__global__ void attn_delta_kernel(float* delta, const void* dout, const void* out, int64_t rows, int D, int32_t dtype) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  if (row >= rows) return;
+  float s = 0.0f;
+  for (int d = lane; d < D; d += 32) s += ld(dout, dtype, row * D + d) * ld(out, dtype, row * D + d);
+  s = warp_sum(s);
+  if (lane == 0) delta[row] = s;
+}
+
+__global__ void __launch_bounds__(kAttnThreads) attn_bwd_dq_kernel(void* dq, const float* delta, const void* dout,
+                                                                    const float* lse, const void* q, const void* kbuf,
+                                                                    const void* vbuf, PackedKeys keys, int H, int group,
+                                                                    int D, float scale, int32_t dtype) {
   QL_DYN_SHARED(float, smem);
-  float* q_s = smem;                 // [D]
-  float* do_s = smem + D;            // [D]
-  float* dq_s = smem + 2 * D;        // [D]
-  float* p_s = smem + 3 * D;         // [blockDim.x]
-  float* ds_s = p_s + blockDim.x;    // [blockDim.x]
-  float* red = ds_s + blockDim.x;    // [32]
+  float* q_s = smem;               // [D]
+  float* do_s = smem + D;          // [D]
+  float* dq_s = smem + 2 * D;      // [D]
+  float* ds_s = smem + 3 * D;      // [blockDim.x]
   const int t = blockIdx.x / H, h = blockIdx.x % H, kvh = h / group;
   const int64_t qoff = (int64_t(t) * H + h) * D;
-  float delta = 0.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     q_s[d] = ld(q, dtype, qoff + d);
-    const float g = ld(dout, dtype, qoff + d);
-    do_s[d] = g;
+    do_s[d] = ld(dout, dtype, qoff + d);
     dq_s[d] = 0.0f;
-    delta += g * ld(out, dtype, qoff + d);
   }
-  delta = block_sum(delta, red);  // also publishes q_s / do_s
-  const float L = lse[int64_t(t) * H + h];
+  __syncthreads();
+  const float L = lse[int64_t(t) * H + h], dl = delta[int64_t(t) * H + h];
   const int64_t n = keys.nkeys(t);
   for (int64_t j0 = 0; j0 < n; j0 += blockDim.x) {
     const int64_t j = j0 + threadIdx.x;
-    float p = 0.0f, ds = 0.0f;
+    float ds = 0.0f;
     if (j < n) {
       const int64_t ko = keys.offset(t, j, kvh);
       float sk = 0.0f, dp = 0.0f;
@@ -113,22 +123,15 @@ __global__ void __launch_bounds__(kAttnThreads) attn_bwd_kernel(void* dq, float*
         sk += q_s[d] * ld(kbuf, dtype, ko + d);
         dp += do_s[d] * ld(vbuf, dtype, ko + d);
       }
-      p = expf(sk * scale - L);
-      ds = p * (dp - delta);
+      const float p = expf(sk * scale - L);
+      ds = p * (dp - dl);
     }
-    p_s[threadIdx.x] = p;
     ds_s[threadIdx.x] = ds;
     __syncthreads();
     const int64_t cnt = n - j0 < int64_t(blockDim.x) ? n - j0 : int64_t(blockDim.x);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
       float a = dq_s[d];
-      const float qd = q_s[d] * scale, gd = do_s[d];
-      for (int64_t jj = 0; jj < cnt; jj++) {
-        const int64_t ko = keys.offset(t, j0 + jj, kvh);
-        a += ds_s[jj] * ld(kbuf, dtype, ko + d);
-        atomicAdd(&dk_f[ko + d], ds_s[jj] * qd);
-        atomicAdd(&dv_f[ko + d], p_s[jj] * gd);
-      }
+      for (int64_t jj = 0; jj < cnt; jj++) a += ds_s[jj] * ld(kbuf, dtype, keys.offset(t, j0 + jj, kvh) + d);
       dq_s[d] = a;
     }
     __syncthreads();
@@ -136,9 +139,67 @@ __global__ void __launch_bounds__(kAttnThreads) attn_bwd_kernel(void* dq, float*
   for (int d = threadIdx.x; d < D; d += blockDim.x) st(dq, dtype, qoff + d, dq_s[d] * scale);
 }
 
-__global__ void f32_to_act_kernel(void* out, const float* in, int64_t n, int32_t dtype) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    st(out, dtype, i, in[i]);
+// rows: per key row (first row of its sequence, position inside it); seq_end: per key row, one
+// past the last row of its sequence.
+__global__ void __launch_bounds__(kAttnThreads) attn_bwd_dkv_kernel(void* dk, void* dv, const float* delta,
+                                                                     const void* dout, const float* lse, const void* q,
+                                                                     const void* kbuf, const void* vbuf,
+                                                                     const int* seq_end, int Hkv, int group, int D,
+                                                                     float scale, int32_t dtype) {
+  QL_DYN_SHARED(float, smem);
+  float* k_s = smem;               // [D]
+  float* v_s = smem + D;           // [D]
+  float* dk_s = smem + 2 * D;      // [D]
+  float* dv_s = smem + 3 * D;      // [D]
+  float* p_s = smem + 4 * D;       // [blockDim.x]
+  float* ds_s = p_s + blockDim.x;  // [blockDim.x]
+  const int j = blockIdx.x / Hkv, kvh = blockIdx.x % Hkv;
+  const int H = Hkv * group;
+  const int64_t koff = (int64_t(j) * Hkv + kvh) * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    k_s[d] = ld(kbuf, dtype, koff + d);
+    v_s[d] = ld(vbuf, dtype, koff + d);
+    dk_s[d] = 0.0f;
+    dv_s[d] = 0.0f;
+  }
+  __syncthreads();
+  const int end = seq_end[j];
+  for (int g = 0; g < group; g++) {
+    const int h = kvh * group + g;
+    for (int i0 = j; i0 < end; i0 += blockDim.x) {
+      const int i = i0 + int(threadIdx.x);
+      float p = 0.0f, ds = 0.0f;
+      if (i < end) {
+        const int64_t qo = (int64_t(i) * H + h) * D;
+        float sk = 0.0f, dp = 0.0f;
+        for (int d = 0; d < D; d++) {
+          sk += ld(q, dtype, qo + d) * k_s[d];
+          dp += ld(dout, dtype, qo + d) * v_s[d];
+        }
+        p = expf(sk * scale - lse[int64_t(i) * H + h]);
+        ds = p * (dp - delta[int64_t(i) * H + h]);
+      }
+      p_s[threadIdx.x] = p;
+      ds_s[threadIdx.x] = ds;
+      __syncthreads();
+      const int cnt = end - i0 < int(blockDim.x) ? end - i0 : int(blockDim.x);
+      for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float a = dk_s[d], b = dv_s[d];
+        for (int ii = 0; ii < cnt; ii++) {
+          const int64_t qo = (int64_t(i0 + ii) * H + h) * D + d;
+          a += ds_s[ii] * ld(q, dtype, qo);
+          b += p_s[ii] * ld(dout, dtype, qo);
+        }
+        dk_s[d] = a;
+        dv_s[d] = b;
+      }
+      __syncthreads();
+    }
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    st(dk, dtype, koff + d, dk_s[d] * scale);
+    st(dv, dtype, koff + d, dv_s[d]);
+  }
 }
 
 ql_status attention_paged(ql_ctx* ctx, void* out, const void* q, const void* k_cache, const void* v_cache,
@@ -199,21 +260,24 @@ ql_status attention_backward(ql_ctx* ctx, void* dq, void* dk, void* dv, const vo
                              const int32_t* host_cu_seqlens, int64_t S, int64_t T, int64_t H, int64_t Hkv, int64_t D,
                              float softmax_scale, int32_t dtype) {
   if (T == 0) return QL_OK;
-  const int64_t nkv = T * Hkv * D;
-  Scratch d_rows(ctx, uint64_t(T) * sizeof(int2));
-  Scratch dk_f(ctx, uint64_t(nkv) * 4), dv_f(ctx, uint64_t(nkv) * 4);
+  Scratch d_rows(ctx, uint64_t(T) * sizeof(int2)), d_end(ctx, uint64_t(T) * 4), delta(ctx, uint64_t(T * H) * 4);
   ql_status st = packed_rows(ctx, d_rows, host_cu_seqlens, S, T);
   if (st != QL_OK) return st;
-  QL_CUDA_TRY(cudaMemsetAsync(dk_f.ptr, 0, uint64_t(nkv) * 4, stream(ctx)));
-  QL_CUDA_TRY(cudaMemsetAsync(dv_f.ptr, 0, uint64_t(nkv) * 4, stream(ctx)));
-  PackedKeys keys{d_rows.as<int2>(), Hkv, D};
-  const size_t shmem = size_t(3 * D + 2 * kAttnThreads + 32) * 4;
-  QL_LAUNCH(unsigned(T * H), kAttnThreads, shmem, stream(ctx), attn_bwd_kernel<PackedKeys>)(
-      dq, dk_f.as<float>(), dv_f.as<float>(), dout, out, lse, q, k, v, keys, int(H), int(H / Hkv), int(D),
-      softmax_scale, dtype);
+  std::vector<int> ends(static_cast<size_t>(T));
+  for (int64_t s = 0; s < S; s++)
+    for (int32_t t = host_cu_seqlens[s]; t < host_cu_seqlens[s + 1]; t++) ends[t] = host_cu_seqlens[s + 1];
+  st = copy_to_device(ctx, d_end.ptr, ends.data(), ends.size() * 4);
+  if (st != QL_OK) return st;
+  QL_LAUNCH(grid_1d(T * H * 32, 256), 256, 0, stream(ctx), attn_delta_kernel)(delta.as<float>(), dout, out, T * H,
+                                                                              int(D), dtype);
   QL_LAUNCH_CHECK();
-  QL_LAUNCH(grid_1d(nkv, 256), 256, 0, stream(ctx), f32_to_act_kernel)(dk, dk_f.as<float>(), nkv, dtype);
-  QL_LAUNCH(grid_1d(nkv, 256), 256, 0, stream(ctx), f32_to_act_kernel)(dv, dv_f.as<float>(), nkv, dtype);
+  PackedKeys keys{d_rows.as<int2>(), Hkv, D};
+  QL_LAUNCH(unsigned(T * H), kAttnThreads, size_t(3 * D + kAttnThreads) * 4, stream(ctx), attn_bwd_dq_kernel)(
+      dq, delta.as<float>(), dout, lse, q, k, v, keys, int(H), int(H / Hkv), int(D), softmax_scale, dtype);
+  QL_LAUNCH_CHECK();
+  QL_LAUNCH(unsigned(T * Hkv), kAttnThreads, size_t(4 * D + 2 * kAttnThreads) * 4, stream(ctx), attn_bwd_dkv_kernel)(
+      dk, dv, delta.as<float>(), dout, lse, q, k, v, d_end.as<int>(), int(Hkv), int(H / Hkv), int(D), softmax_scale,
+      dtype);
   QL_LAUNCH_CHECK();
   return QL_OK;
 }

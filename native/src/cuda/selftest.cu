@@ -69,6 +69,9 @@ __global__ void wmma_kernel(float* c, const uint16_t* a, const uint16_t* b) {
 
 extern "C" {
 
+// 1: run the threads of a warp (and the warps of a block) in reverse order between barriers.
+QL_API void qlemu_selftest_set_reverse(int reverse) { ql_emu::set_reverse_schedule(reverse != 0); }
+
 // n in [1, 1024]; returns the launch status.
 QL_API int qlemu_selftest_reverse(float* out, const float* in, int n, int variant) {
   QL_LAUNCH(1, n, 0, nullptr, reverse_kernel)(out, in, n, variant);

@@ -181,6 +181,9 @@ void* shared_dynamic();
 // Runs body(void) for each thread of each block; returns cudaSuccess or an error.
 using KernelBody = void (*)(void* closure);
 void set_threads(int n);  // OS threads running blocks (0: OpenMP default)
+// Threads of a warp / warps of a block run in reverse order between barriers (initially from
+// QL_EMU_SCHEDULE=reverse).
+void set_reverse_schedule(bool reverse);
 // Last launch error of this OS thread (cudaGetLastError reads and clears it).
 cudaError_t& last_error();
 cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* closure);

@@ -5,7 +5,11 @@
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -70,6 +74,20 @@ size_t stack_bytes() {
 }
 
 int g_threads = 0;  // OS threads running blocks; 0 = OpenMP default
+
+// QL_EMU_SCHEDULE=reverse runs the threads of each warp (and the warps of a block) in reverse
+// order between barriers: a race that the default order hides (a read of a shared value some
+// higher thread writes without a barrier in between) shows up in the other.
+int g_reverse = -1;  // -1: not read yet
+bool reverse_order() {
+  int r = __atomic_load_n(&g_reverse, __ATOMIC_RELAXED);
+  if (r < 0) {
+    const char* e = getenv("QL_EMU_SCHEDULE");
+    r = e && strcmp(e, "reverse") == 0 ? 1 : 0;
+    __atomic_store_n(&g_reverse, r, __ATOMIC_RELAXED);
+  }
+  return r == 1;
+}
 
 // Per OS thread: the scheduler's saved context, fiber stacks (reused across launches), the
 // block being run and its shared memory.
@@ -170,12 +188,16 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
     f.sp = sp;
   }
   Fiber* fib = w.fibers.data();
+  const bool rev = reverse_order();
   for (;;) {
-    for (int wi = 0; wi < nwarps; wi++) {
+    for (int wk = 0; wk < nwarps; wk++) {
+      const int wi = rev ? nwarps - 1 - wk : wk;
       const int lo = wi * kWarp, hi = lo + b.warps[wi].lanes;
       for (;;) {
-        for (int i = lo; i < hi; i++)
+        for (int k = lo; k < hi; k++) {
+          const int i = rev ? hi - 1 - (k - lo) : k;
           if (fib[i].state == kRunnable) resume(w, &fib[i]);
+        }
         int warp_wait = 0, block_wait = 0;
         for (int i = lo; i < hi; i++) {
           warp_wait += fib[i].state == kWarpWait;
@@ -202,6 +224,7 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
 }  // namespace
 
 void set_threads(int n) { g_threads = n; }
+void set_reverse_schedule(bool reverse) { __atomic_store_n(&g_reverse, reverse ? 1 : 0, __ATOMIC_RELAXED); }
 cudaError_t& last_error() {
   static thread_local cudaError_t e = cudaSuccess;
   return e;
@@ -225,6 +248,85 @@ void* shared_static(size_t bytes, size_t align) {
 
 void* shared_dynamic() { return t_fiber->block->dynamic_shared; }
 
+namespace {
+
+// The blocks of one launch, claimed one at a time by the calling thread and the pool's workers.
+struct Job {
+  dim3 grid, block;
+  size_t shmem;
+  KernelBody body;
+  void* closure;
+  int64_t nblocks;
+  std::atomic<int64_t> next{0}, finished{0};
+  int users = 0;  // workers holding the job (guarded by the pool's mutex)
+};
+
+// Worker threads that help with a launch's blocks. The caller claims blocks too and waits only
+// for blocks already claimed: a worker that the OS has not run yet never delays a launch (an
+// OpenMP end-of-region barrier would wait a whole time slice for it on a loaded machine).
+struct Pool {
+  std::mutex mu;
+  std::condition_variable wake, idle;
+  Job* job = nullptr;
+  uint64_t generation = 0;
+  int workers = 0;
+
+  static void run_blocks(Job& j) {
+    Worker& w = worker();
+    w.body = j.body;
+    w.closure = j.closure;
+    for (;;) {
+      const int64_t bi = j.next.fetch_add(1);
+      if (bi >= j.nblocks) break;
+      const unsigned bx = unsigned(bi % j.grid.x), by = unsigned((bi / j.grid.x) % j.grid.y),
+                     bz = unsigned(bi / (int64_t(j.grid.x) * j.grid.y));
+      run_block(w, j.grid, j.block, j.shmem, bx, by, bz);
+      j.finished.fetch_add(1);
+    }
+  }
+  void worker_loop() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(mu);
+    for (;;) {
+      wake.wait(lk, [&] { return generation != seen; });
+      seen = generation;
+      Job* j = job;
+      if (!j) continue;
+      j->users++;
+      lk.unlock();
+      run_blocks(*j);
+      lk.lock();
+      if (--j->users == 0) idle.notify_all();
+    }
+  }
+  void ensure(int n) {  // n helper threads (never shrinks)
+    std::lock_guard<std::mutex> lk(mu);
+    while (workers < n) {
+      std::thread([this] { worker_loop(); }).detach();
+      workers++;
+    }
+  }
+  void run(Job& j, int helpers) {
+    ensure(helpers);
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      job = &j;
+      generation++;
+    }
+    wake.notify_all();
+    run_blocks(j);
+    std::unique_lock<std::mutex> lk(mu);
+    job = nullptr;  // late wakers find nothing
+    idle.wait(lk, [&] { return j.users == 0; });
+  }
+};
+Pool& pool() {
+  static Pool* p = new Pool();  // never destroyed: workers may outlive static destructors
+  return *p;
+}
+
+}  // namespace
+
 cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* closure) {
   const uint64_t nthreads = uint64_t(block.x) * block.y * block.z;
   if (nthreads == 0 || nthreads > uint64_t(kMaxThreads) || block.z > 64) return cudaErrorInvalidValue;
@@ -232,19 +334,20 @@ cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* c
   const int64_t nblocks = int64_t(grid.x) * grid.y * grid.z;
   if (nblocks == 0) return cudaSuccess;
   if (grid.y > 65535 || grid.z > 65535) return cudaErrorInvalidValue;
+  if (t_fiber) trap("kernel launch from inside a kernel (dynamic parallelism) is not emulated");
+  Job j;
+  j.grid = grid;
+  j.block = block;
+  j.shmem = shmem;
+  j.body = body;
+  j.closure = closure;
+  j.nblocks = nblocks;
   const int nt = g_threads > 0 ? g_threads : omp_get_max_threads();
-  // Small grids run on the calling thread: on a loaded machine a parallel region's end barrier
-  // can wait a whole time slice for a descheduled worker.
-  const bool parallel = nt > 1 && nblocks >= 2 * nt && uint64_t(nblocks) * nthreads >= 16384;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel)
-  for (int64_t bi = 0; bi < nblocks; bi++) {
-    Worker& w = worker();
-    w.body = body;
-    w.closure = closure;
-    const unsigned bx = unsigned(bi % grid.x), by = unsigned((bi / grid.x) % grid.y),
-                   bz = unsigned(bi / (int64_t(grid.x) * grid.y));
-    run_block(w, grid, block, shmem, bx, by, bz);
-  }
+  // small grids run on the calling thread alone
+  if (nt > 1 && nblocks >= 2 && uint64_t(nblocks) * nthreads >= 4096)
+    pool().run(j, nt - 1);
+  else
+    Pool::run_blocks(j);
   return cudaSuccess;
 }
 

@@ -27,7 +27,10 @@ const routes = {
     path: "/v1/adapters",
     tags: ["Adapters"],
     summary: "Lists the caller's adapters (an admin sees every tenant's).",
-    responses: { 200: { description: "Adapters", content: { "application/json": { schema: AdapterListSchema } } }, 401: err("Missing or wrong API key") },
+    responses: {
+      200: { description: "Adapters", content: { "application/json": { schema: AdapterListSchema } } },
+      401: err("Missing or wrong API key"),
+    },
   }),
   create: createRoute({
     method: "post",
@@ -61,7 +64,11 @@ const routes = {
     tags: ["Adapters"],
     summary: "One adapter.",
     request: { params: IdParam },
-    responses: { 200: { description: "The adapter", content: { "application/json": { schema: AdapterSchema } } }, 401: err("Missing or wrong API key"), 404: err("No such adapter") },
+    responses: {
+      200: { description: "The adapter", content: { "application/json": { schema: AdapterSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such adapter"),
+    },
   }),
   delete: createRoute({
     method: "delete",
@@ -69,7 +76,11 @@ const routes = {
     tags: ["Adapters"],
     summary: "Unregisters an adapter and frees it from the device once running requests finish.",
     request: { params: IdParam },
-    responses: { 200: { description: "Deleted", content: { "application/json": { schema: DeletedSchema } } }, 401: err("Missing or wrong API key"), 404: err("No such adapter") },
+    responses: {
+      200: { description: "Deleted", content: { "application/json": { schema: DeletedSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such adapter"),
+    },
   }),
   load: createRoute({
     method: "post",
@@ -90,7 +101,11 @@ const routes = {
     tags: ["Adapters"],
     summary: "vLLM's dynamic LoRA unloading (running requests finish first).",
     request: { body: { required: true, content: { "application/json": { schema: UnloadLoraSchema } } } },
-    responses: { 200: { description: "Unloaded", content: { "text/plain": { schema: z.string() } } }, 401: err("Missing or wrong API key"), 404: err("No such adapter") },
+    responses: {
+      200: { description: "Unloaded", content: { "text/plain": { schema: z.string() } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such adapter"),
+    },
   }),
 };
 
@@ -161,7 +176,12 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       if (typeof v === "string") return new TextEncoder().encode(v);
       throw new ApiError(400, `${name} is required (a file)`, "invalid_value", name);
     };
-    const rec = await deps.registry.upload(who, String(form.id), await bytes(form.adapter_config, "adapter_config"), await bytes(form.adapter_model, "adapter_model"))
+    const rec = await deps.registry.upload(
+      who,
+      String(form.id),
+      await bytes(form.adapter_config, "adapter_config"),
+      await bytes(form.adapter_model, "adapter_model"),
+    )
       .catch((e) => Promise.reject(registryToApi(e)));
     return c.json(show(rec), 201);
   });

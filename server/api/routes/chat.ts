@@ -98,8 +98,16 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       });
     }
     const ac = new AbortController();
-    c.req.raw.signal.addEventListener("abort", () => ac.abort(), { once: true });
-    const choices = await startChoices(deps, reqs, ac.signal, t0);
+    const onGone = () => ac.abort();
+    c.req.raw.signal.addEventListener("abort", onGone, { once: true });
+    const unlink = () => c.req.raw.signal.removeEventListener("abort", onGone);
+    let choices;
+    try {
+      choices = await startChoices(deps, reqs, ac.signal, t0);
+    } catch (e) {
+      unlink();
+      throw e;
+    }
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
 
@@ -124,7 +132,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           }
         }
         throw new ApiError(500, "stream ended early", "internal");
-      }));
+      })).finally(unlink);
       return c.json({
         id,
         object: "chat.completion" as const,
@@ -172,11 +180,19 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
         await Promise.all(choices.map(run));
         if (includeUsage) {
           await stream.writeSSE({
-            data: JSON.stringify({ id, object: "chat.completion.chunk", created, model: body.model, choices: [], usage: usageOf(finishes, [promptIds.length]) }),
+            data: JSON.stringify({
+              id,
+              object: "chat.completion.chunk",
+              created,
+              model: body.model,
+              choices: [],
+              usage: usageOf(finishes, [promptIds.length]),
+            }),
           });
         }
         await stream.writeSSE({ data: "[DONE]" });
       } finally {
+        unlink();
         for (const ch of choices) ch.cancel();
       }
     }) as unknown as ReturnType<typeof c.json<never, 200>>;

@@ -78,7 +78,9 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
     const adapter = resolveModel(deps, who, body.model);
     if (body.suffix) throw new ApiError(400, "suffix is not supported", "unsupported", "suffix");
     const n = body.n ?? 1;
-    if (body.best_of !== null && body.best_of !== undefined && body.best_of !== n) throw new ApiError(400, "best_of must equal n", "unsupported", "best_of");
+    if (body.best_of !== null && body.best_of !== undefined && body.best_of !== n) {
+      throw new ApiError(400, "best_of must equal n", "unsupported", "best_of");
+    }
     if (body.echo && body.logprobs !== null && body.logprobs !== undefined) {
       throw new ApiError(400, "echo with logprobs is not supported (no prompt logprobs)", "unsupported", "echo");
     }
@@ -109,9 +111,16 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       }
     }
     const ac = new AbortController();
-    const outer = c.req.raw.signal;
-    outer.addEventListener("abort", () => ac.abort(), { once: true });
-    const choices = await startChoices(deps, reqs, ac.signal, t0);
+    const onGone = () => ac.abort();
+    c.req.raw.signal.addEventListener("abort", onGone, { once: true });
+    const unlink = () => c.req.raw.signal.removeEventListener("abort", onGone);
+    let choices;
+    try {
+      choices = await startChoices(deps, reqs, ac.signal, t0);
+    } catch (e) {
+      unlink();
+      throw e;
+    }
     const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const echoText = (i: number) => body.echo ? deps.tokenizer.decode(prompts[Math.floor(i / n)]) : "";
@@ -137,7 +146,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
           }
         }
         throw new ApiError(500, "stream ended early", "internal");
-      }));
+      })).finally(unlink);
       return c.json({
         id,
         object: "text_completion" as const,
@@ -187,11 +196,19 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
         await Promise.all(choices.map(run));
         if (includeUsage) {
           await stream.writeSSE({
-            data: JSON.stringify({ id, object: "text_completion", created, model: body.model, choices: [], usage: usageOf(finishes, promptCounts) }),
+            data: JSON.stringify({
+              id,
+              object: "text_completion",
+              created,
+              model: body.model,
+              choices: [],
+              usage: usageOf(finishes, promptCounts),
+            }),
           });
         }
         await stream.writeSSE({ data: "[DONE]" });
       } finally {
+        unlink();
         for (const ch of choices) ch.cancel();
       }
     }) as unknown as ReturnType<typeof c.json<never, 200>>;

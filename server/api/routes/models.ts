@@ -67,6 +67,9 @@ export function registerModels(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     }
     const a = deps.registry.get(c.get("principal"), id);
     if (!a) throw new ApiError(404, `The model \`${id}\` does not exist.`, "model_not_found", "id");
-    return c.json({ ...adapterCard(a), adapter: { r: a.r, lora_alpha: a.loraAlpha, target_modules: a.targetModules, device_bytes: a.deviceBytes } }, 200);
+    return c.json({
+      ...adapterCard(a),
+      adapter: { r: a.r, lora_alpha: a.loraAlpha, target_modules: a.targetModules, device_bytes: a.deviceBytes },
+    }, 200);
   });
 }

@@ -36,11 +36,17 @@ export const samplingFields = {
   seed: z.number().int().min(-(2 ** 53 - 1)).max(2 ** 53 - 1).nullable().optional(),
   user: z.string().max(256).optional(),
   top_k: z.number().int().min(-1).nullable().optional().openapi({ description: "Extension: keep the k most likely tokens (≤ 0: off)." }),
-  min_p: z.number().min(0).max(1).nullable().optional().openapi({ description: "Extension: drop tokens below min_p × the top probability." }),
-  repetition_penalty: z.number().gt(0).max(10).nullable().optional().openapi({ description: "Extension: Hugging Face's repetition penalty (1: off)." }),
+  min_p: z.number().min(0).max(1).nullable().optional().openapi({
+    description: "Extension: drop tokens below min_p × the top probability.",
+  }),
+  repetition_penalty: z.number().gt(0).max(10).nullable().optional().openapi({
+    description: "Extension: Hugging Face's repetition penalty (1: off).",
+  }),
   ignore_eos: z.boolean().optional().openapi({ description: "Extension: keep generating past end-of-sequence tokens." }),
   min_tokens: z.number().int().min(0).optional().openapi({ description: "Extension: generate at least this many tokens." }),
-  stop_token_ids: z.array(z.number().int().min(0)).max(64).nullable().optional().openapi({ description: "Extension: extra token ids that end generation." }),
+  stop_token_ids: z.array(z.number().int().min(0)).max(64).nullable().optional().openapi({
+    description: "Extension: extra token ids that end generation.",
+  }),
 };
 
 export const MaxTokensSchema = z.number().int().min(1).nullable().optional();

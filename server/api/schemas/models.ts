@@ -26,7 +26,8 @@ export const ModelDetailSchema = ModelSchema.extend({
   quantization: z.string().optional(),
   backend: z.string().optional(),
   memory: MemoryReportSchema.optional(),
-  adapter: z.object({ r: z.number().int(), lora_alpha: z.number(), target_modules: z.array(z.string()), device_bytes: z.number() }).optional(),
+  adapter: z.object({ r: z.number().int(), lora_alpha: z.number(), target_modules: z.array(z.string()), device_bytes: z.number() })
+    .optional(),
 }).openapi("ModelDetail");
 
 export const ModelListSchema = z.object({ object: z.literal("list"), data: z.array(ModelSchema) }).openapi("ModelList");

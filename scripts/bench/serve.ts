@@ -1,0 +1,234 @@
+// serve.ts — suite `serve` of `deno task bench`: the HTTP server on the random-weight SmolLM-135M
+// shape (NF4), measured over real HTTP on 127.0.0.1 with streaming clients:
+//   - aggregate tokens/s of 16 concurrent streaming clients against one client (target ≥ 4×);
+//   - 16 clients on 16 different adapters (r 16, all linear layers) against 16 clients on one
+//     adapter (target ≥ 0.9×);
+//   - time to first token and inter-token latency p50/p99 under the 16-adapter load;
+//   - GET /health p99 while that load runs (target < 50 ms);
+//   - registering an adapter and its first use, minus the same request on a resident adapter
+//     (target < 20 ms).
+import type { Row } from "./main.ts";
+import { makeModel } from "../make_model.ts";
+import { type LlamaShape, LORA_MODULES } from "../../server/model/llama.ts";
+import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
+import { createServer } from "../../server/serving/server.ts";
+
+const DIR = "/tmp/qlora-bench";
+const MODEL = `${DIR}/smollm-135m`;
+const ADAPTERS = `${DIR}/adapters-135m`;
+const CLIENTS = 16,
+  TOKENS = Number(Deno.env.get("QLORA_BENCH_SERVE_TOKENS") ?? 32),
+  PROMPT = "The quick brown fox jumps over the lazy dog and then";
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await Deno.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+function shapeOf(dir: string): LlamaShape {
+  const c = JSON.parse(Deno.readTextFileSync(`${dir}/config.json`));
+  return {
+    hidden: c.hidden_size,
+    intermediate: c.intermediate_size,
+    layers: c.num_hidden_layers,
+    heads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    headDim: c.head_dim ?? c.hidden_size / c.num_attention_heads,
+    vocab: c.vocab_size,
+    rmsEps: c.rms_norm_eps,
+  };
+}
+
+async function makeAdapter(dir: string, shape: LlamaShape, seed: number): Promise<void> {
+  if (await exists(`${dir}/adapter_model.safetensors`)) return;
+  let s = seed * 2654435761 >>> 0 || 1;
+  const rand = () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 4294967296 - 0.5;
+  };
+  const r = 16, weights = [];
+  for (let layer = 0; layer < shape.layers; layer++) {
+    for (const module of LORA_MODULES) {
+      const d = moduleDims(shape, module);
+      weights.push({
+        layer,
+        module,
+        a: new Float32Array(r * d.in).map(() => rand() * 0.02),
+        b: new Float32Array(d.out * r).map(() => rand() * 0.02),
+      });
+    }
+  }
+  await writePeftAdapter(dir, { r, loraAlpha: 32, baseModel: "smollm-135m", weights });
+}
+
+interface StreamStats {
+  tokens: number;
+  ttft: number;
+  gaps: number[];
+}
+
+async function streamOne(url: string, model: string, maxTokens: number): Promise<StreamStats> {
+  const t0 = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model, prompt: PROMPT, max_tokens: maxTokens, temperature: 0, stream: true, ignore_eos: true }),
+  });
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "", tokens = 0, ttft = NaN, last = 0;
+  const gaps: number[] = [];
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const ev = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (!ev.startsWith("data: ") || ev === "data: [DONE]") continue;
+      const chunk = JSON.parse(ev.slice(6));
+      if (chunk.choices?.[0]?.finish_reason) continue;
+      const now = performance.now();
+      if (tokens === 0) ttft = now - t0;
+      else gaps.push(now - last);
+      last = now;
+      tokens++;
+    }
+  }
+  return { tokens, ttft, gaps };
+}
+
+async function load(url: string, models: string[], maxTokens = TOKENS): Promise<{ tokPerS: number; stats: StreamStats[] }> {
+  const t0 = performance.now();
+  const stats = await Promise.all(models.map((m) => streamOne(url, m, maxTokens)));
+  const s = (performance.now() - t0) / 1000;
+  return { tokPerS: stats.reduce((a, x) => a + x.tokens, 0) / s, stats };
+}
+
+export async function run(): Promise<Row[]> {
+  if (!(await exists(`${MODEL}/config.json`))) {
+    console.log(`making ${MODEL}`);
+    await makeModel({ shape: "smollm-135m", out: MODEL });
+  }
+  const shape = shapeOf(MODEL);
+  for (let i = 0; i <= CLIENTS + 1; i++) await makeAdapter(`${ADAPTERS}/a${i}`, shape, i + 1);
+  const root = await Deno.makeTempDir({ prefix: "qlora-bench-serve-" });
+  const server = await createServer({
+    modelDir: MODEL,
+    modelId: "smollm-135m",
+    quant: "nf4",
+    adapterRoot: ADAPTERS,
+    dataDir: root,
+    threads: Number(Deno.env.get("QLORA_BENCH_THREADS") ?? 2),
+    maxNumSeqs: 32,
+    env: false,
+    log: null,
+  });
+  const srv = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, server.app.fetch);
+  const url = `http://127.0.0.1:${srv.addr.port}`;
+  const post = async (path: string, body: unknown) => {
+    const r = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const text = await r.text();
+    if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${text}`);
+    return text;
+  };
+  try {
+    for (let i = 0; i < CLIENTS; i++) await post("/v1/adapters", { id: `a${i}`, path: `a${i}`, preload: true });
+    // warm up (compiles, first allocations)
+    await load(url, ["smollm-135m"], 4);
+    await load(url, Array.from({ length: CLIENTS }, (_, i) => `a${i}`), 4);
+
+    const one = await load(url, ["smollm-135m"]);
+    const many = await load(url, Array(CLIENTS).fill("smollm-135m"));
+    const oneAdapter = await load(url, Array(CLIENTS).fill("a0"));
+    // 16 adapters, while /health is polled
+    let polling = true;
+    const health: number[] = [];
+    const poller = (async () => {
+      while (polling) {
+        const t = performance.now();
+        const r = await fetch(`${url}/health`);
+        await r.body?.cancel();
+        health.push(performance.now() - t);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    const mixed = await load(url, Array.from({ length: CLIENTS }, (_, i) => `a${i}`));
+    polling = false;
+    await poller;
+    const ttft = mixed.stats.map((s) => s.ttft), gaps = mixed.stats.flatMap((s) => s.gaps);
+
+    // registration + first use vs a resident adapter (one token each)
+    const firstUse: number[] = [], resident: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const id = `fresh${k}`;
+      let t = performance.now();
+      await post("/v1/adapters", { id, path: `a${CLIENTS + (k % 2)}` });
+      await post("/v1/completions", { model: id, prompt: PROMPT, max_tokens: 1, temperature: 0 });
+      firstUse.push(performance.now() - t);
+      t = performance.now();
+      await post("/v1/completions", { model: id, prompt: PROMPT, max_tokens: 1, temperature: 0 });
+      resident.push(performance.now() - t);
+      await post("/v1/unload_lora_adapter", { lora_name: id });
+    }
+    const fu = pct(firstUse, 50), re = pct(resident, 50);
+    return [
+      { name: "1 streaming client, base (tok/s)", ours: one.tokPerS, reference: null, ratio: null, target: null, unit: "tok/s" },
+      {
+        name: "16 streaming clients, base: aggregate vs 1 client",
+        ours: many.tokPerS,
+        reference: one.tokPerS,
+        ratio: many.tokPerS / one.tokPerS,
+        target: ">= 4",
+        unit: "tok/s",
+      },
+      {
+        name: "16 clients, 16 adapters (r16 all-linear) vs 1 adapter",
+        ours: mixed.tokPerS,
+        reference: oneAdapter.tokPerS,
+        ratio: mixed.tokPerS / oneAdapter.tokPerS,
+        target: ">= 0.9",
+        unit: "tok/s",
+      },
+      { name: "TTFT p50 (16 clients, 16 adapters)", ours: pct(ttft, 50), reference: null, ratio: null, target: null, unit: "ms" },
+      { name: "TTFT p99 (16 clients, 16 adapters)", ours: pct(ttft, 99), reference: null, ratio: null, target: null, unit: "ms" },
+      { name: "inter-token p50 (16 clients, 16 adapters)", ours: pct(gaps, 50), reference: null, ratio: null, target: null, unit: "ms" },
+      { name: "inter-token p99 (16 clients, 16 adapters)", ours: pct(gaps, 99), reference: null, ratio: null, target: null, unit: "ms" },
+      {
+        name: `GET /health p99 under load (${health.length} polls)`,
+        ours: pct(health, 99),
+        reference: null,
+        ratio: null,
+        target: "< 50",
+        unit: "ms",
+      },
+      {
+        name: "adapter register + first use, added latency (r16 all-linear)",
+        ours: fu - re,
+        reference: re,
+        ratio: null,
+        target: "< 20",
+        unit: "ms",
+      },
+    ];
+  } finally {
+    await srv.shutdown();
+    await server.close();
+    await Deno.remove(root, { recursive: true });
+  }
+}

@@ -1,0 +1,18 @@
+// models.ts — client.models: GET /models (the base model and the adapters the caller may use,
+// with vLLM's root/parent) and GET /models/{id} (adds the memory report or the adapter's shape).
+import { type APIPromise, type RequestOptions, seg } from "../core.ts";
+import { Page, type PagePromise } from "../pagination.ts";
+import { APIResource } from "../resource.ts";
+import type { Model, ModelDetail } from "../types.ts";
+
+export class Models extends APIResource {
+  /** Every model the caller may use (one page; `for await` works too). */
+  list(options?: RequestOptions): PagePromise<Page<Model>, Model> {
+    return this._client.getAPIList<Page<Model>, Model>("/models", Page, {}, options);
+  }
+
+  /** One model: the base model with its memory report, or an adapter. */
+  retrieve(id: string, options?: RequestOptions): APIPromise<ModelDetail> {
+    return this._client.get(`/models/${seg(id)}`, options);
+  }
+}

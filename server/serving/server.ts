@@ -1,0 +1,93 @@
+// server.ts — wires one server together (engine worker, tokenizer, adapter registry, keys,
+// metrics, the Hono app). main.ts calls it with the command-line flags; tests and the bench call
+// it directly.
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { Tokenizer } from "../model/tokenizer.ts";
+import { AdapterRegistry } from "../adapters/registry.ts";
+import { type KeySpec, KeyStore } from "../api/auth.ts";
+import { Metrics } from "../api/metrics.ts";
+import { createApp } from "../api/app.ts";
+import type { AppDeps, AppEnv } from "../api/deps.ts";
+import { EngineHost } from "./host.ts";
+import type { WorkerInit } from "./protocol.ts";
+
+export interface ServerOptions {
+  modelDir: string;
+  modelId?: string;
+  quant?: WorkerInit["quant"];
+  /** Folder adapters are registered from (created if missing). */
+  adapterRoot: string;
+  /** Folder for server state (uploaded adapters). */
+  dataDir: string;
+  threads?: number;
+  maxNumSeqs?: number;
+  maxQueue?: number;
+  maxModelLen?: number;
+  numBlocks?: number;
+  /** Device bytes for resident adapters (default 1 GiB). */
+  adapterBudgetBytes?: number;
+  bodyLimitBytes?: number;
+  /** Keys: a JSON file and/or explicit specs; the environment is read unless env is false. */
+  keysFile?: string;
+  keys?: KeySpec[];
+  env?: boolean;
+  chatTemplate?: string | null;
+  log?: AppDeps["log"];
+}
+
+export interface Server {
+  app: OpenAPIHono<AppEnv>;
+  deps: AppDeps;
+  close(): Promise<void>;
+}
+
+export async function createServer(o: ServerOptions): Promise<Server> {
+  const modelId = o.modelId ?? o.modelDir.replace(/\/+$/, "").split("/").pop()!;
+  const tokenizer = await Tokenizer.load(o.modelDir);
+  const keys = await KeyStore.load(o.keysFile, o.env === false ? () => undefined : undefined, o.keys ?? []);
+  const maxNumSeqs = o.maxNumSeqs ?? 64;
+  const host = await EngineHost.start({
+    modelDir: o.modelDir,
+    modelId,
+    quant: o.quant ?? "nf4",
+    threads: o.threads ?? 0,
+    maxNumSeqs,
+    maxModelLen: o.maxModelLen,
+    numBlocks: o.numBlocks,
+    adapterBudgetBytes: o.adapterBudgetBytes ?? 1 << 30,
+  });
+  const registry = new AdapterRegistry(o.adapterRoot, `${o.dataDir}/uploads`, host.info.shape, [host.info.id]);
+  const names = (uids: string[]) => uids.map((u) => registry.byUid(u)?.id ?? u);
+  const metrics = new Metrics(() => {
+    const s = host.stats;
+    return {
+      running: s.running,
+      waiting: s.waiting + Math.max(0, host.outstanding - s.running - s.waiting),
+      maxLora: maxNumSeqs,
+      runningAdapters: names(s.runningAdapters),
+      waitingAdapters: names(s.waitingAdapters),
+      residentAdapters: s.residentAdapters,
+      residentAdapterBytes: s.residentBytes,
+      registeredAdapters: registry.list({ tenant: "", admin: true }).length,
+      kvCacheUsage: s.kvUsage,
+    };
+  });
+  host.onStep = (step) => {
+    metrics.batch.observe(step.sequences);
+    metrics.stepTime.observe(step.seconds);
+  };
+  const deps: AppDeps = {
+    host,
+    tokenizer,
+    registry,
+    keys,
+    metrics,
+    created: Math.floor(Date.now() / 1000),
+    maxQueue: o.maxQueue ?? 256,
+    bodyLimitBytes: o.bodyLimitBytes ?? 64 << 20,
+    chatTemplate: o.chatTemplate ?? null,
+    log: o.log === undefined ? (e) => console.log(JSON.stringify(e)) : o.log,
+  };
+  const app = createApp(deps);
+  return { app, deps, close: () => host.close() };
+}

@@ -1,0 +1,204 @@
+// files.ts — uploaded files (OpenAI's /v1/files): fine-tuning data validated on upload (JSONL,
+// errors name the line), stored under the data folder (temp file, fsync, rename), one row per
+// file in SQLite. Scoped by tenant: another tenant's file looks exactly like a missing one.
+import { DatasetError, parseJsonl } from "../training/dataset.ts";
+import { newId, nowSeconds, type Store } from "./db.ts";
+
+export interface Caller {
+  tenant: string;
+  admin: boolean;
+}
+
+/** An error the API shows to the caller as is. */
+export class ClientError extends Error {
+  override name = "ClientError";
+  constructor(readonly status: 400 | 404 | 409 | 413, message: string, readonly code: string | null = null, readonly param: string | null = null) {
+    super(message);
+  }
+}
+
+export interface FileRecord {
+  id: string;
+  tenant: string;
+  filename: string;
+  purpose: string;
+  bytes: number;
+  createdAt: number;
+  path: string;
+  examples: number;
+}
+
+export const FILE_PURPOSES = ["fine-tune"] as const;
+export const DEFAULT_MAX_FILE_BYTES = 32 << 20;
+export const DEFAULT_MAX_EXAMPLES = 100_000;
+
+interface FileRow {
+  id: string;
+  tenant: string;
+  filename: string;
+  purpose: string;
+  bytes: number;
+  created_at: number;
+  path: string;
+  examples: number;
+}
+
+const toRecord = (r: FileRow): FileRecord => ({
+  id: r.id,
+  tenant: r.tenant,
+  filename: r.filename,
+  purpose: r.purpose,
+  bytes: Number(r.bytes),
+  createdAt: Number(r.created_at),
+  path: r.path,
+  examples: Number(r.examples),
+});
+
+/** Writes bytes to `path` atomically: a temp file in the same folder, fsync, rename, fsync the folder. */
+export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+  const tmp = `${dir}/.${path.slice(dir.length + 1)}.tmp-${crypto.randomUUID()}`;
+  const f = await Deno.open(tmp, { write: true, createNew: true });
+  try {
+    let off = 0;
+    while (off < data.length) off += await f.write(data.subarray(off));
+    await f.sync();
+  } catch (e) {
+    f.close();
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+  f.close();
+  await Deno.rename(tmp, path);
+  await syncDir(dir);
+}
+
+/** fsync of a folder (makes a rename inside it durable); ignored where unsupported. */
+export async function syncDir(dir: string): Promise<void> {
+  try {
+    const d = await Deno.open(dir, { read: true });
+    try {
+      await d.sync();
+    } finally {
+      d.close();
+    }
+  } catch { /* not supported here */ }
+}
+
+export class FileStore {
+  readonly maxBytes: number;
+  readonly maxExamples: number;
+
+  constructor(readonly store: Store, readonly dir: string, opts: { maxBytes?: number; maxExamples?: number } = {}) {
+    this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.maxExamples = opts.maxExamples ?? DEFAULT_MAX_EXAMPLES;
+    Deno.mkdirSync(dir, { recursive: true });
+  }
+
+  /** Validates and stores an upload. */
+  async create(caller: Caller, filename: string, purpose: string, data: Uint8Array): Promise<FileRecord> {
+    if (!(FILE_PURPOSES as readonly string[]).includes(purpose)) {
+      throw new ClientError(400, `purpose must be one of ${FILE_PURPOSES.join(", ")} (got ${JSON.stringify(purpose)})`, "invalid_value", "purpose");
+    }
+    if (data.byteLength > this.maxBytes) {
+      throw new ClientError(413, `the file is ${data.byteLength} bytes; the limit is ${this.maxBytes}`, "file_too_large", "file");
+    }
+    if (data.byteLength === 0) throw new ClientError(400, "the file is empty", "invalid_file", "file");
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(data);
+    } catch {
+      throw new ClientError(400, "the file is not valid UTF-8 text", "invalid_file", "file");
+    }
+    let examples: number;
+    try {
+      examples = parseJsonl(text, { maxExamples: this.maxExamples }).length;
+    } catch (e) {
+      if (e instanceof DatasetError) throw new ClientError(400, `invalid fine-tuning file: ${e.message}`, "invalid_file", "file");
+      throw e;
+    }
+    const id = newId("file");
+    const path = `${this.dir}/${id}.jsonl`;
+    await writeFileAtomic(path, data);
+    const rec: FileRecord = { id, tenant: caller.tenant, filename: safeName(filename), purpose, bytes: data.byteLength, createdAt: nowSeconds(), path, examples };
+    this.store.run(
+      "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at, path, examples) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      rec.id,
+      rec.tenant,
+      rec.filename,
+      rec.purpose,
+      rec.bytes,
+      rec.createdAt,
+      rec.path,
+      rec.examples,
+    );
+    return rec;
+  }
+
+  /** The caller's file (an admin sees every tenant's), or undefined. */
+  get(caller: Caller, id: string): FileRecord | undefined {
+    const r = caller.admin
+      ? this.store.get<FileRow>("SELECT * FROM files WHERE id = ? AND deleted = 0", id)
+      : this.store.get<FileRow>("SELECT * FROM files WHERE id = ? AND tenant = ? AND deleted = 0", id, caller.tenant);
+    return r ? toRecord(r) : undefined;
+  }
+
+  /** Like get, but a missing file is a 404 naming `param`. */
+  require(caller: Caller, id: string, param = "file_id"): FileRecord {
+    const f = this.get(caller, id);
+    if (!f) throw new ClientError(404, `no file with id "${id}"`, "file_not_found", param);
+    return f;
+  }
+
+  /** Newest first; `after` is a file id of the previous page. */
+  list(caller: Caller, opts: { after?: string; limit?: number; purpose?: string; order?: "asc" | "desc" } = {}): { data: FileRecord[]; hasMore: boolean } {
+    const limit = Math.max(1, Math.min(opts.limit ?? 10_000, 10_000));
+    const desc = (opts.order ?? "desc") === "desc";
+    const where: string[] = ["deleted = 0"];
+    const params: (string | number)[] = [];
+    if (!caller.admin) {
+      where.push("tenant = ?");
+      params.push(caller.tenant);
+    }
+    if (opts.purpose) {
+      where.push("purpose = ?");
+      params.push(opts.purpose);
+    }
+    if (opts.after) {
+      const a = this.get(caller, opts.after);
+      if (!a) throw new ClientError(400, `after: no file with id "${opts.after}"`, "invalid_value", "after");
+      where.push(desc ? "seq < (SELECT seq FROM files WHERE id = ?)" : "seq > (SELECT seq FROM files WHERE id = ?)");
+      params.push(opts.after);
+    }
+    const rows = this.store.all<FileRow>(`SELECT * FROM files WHERE ${where.join(" AND ")} ORDER BY seq ${desc ? "DESC" : "ASC"} LIMIT ?`, ...params, limit + 1);
+    return { data: rows.slice(0, limit).map(toRecord), hasMore: rows.length > limit };
+  }
+
+  async content(caller: Caller, id: string): Promise<Uint8Array> {
+    const f = this.require(caller, id);
+    return await Deno.readFile(f.path);
+  }
+
+  /** The file's text, for the trainer (no tenant check: the job checked when it was made). */
+  async textById(id: string): Promise<string | null> {
+    const r = this.store.get<FileRow>("SELECT * FROM files WHERE id = ? AND deleted = 0", id);
+    if (!r) return null;
+    try {
+      return await Deno.readTextFile(r.path);
+    } catch {
+      return null;
+    }
+  }
+
+  async delete(caller: Caller, id: string): Promise<FileRecord> {
+    const f = this.require(caller, id);
+    this.store.run("UPDATE files SET deleted = 1 WHERE id = ?", f.id);
+    await Deno.remove(f.path).catch(() => {});
+    return f;
+  }
+}
+
+function safeName(name: string): string {
+  const base = (name || "upload.jsonl").split(/[\\/]/).pop()!.replace(/[\u0000-\u001f]/g, "");
+  return base.slice(0, 255) || "upload.jsonl";
+}
