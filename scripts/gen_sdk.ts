@@ -8,6 +8,8 @@
 //
 // With --check nothing is written: it exits 1 (naming the files) when the committed files differ
 // from what the server produces now, so CI catches an SDK that drifted from the server.
+// Pinned here rather than in deno.json: only this script uses it.
+// deno-lint-ignore no-import-prefix
 import openapiTS, { astToString } from "npm:openapi-typescript@7.13.0";
 
 const ROOT = new URL("../", import.meta.url);
@@ -56,7 +58,11 @@ async function documentFromApp(): Promise<unknown> {
   // deno-lint-ignore no-explicit-any
   const app = createApp(deps as any);
   const res = await app.request("/openapi.json");
-  if (res.status !== 200) throw new Error(`GET /openapi.json answered ${res.status}: ${await res.text()}`);
+  if (res.status !== 200) {
+    throw new Error(
+      `GET /openapi.json answered ${res.status}: ${await res.text()}`,
+    );
+  }
   return await res.json();
 }
 
@@ -67,7 +73,9 @@ export function stable(v: unknown, keepOrder = false): unknown {
   const keys = Object.keys(v as Record<string, unknown>);
   if (!keepOrder) keys.sort();
   const out: Record<string, unknown> = {};
-  for (const k of keys) out[k] = stable((v as Record<string, unknown>)[k], k === "properties");
+  for (const k of keys) {
+    out[k] = stable((v as Record<string, unknown>)[k], k === "properties");
+  }
   return out;
 }
 
@@ -75,8 +83,14 @@ export async function generate(): Promise<{ spec: string; types: string }> {
   const doc = stable(await documentFromApp()) as Record<string, unknown>;
   const spec = JSON.stringify(doc, null, 2) + "\n";
   // deno-lint-ignore no-explicit-any
-  const ast = await openapiTS(JSON.parse(spec) as any, { alphabetize: false, exportType: false, rootTypes: false, emptyObjectsUnknown: true });
-  const types = HEADER + astToString(ast).replace(/\r\n/g, "\n").trimEnd() + "\n";
+  const ast = await openapiTS(JSON.parse(spec) as any, {
+    alphabetize: false,
+    exportType: false,
+    rootTypes: false,
+    emptyObjectsUnknown: true,
+  });
+  const types = HEADER + astToString(ast).replace(/\r\n/g, "\n").trimEnd() +
+    "\n";
   return { spec, types };
 }
 
@@ -93,7 +107,9 @@ if (import.meta.main) {
   const check = Deno.args.includes("--check");
   const unknown = Deno.args.filter((a) => a !== "--check");
   if (unknown.length) {
-    console.error(`usage: deno task sdk [--check]  (unknown: ${unknown.join(" ")})`);
+    console.error(
+      `usage: deno task sdk [--check]  (unknown: ${unknown.join(" ")})`,
+    );
     Deno.exit(2);
   }
   const { spec, types } = await generate();
@@ -101,9 +117,13 @@ if (import.meta.main) {
   const rel = (u: URL) => u.pathname.slice(ROOT.pathname.length);
   if (check) {
     const stale = [];
-    for (const [p, text] of files) if ((await readOrNull(p)) !== text) stale.push(rel(p));
+    for (const [p, text] of files) {
+      if ((await readOrNull(p)) !== text) stale.push(rel(p));
+    }
     if (stale.length) {
-      console.error(`the SDK is out of date with the server: ${stale.join(", ")} differ. Run \`deno task sdk\` and commit the result.`);
+      console.error(
+        `the SDK is out of date with the server: ${stale.join(", ")} differ. Run \`deno task sdk\` and commit the result.`,
+      );
       Deno.exit(1);
     }
     console.log("sdk/openapi.json and sdk/generated/api.ts match the server");

@@ -6,7 +6,16 @@
 //
 // Options fall back to QLORA_API_KEY / QLORA_BASE_URL where the runtime exposes an environment
 // (Node; Deno with --allow-env); in browsers pass them explicitly.
-import { APIPromise, type ClientCore, type Fetch, type FinalRequest, makeRequest, parseBody, readEnv, type RequestOptions } from "./core.ts";
+import {
+  APIPromise,
+  type ClientCore,
+  type Fetch,
+  type FinalRequest,
+  makeRequest,
+  parseBody,
+  readEnv,
+  type RequestOptions,
+} from "./core.ts";
 import { Stream } from "./streaming.ts";
 import { type AbstractPage, type PagePromise, requestPage } from "./pagination.ts";
 import { Chat } from "./resources/chat.ts";
@@ -28,7 +37,7 @@ export interface ClientOptions {
   baseURL?: string | null;
   /** Milliseconds to wait for each response (default 10 minutes). */
   timeout?: number;
-  /** Retries for 408/409/429/5xx and connection errors, with exponential backoff (default 2). */
+  /** Retries for 408/429/5xx and connection errors, with exponential backoff (default 2). */
   maxRetries?: number;
   /** A fetch implementation (default: globalThis.fetch). */
   fetch?: Fetch;
@@ -59,12 +68,18 @@ export class QloraClient implements ClientCore {
   constructor(options: ClientOptions = {}) {
     this.#options = options;
     this.apiKey = options.apiKey !== undefined ? options.apiKey : readEnv("QLORA_API_KEY") ?? null;
-    this.baseURL = (options.baseURL ?? readEnv("QLORA_BASE_URL") ?? DEFAULT_BASE_URL).replace(/\/+$/, "");
+    this.baseURL = (options.baseURL ?? readEnv("QLORA_BASE_URL") ?? DEFAULT_BASE_URL)
+      .replace(/\/+$/, "");
     this.timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
     this.maxRetries = options.maxRetries ?? DEFAULT_MAX_RETRIES;
-    if (!Number.isInteger(this.maxRetries) || this.maxRetries < 0) throw new Error("maxRetries must be a non-negative integer");
-    if (!options.fetch && typeof globalThis.fetch !== "function") throw new Error("no fetch: pass `fetch` in the client options");
-    this.fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    if (!Number.isInteger(this.maxRetries) || this.maxRetries < 0) {
+      throw new Error("maxRetries must be a non-negative integer");
+    }
+    if (!options.fetch && typeof globalThis.fetch !== "function") {
+      throw new Error("no fetch: pass `fetch` in the client options");
+    }
+    this.fetch = options.fetch ??
+      ((input, init) => globalThis.fetch(input, init));
     this.chat = new Chat(this);
     this.completions = new Completions(this);
     this.models = new Models(this);
@@ -91,15 +106,39 @@ export class QloraClient implements ClientCore {
   }
 
   defaultHeaders(): Record<string, string | null | undefined> {
-    return { "x-qlora-sdk": `ts/${VERSION}`, ...(this.#options.defaultHeaders ?? {}) };
+    return {
+      "x-qlora-sdk": `ts/${VERSION}`,
+      ...(this.#options.defaultHeaders ?? {}),
+    };
   }
 
   /** Sends a request; a streaming one resolves to a Stream, others to the parsed body. */
-  request<T>(method: Method, path: string, options: CallOptions = {}): APIPromise<T> {
-    const opts = { ...options, method, path, query: { ...(this.#options.defaultQuery ?? {}), ...(options.query ?? {}) } };
+  request<T>(
+    method: Method,
+    path: string,
+    options: CallOptions = {},
+  ): APIPromise<T> {
+    const opts = {
+      ...options,
+      method,
+      path,
+      query: {
+        ...(this.#options.defaultQuery ?? {}),
+        ...(options.query ?? {}),
+      },
+    };
     return new APIPromise<T>(
       makeRequest(this, opts),
-      opts.stream ? (props) => Promise.resolve(Stream.fromSSEResponse(props.response, props.controller, props.clearTimeout) as T) : parseBody,
+      opts.stream
+        ? (props) =>
+          Promise.resolve(
+            Stream.fromSSEResponse(
+              props.response,
+              props.controller,
+              props.clearTimeout,
+            ) as T,
+          )
+        : parseBody,
     );
   }
 
@@ -116,13 +155,28 @@ export class QloraClient implements ClientCore {
   /** A list endpoint: a PagePromise (await it for one page, `for await` it for every item). */
   getAPIList<P extends AbstractPage<Item>, Item>(
     path: string,
-    Page: new (fetcher: (q: Record<string, unknown>) => APIPromise<P>, query: Record<string, unknown>, body: { data: Item[] }, response: Response) => P,
+    Page: new (
+      fetcher: (q: Record<string, unknown>) => APIPromise<P>,
+      query: Record<string, unknown>,
+      body: { data: Item[] },
+      response: Response,
+    ) => P,
     query: Record<string, unknown> = {},
     options: RequestOptions = {},
   ): PagePromise<P, Item> {
     return requestPage<P, Item>(
       Page,
-      (q, o) => makeRequest(this, { ...o, method: "get", path, query: { ...(this.#options.defaultQuery ?? {}), ...q, ...(o?.query ?? {}) } }),
+      (q, o) =>
+        makeRequest(this, {
+          ...o,
+          method: "get",
+          path,
+          query: {
+            ...(this.#options.defaultQuery ?? {}),
+            ...q,
+            ...(o?.query ?? {}),
+          },
+        }),
       query,
       options,
     );

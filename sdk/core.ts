@@ -1,12 +1,15 @@
 // core.ts — the HTTP machinery under every resource: URL and header building, timeouts, the
-// caller's AbortSignal, retries with exponential backoff and jitter (429, 408, 409, ≥ 500 and
+// caller's AbortSignal, retries with exponential backoff and jitter (429, 408, ≥ 500 and
 // connection errors; retry-after-ms / retry-after honoured), status → typed error, and APIPromise
 // (a promise of the parsed body that can also hand back the raw Response and the request id).
 // Only fetch, AbortController, Headers, URL, FormData and timers: it runs in Deno, Node 20+ and
 // browsers.
 import { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError } from "./errors.ts";
 
-export type Fetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+export type Fetch = (
+  input: string | URL | Request,
+  init?: RequestInit,
+) => Promise<Response>;
 export type HTTPMethod = "get" | "post" | "put" | "patch" | "delete";
 type HeaderValue = string | null | undefined;
 
@@ -71,12 +74,19 @@ const sleep = (ms: number, signal?: AbortSignal | null) =>
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 
-export function buildURL(baseURL: string, path: string, query?: Record<string, unknown> | null): string {
-  const url = new URL(baseURL.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`));
+export function buildURL(
+  baseURL: string,
+  path: string,
+  query?: Record<string, unknown> | null,
+): string {
+  const url = new URL(
+    baseURL.replace(/\/+$/, "") + (path.startsWith("/") ? path : `/${path}`),
+  );
   for (const [k, v] of Object.entries(query ?? {})) {
     if (v === undefined || v === null) continue;
-    if (Array.isArray(v)) for (const x of v) url.searchParams.append(k, String(x));
-    else url.searchParams.set(k, String(v));
+    if (Array.isArray(v)) {
+      for (const x of v) url.searchParams.append(k, String(x));
+    } else url.searchParams.set(k, String(v));
   }
   return url.toString();
 }
@@ -110,7 +120,8 @@ function shouldRetry(res: Response): boolean {
   const explicit = res.headers.get("x-should-retry");
   if (explicit === "true") return true;
   if (explicit === "false") return false;
-  return res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500;
+  // (openai-node also retries 409; here a 409 means a taken id, which waiting does not change)
+  return res.status === 408 || res.status === 429 || res.status >= 500;
 }
 
 async function errorFromResponse(res: Response): Promise<APIError> {
@@ -119,11 +130,19 @@ async function errorFromResponse(res: Response): Promise<APIError> {
   try {
     body = text ? JSON.parse(text) : undefined;
   } catch { /* not JSON: keep the text */ }
-  return APIError.generate(res.status, body, text && typeof body === "string" ? text : undefined, res.headers);
+  return APIError.generate(
+    res.status,
+    body,
+    text && typeof body === "string" ? text : undefined,
+    res.headers,
+  );
 }
 
 /** Performs one logical request (with its retries) and returns the successful Response. */
-export async function makeRequest(client: ClientCore, opts: FinalRequest & RequestOptions): Promise<APIResponseProps> {
+export async function makeRequest(
+  client: ClientCore,
+  opts: FinalRequest & RequestOptions,
+): Promise<APIResponseProps> {
   const maxRetries = opts.maxRetries ?? client.maxRetries;
   const timeout = opts.timeout ?? client.timeout;
   const url = buildURL(client.baseURL, opts.path, { ...(opts.query ?? {}) });
@@ -131,7 +150,9 @@ export async function makeRequest(client: ClientCore, opts: FinalRequest & Reque
     if (opts.signal?.aborted) throw new APIUserAbortError();
     const headers = new Headers();
     const set = (h: Record<string, HeaderValue>) => {
-      for (const [k, v] of Object.entries(h)) v === null ? headers.delete(k) : v !== undefined && headers.set(k, v);
+      for (const [k, v] of Object.entries(h)) {
+        v === null ? headers.delete(k) : v !== undefined && headers.set(k, v);
+      }
     };
     set({ accept: opts.stream ? "text/event-stream" : "application/json" });
     set(client.authHeaders());
@@ -166,7 +187,12 @@ export async function makeRequest(client: ClientCore, opts: FinalRequest & Reque
 
     let res: Response;
     try {
-      res = await client.fetch(url, { method: opts.method.toUpperCase(), headers, body, signal: controller.signal });
+      res = await client.fetch(url, {
+        method: opts.method.toUpperCase(),
+        headers,
+        body,
+        signal: controller.signal,
+      });
     } catch (e) {
       release();
       if (opts.signal?.aborted) throw new APIUserAbortError();
@@ -205,7 +231,12 @@ export async function parseBody<T>(props: APIResponseProps): Promise<T> {
     if (!ct.includes("json")) return text as T;
     const data = JSON.parse(text);
     const requestId = response.headers.get("x-request-id");
-    if (data && typeof data === "object" && requestId) Object.defineProperty(data, "_request_id", { value: requestId, enumerable: false });
+    if (data && typeof data === "object" && requestId) {
+      Object.defineProperty(data, "_request_id", {
+        value: requestId,
+        enumerable: false,
+      });
+    }
     return data as T;
   } catch (e) {
     if (options.signal?.aborted) throw new APIUserAbortError();
@@ -229,16 +260,24 @@ export class APIPromise<T> extends Promise<T> {
   ) {
     // The executor is a no-op: `then` is overridden to go through the (lazy) parse.
     super((resolve) => resolve(null as T));
+    // The request starts at once; a failure is reported to whoever awaits the call, however much
+    // later that is, and is not an unhandled rejection in the meantime.
+    responsePromise.catch(() => {});
   }
 
   // Derived promises (`.then()` results) are plain Promises.
-  static override get [Symbol.species]() {
+  static override get [Symbol.species](): PromiseConstructor {
     return Promise;
   }
 
   /** Maps the parsed body (used by resources that wrap results). */
-  _thenUnwrap<U>(fn: (data: T, props: APIResponseProps) => U | Promise<U>): APIPromise<U> {
-    return new APIPromise(this.responsePromise, async (props) => fn(await this.parse(props), props));
+  _thenUnwrap<U>(
+    fn: (data: T, props: APIResponseProps) => U | Promise<U>,
+  ): APIPromise<U> {
+    return new APIPromise(
+      this.responsePromise,
+      async (props) => fn(await this.parse(props), props),
+    );
   }
 
   /** The raw Response (its body unread). */
@@ -250,9 +289,18 @@ export class APIPromise<T> extends Promise<T> {
   }
 
   /** The parsed body together with the Response and its request id. */
-  async withResponse(): Promise<{ data: T; response: Response; requestId: string | null }> {
-    const [data, props] = await Promise.all([this.#parse(), this.responsePromise]);
-    return { data, response: props.response, requestId: props.response.headers.get("x-request-id") };
+  async withResponse(): Promise<
+    { data: T; response: Response; requestId: string | null }
+  > {
+    const [data, props] = await Promise.all([
+      this.#parse(),
+      this.responsePromise,
+    ]);
+    return {
+      data,
+      response: props.response,
+      requestId: props.response.headers.get("x-request-id"),
+    };
   }
 
   #parse(): Promise<T> {
@@ -267,7 +315,9 @@ export class APIPromise<T> extends Promise<T> {
     return this.#parse().then(onfulfilled, onrejected);
   }
 
-  override catch<R = never>(onrejected?: ((reason: unknown) => R | PromiseLike<R>) | null): Promise<T | R> {
+  override catch<R = never>(
+    onrejected?: ((reason: unknown) => R | PromiseLike<R>) | null,
+  ): Promise<T | R> {
     return this.#parse().catch(onrejected);
   }
 
@@ -282,7 +332,10 @@ export function readEnv(name: string): string | undefined {
   const g = globalThis as any;
   try {
     if (g.Deno?.permissions?.querySync) {
-      if (g.Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return undefined;
+      if (
+        g.Deno.permissions.querySync({ name: "env", variable: name }).state !==
+          "granted"
+      ) return undefined;
       return g.Deno.env.get(name) ?? undefined;
     }
     return g.process?.env?.[name] ?? undefined;

@@ -29,7 +29,12 @@ export class APIError extends QloraError {
   readonly param: string | null;
   readonly type: string | null;
 
-  constructor(status: number | undefined, body: unknown, message: string | undefined, headers: Headers | undefined) {
+  constructor(
+    status: number | undefined,
+    body: unknown,
+    message: string | undefined,
+    headers: Headers | undefined,
+  ) {
     const error = errorObjectOf(body);
     super(APIError.makeMessage(status, error, message));
     this.status = status;
@@ -42,7 +47,11 @@ export class APIError extends QloraError {
     this.type = error?.type ?? null;
   }
 
-  private static makeMessage(status: number | undefined, error: ErrorObject | undefined, message: string | undefined): string {
+  private static makeMessage(
+    status: number | undefined,
+    error: ErrorObject | undefined,
+    message: string | undefined,
+  ): string {
     const msg = error?.message ?? message ?? "";
     if (status && msg) return `${status} ${msg}`;
     if (status) return `${status} status code (no body)`;
@@ -50,7 +59,12 @@ export class APIError extends QloraError {
   }
 
   /** The subclass for a status (BadRequestError for 400, …, InternalServerError for ≥ 500). */
-  static generate(status: number, body: unknown, message: string | undefined, headers: Headers): APIError {
+  static generate(
+    status: number,
+    body: unknown,
+    message: string | undefined,
+    headers: Headers,
+  ): APIError {
     const Cls = status === 400
       ? BadRequestError
       : status === 401
@@ -76,9 +90,17 @@ export class APIError extends QloraError {
 
 function errorObjectOf(body: unknown): ErrorObject | undefined {
   const e = (body as { error?: unknown } | null)?.error;
-  if (!e || typeof e !== "object" || typeof (e as ErrorObject).message !== "string") return undefined;
+  if (
+    !e || typeof e !== "object" ||
+    typeof (e as ErrorObject).message !== "string"
+  ) return undefined;
   const o = e as Partial<ErrorObject>;
-  return { message: o.message!, type: o.type ?? "", param: o.param ?? null, code: o.code ?? null };
+  return {
+    message: o.message!,
+    type: o.type ?? "",
+    param: o.param ?? null,
+    code: o.code ?? null,
+  };
 }
 
 export class BadRequestError extends APIError {

@@ -20,7 +20,10 @@ export interface CursorPageParams {
 export type PageFetcher<P> = (query: Record<string, unknown>) => APIPromise<P>;
 
 export abstract class AbstractPage<Item> implements AsyncIterable<Item> {
-  constructor(protected readonly fetcher: PageFetcher<AbstractPage<Item>>, protected readonly query: Record<string, unknown>) {}
+  constructor(
+    protected readonly fetcher: PageFetcher<AbstractPage<Item>>,
+    protected readonly query: Record<string, unknown>,
+  ) {}
 
   abstract getPaginatedItems(): Item[];
   /** The query for the next page, or null on the last page. */
@@ -32,7 +35,9 @@ export abstract class AbstractPage<Item> implements AsyncIterable<Item> {
 
   async getNextPage(): Promise<this> {
     const q = this.nextPageQuery();
-    if (!q || !this.hasNextPage()) throw new Error("no next page: check hasNextPage() first");
+    if (!q || !this.hasNextPage()) {
+      throw new Error("no next page: check hasNextPage() first");
+    }
     return await this.fetcher({ ...this.query, ...q }) as this;
   }
 
@@ -68,7 +73,12 @@ export class CursorPage<Item extends { id: string }> extends AbstractPage<Item> 
   /** The x-request-id of the response this page came from. */
   readonly requestId: string | null;
 
-  constructor(fetcher: PageFetcher<CursorPage<Item>>, query: Record<string, unknown>, body: CursorPageResponse<Item>, response: Response) {
+  constructor(
+    fetcher: PageFetcher<CursorPage<Item>>,
+    query: Record<string, unknown>,
+    body: CursorPageResponse<Item>,
+    response: Response,
+  ) {
     super(fetcher as PageFetcher<AbstractPage<Item>>, query);
     this.data = body.data ?? [];
     this.has_more = body.has_more ?? false;
@@ -95,7 +105,12 @@ export class Page<Item> extends AbstractPage<Item> {
   readonly data: Item[];
   readonly requestId: string | null;
 
-  constructor(fetcher: PageFetcher<Page<Item>>, query: Record<string, unknown>, body: { object?: string; data: Item[] }, response: Response) {
+  constructor(
+    fetcher: PageFetcher<Page<Item>>,
+    query: Record<string, unknown>,
+    body: { object?: string; data: Item[] },
+    response: Response,
+  ) {
     super(fetcher as PageFetcher<AbstractPage<Item>>, query);
     this.object = body.object ?? "list";
     this.data = body.data ?? [];
@@ -129,12 +144,24 @@ type PageCtor<P, Item> = new (
 /** Builds the fetcher for one list endpoint and returns its first page's PagePromise. */
 export function requestPage<P extends AbstractPage<Item>, Item>(
   Ctor: PageCtor<P, Item>,
-  send: (query: Record<string, unknown>, options?: RequestOptions) => Promise<APIResponseProps>,
+  send: (
+    query: Record<string, unknown>,
+    options?: RequestOptions,
+  ) => Promise<APIResponseProps>,
   query: Record<string, unknown>,
   options?: RequestOptions,
 ): PagePromise<P, Item> {
   const fetcher: PageFetcher<P> = (q) => make(q);
   const make = (q: Record<string, unknown>): PagePromise<P, Item> =>
-    new PagePromise<P, Item>(send(q, options), async (props) => new Ctor(fetcher, q, await parseBody<{ data: Item[] }>(props), props.response));
+    new PagePromise<P, Item>(
+      send(q, options),
+      async (props) =>
+        new Ctor(
+          fetcher,
+          q,
+          await parseBody<{ data: Item[] }>(props),
+          props.response,
+        ),
+    );
   return make(query);
 }

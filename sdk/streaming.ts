@@ -76,7 +76,11 @@ export class SSEDecoder {
 
   #dispatch(): ServerSentEvent | null {
     if (this.#data.length === 0 && this.#event === null) return null;
-    const ev = { event: this.#event, data: this.#data.join("\n"), id: this.#id };
+    const ev = {
+      event: this.#event,
+      data: this.#data.join("\n"),
+      id: this.#id,
+    };
     this.#data = [];
     this.#event = null;
     return ev;
@@ -84,7 +88,9 @@ export class SSEDecoder {
 }
 
 /** The raw events of a response body. */
-export async function* iterSSE(body: ReadableStream<Uint8Array>): AsyncGenerator<ServerSentEvent> {
+export async function* iterSSE(
+  body: ReadableStream<Uint8Array>,
+): AsyncGenerator<ServerSentEvent> {
   const decoder = new SSEDecoder();
   const reader = body.getReader();
   try {
@@ -99,7 +105,9 @@ export async function* iterSSE(body: ReadableStream<Uint8Array>): AsyncGenerator
   }
 }
 
-const isAbort = (e: unknown) => (e as { name?: string } | null)?.name === "AbortError" || (e as { name?: string } | null)?.name === "APIUserAbortError";
+const isAbort = (e: unknown) =>
+  (e as { name?: string } | null)?.name === "AbortError" ||
+  (e as { name?: string } | null)?.name === "APIUserAbortError";
 
 export class Stream<Item> implements AsyncIterable<Item> {
   #iterated = false;
@@ -118,11 +126,20 @@ export class Stream<Item> implements AsyncIterable<Item> {
   }
 
   /** Chunks parsed from a text/event-stream response; `onEnd` runs once when it is over. */
-  static fromSSEResponse<Item>(response: Response, controller: AbortController, onEnd: () => void = () => {}): Stream<Item> {
+  static fromSSEResponse<Item>(
+    response: Response,
+    controller: AbortController,
+    onEnd: () => void = () => {},
+  ): Stream<Item> {
     async function* iterate(): AsyncGenerator<Item> {
       if (!response.body) {
         onEnd();
-        throw new APIError(undefined, undefined, "the streaming response has no body", response.headers);
+        throw new APIError(
+          undefined,
+          undefined,
+          "the streaming response has no body",
+          response.headers,
+        );
       }
       let done = false;
       try {
@@ -137,9 +154,18 @@ export class Stream<Item> implements AsyncIterable<Item> {
           try {
             data = JSON.parse(sse.data);
           } catch {
-            throw new APIError(undefined, sse.data, `could not parse a stream event: ${sse.data.slice(0, 200)}`, response.headers);
+            throw new APIError(
+              undefined,
+              sse.data,
+              `could not parse a stream event: ${sse.data.slice(0, 200)}`,
+              response.headers,
+            );
           }
-          if (sse.event === "error" || (data && typeof data === "object" && "error" in data && !("choices" in data))) {
+          if (
+            sse.event === "error" ||
+            (data && typeof data === "object" && "error" in data &&
+              !("choices" in data))
+          ) {
             throw new APIError(undefined, data, undefined, response.headers);
           }
           yield data as Item;
@@ -159,7 +185,10 @@ export class Stream<Item> implements AsyncIterable<Item> {
   }
 
   /** A Stream over any async iterable (for tests and adapters). */
-  static fromIterable<Item>(items: AsyncIterable<Item>, controller = new AbortController()): Stream<Item> {
+  static fromIterable<Item>(
+    items: AsyncIterable<Item>,
+    controller: AbortController = new AbortController(),
+  ): Stream<Item> {
     return new Stream(() => items[Symbol.asyncIterator](), controller);
   }
 
@@ -173,7 +202,11 @@ export class Stream<Item> implements AsyncIterable<Item> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Item> {
-    if (this.#iterated) throw new Error("a Stream can be iterated once; use tee() to read it twice");
+    if (this.#iterated) {
+      throw new Error(
+        "a Stream can be iterated once; use tee() to read it twice",
+      );
+    }
     this.#iterated = true;
     return this.iterator();
   }
@@ -204,7 +237,10 @@ export class Stream<Item> implements AsyncIterable<Item> {
         return q.shift()!;
       },
     });
-    return [new Stream(() => side(queues[0]), this.controller, this.response), new Stream(() => side(queues[1]), this.controller, this.response)];
+    return [
+      new Stream(() => side(queues[0]), this.controller, this.response),
+      new Stream(() => side(queues[1]), this.controller, this.response),
+    ];
   }
 
   /** Newline-delimited JSON of the chunks (e.g. to hand a stream from a server to a browser). */

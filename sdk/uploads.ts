@@ -2,13 +2,19 @@
 import type { Uploadable } from "./types.ts";
 
 /** A File (or, where File is missing, a named Blob) from bytes, text or a Blob. */
-export function toFile(content: Uploadable, name: string, options: { type?: string } = {}): Blob {
-  const blob = content instanceof Blob
-    ? content
-    : new Blob([typeof content === "string" ? content : ArrayBuffer.isView(content) ? copyBytes(content) : new Uint8Array(content)], {
-      type: options.type ?? "application/octet-stream",
-    });
-  if (typeof File !== "undefined") return new File([blob], name, { type: options.type ?? blob.type });
+export function toFile(
+  content: Uploadable,
+  name: string,
+  options: { type?: string } = {},
+): Blob {
+  const blob = content instanceof Blob ? content : new Blob([
+    typeof content === "string" ? content : ArrayBuffer.isView(content) ? copyBytes(content) : new Uint8Array(content),
+  ], {
+    type: options.type ?? "application/octet-stream",
+  });
+  if (typeof File !== "undefined") {
+    return new File([blob], name, { type: options.type ?? blob.type });
+  }
   return Object.assign(blob, { name });
 }
 
@@ -25,7 +31,13 @@ export function nameOf(v: unknown): string | undefined {
 }
 
 /** Appends a file part, keeping a File's own name unless one is given. */
-export function appendFile(form: FormData, field: string, content: Uploadable, filename?: string, type?: string): void {
+export function appendFile(
+  form: FormData,
+  field: string,
+  content: Uploadable,
+  filename?: string,
+  type?: string,
+): void {
   const name = filename ?? nameOf(content) ?? field;
   form.append(field, toFile(content, name, { type }), name);
 }

@@ -18,6 +18,8 @@
  * - Forward/backward pairs take (outputs, inputs, weights, sizes) in that order.
  * - Backward outputs marked "+=" accumulate into what is there; others overwrite.
  * - Calls on one context are not thread-safe; use one context per thread.
+ * - Weights (ql_qweight) and optimizers (ql_optimizer) belong to the context that made them:
+ *   destroy them before it.
  */
 #ifndef QLORA_H
 #define QLORA_H

@@ -9,25 +9,50 @@ import type { Adapter, AdapterCreateParams, AdapterDeleted, AdapterUploadParams 
 
 export class Adapters extends APIResource {
   /** Registers a PEFT adapter folder (a path relative to the server's adapter root). */
-  create(body: AdapterCreateParams, options?: RequestOptions): APIPromise<Adapter> {
+  create(
+    body: AdapterCreateParams,
+    options?: RequestOptions,
+  ): APIPromise<Adapter> {
     return this._client.post("/adapters", { ...options, body });
   }
 
   /** Uploads a PEFT adapter's two files. */
-  upload(params: AdapterUploadParams, options?: RequestOptions): APIPromise<Adapter> {
+  upload(
+    params: AdapterUploadParams,
+    options?: RequestOptions,
+  ): APIPromise<Adapter> {
     const form = new FormData();
     form.append("id", params.id);
     const cfg = params.adapter_config;
-    const cfgBody = typeof cfg === "object" && !(cfg instanceof Blob) && !ArrayBuffer.isView(cfg) && !(cfg instanceof ArrayBuffer) ? JSON.stringify(cfg) : cfg;
-    appendFile(form, "adapter_config", cfgBody, "adapter_config.json", "application/json");
-    appendFile(form, "adapter_model", params.adapter_model, "adapter_model.safetensors");
+    const cfgBody = typeof cfg === "object" && !(cfg instanceof Blob) &&
+        !ArrayBuffer.isView(cfg) && !(cfg instanceof ArrayBuffer)
+      ? JSON.stringify(cfg)
+      : cfg;
+    appendFile(
+      form,
+      "adapter_config",
+      cfgBody,
+      "adapter_config.json",
+      "application/json",
+    );
+    appendFile(
+      form,
+      "adapter_model",
+      params.adapter_model,
+      "adapter_model.safetensors",
+    );
     if (params.tenant !== undefined) form.append("tenant", params.tenant);
     return this._client.post("/adapters/upload", { ...options, body: form });
   }
 
   /** The caller's adapters (an admin sees every tenant's). */
   list(options?: RequestOptions): PagePromise<Page<Adapter>, Adapter> {
-    return this._client.getAPIList<Page<Adapter>, Adapter>("/adapters", Page, {}, options);
+    return this._client.getAPIList<Page<Adapter>, Adapter>(
+      "/adapters",
+      Page,
+      {},
+      options,
+    );
   }
 
   retrieve(id: string, options?: RequestOptions): APIPromise<Adapter> {

@@ -13,10 +13,26 @@ import type {
 
 export class Completions extends APIResource {
   /** Creates a completion for a prompt; `model` is the base model's id or an adapter id. */
-  create(body: CompletionCreateParamsNonStreaming, options?: RequestOptions): APIPromise<Completion>;
-  create(body: CompletionCreateParamsStreaming, options?: RequestOptions): APIPromise<Stream<CompletionChunk>>;
-  create(body: CompletionCreateParams, options?: RequestOptions): APIPromise<Completion | Stream<CompletionChunk>>;
-  create(body: CompletionCreateParams, options?: RequestOptions): APIPromise<Completion | Stream<CompletionChunk>> {
-    return this._client.post("/completions", { ...options, body, stream: body.stream === true });
+  create(
+    body: CompletionCreateParamsNonStreaming,
+    options?: RequestOptions,
+  ): APIPromise<Completion>;
+  create(
+    body: CompletionCreateParamsStreaming,
+    options?: RequestOptions,
+  ): APIPromise<Stream<CompletionChunk>>;
+  create(
+    body: CompletionCreateParams,
+    options?: RequestOptions,
+  ): APIPromise<Completion | Stream<CompletionChunk>>;
+  create(
+    body: CompletionCreateParams,
+    options?: RequestOptions,
+  ): APIPromise<Completion | Stream<CompletionChunk>> {
+    return this._client.post("/completions", {
+      ...options,
+      body,
+      stream: body.stream === true,
+    });
   }
 }

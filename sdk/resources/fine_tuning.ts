@@ -16,7 +16,11 @@ import type {
   FineTuningJobStatus,
 } from "../types.ts";
 
-export const TERMINAL_STATUSES: readonly FineTuningJobStatus[] = ["succeeded", "failed", "cancelled"];
+export const TERMINAL_STATUSES: readonly FineTuningJobStatus[] = [
+  "succeeded",
+  "failed",
+  "cancelled",
+];
 
 export interface WaitOptions {
   /** Milliseconds between polls (default 1000). */
@@ -47,7 +51,10 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 
 export class Jobs extends APIResource {
   /** Starts a job on an uploaded training file. */
-  create(body: FineTuningJobCreateParams, options?: RequestOptions): APIPromise<FineTuningJob> {
+  create(
+    body: FineTuningJobCreateParams,
+    options?: RequestOptions,
+  ): APIPromise<FineTuningJob> {
     return this._client.post("/fine_tuning/jobs", { ...options, body });
   }
 
@@ -56,11 +63,21 @@ export class Jobs extends APIResource {
   }
 
   /** The caller's jobs, newest first, page by page (`for await` for all). */
-  list(params: FineTuningJobListParams = {}, options?: RequestOptions): PagePromise<CursorPage<FineTuningJob>, FineTuningJob> {
+  list(
+    params: FineTuningJobListParams = {},
+    options?: RequestOptions,
+  ): PagePromise<CursorPage<FineTuningJob>, FineTuningJob> {
     const { metadata, ...rest } = params;
     const query: Record<string, unknown> = { ...rest };
-    for (const [k, v] of Object.entries(metadata ?? {})) query[`metadata[${k}]`] = v;
-    return this._client.getAPIList<CursorPage<FineTuningJob>, FineTuningJob>("/fine_tuning/jobs", CursorPage, query, options);
+    for (const [k, v] of Object.entries(metadata ?? {})) {
+      query[`metadata[${k}]`] = v;
+    }
+    return this._client.getAPIList<CursorPage<FineTuningJob>, FineTuningJob>(
+      "/fine_tuning/jobs",
+      CursorPage,
+      query,
+      options,
+    );
   }
 
   /** Asks a job to stop; it ends with status "cancelled". */
@@ -74,7 +91,15 @@ export class Jobs extends APIResource {
     params: FineTuningJobEventListParams = {},
     options?: RequestOptions,
   ): PagePromise<CursorPage<FineTuningJobEvent>, FineTuningJobEvent> {
-    return this._client.getAPIList<CursorPage<FineTuningJobEvent>, FineTuningJobEvent>(`/fine_tuning/jobs/${seg(id)}/events`, CursorPage, { ...params }, options);
+    return this._client.getAPIList<
+      CursorPage<FineTuningJobEvent>,
+      FineTuningJobEvent
+    >(
+      `/fine_tuning/jobs/${seg(id)}/events`,
+      CursorPage,
+      { ...params },
+      options,
+    );
   }
 
   /** openai-node's name for events(). */
@@ -92,7 +117,10 @@ export class Jobs extends APIResource {
     params: FineTuningJobCheckpointListParams = {},
     options?: RequestOptions,
   ): PagePromise<CursorPage<FineTuningJobCheckpoint>, FineTuningJobCheckpoint> {
-    return this._client.getAPIList<CursorPage<FineTuningJobCheckpoint>, FineTuningJobCheckpoint>(
+    return this._client.getAPIList<
+      CursorPage<FineTuningJobCheckpoint>,
+      FineTuningJobCheckpoint
+    >(
       `/fine_tuning/jobs/${seg(id)}/checkpoints`,
       CursorPage,
       { ...params },
@@ -114,6 +142,25 @@ export class Jobs extends APIResource {
    * to `onEvent`, and returns the finished job (check `status`; a failed job has `error`).
    */
   async wait(id: string, options: WaitOptions = {}): Promise<FineTuningJob> {
+    const it = this.#follow(id, options, options.onEvent !== undefined);
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return r.value;
+      options.onEvent?.(r.value);
+    }
+  }
+
+  /**
+   * The job's events as they happen (oldest first, each once), until the job ends; the generator's
+   * return value is the finished job.
+   *
+   *   for await (const e of client.fineTuning.jobs.follow(job.id)) console.log(e.message);
+   */
+  follow(id: string, options: Omit<WaitOptions, "onEvent"> = {}): AsyncGenerator<FineTuningJobEvent, FineTuningJob> {
+    return this.#follow(id, options, true);
+  }
+
+  async *#follow(id: string, options: Omit<WaitOptions, "onEvent">, events: boolean): AsyncGenerator<FineTuningJobEvent, FineTuningJob> {
     const interval = options.pollInterval ?? 1000;
     const ro: RequestOptions = { ...options.requestOptions, signal: options.signal ?? options.requestOptions?.signal };
     const seen = new Set<string>();
@@ -124,26 +171,32 @@ export class Jobs extends APIResource {
         lastStatus = job.status;
         options.onStatus?.(job);
       }
-      if (options.onEvent) for (const e of await this.#newEvents(id, seen, ro)) options.onEvent(e);
+      if (events) yield* await this.#newEvents(id, seen, ro);
       if (TERMINAL_STATUSES.includes(job.status as FineTuningJobStatus)) return job;
       await sleep(interval, options.signal);
     }
   }
 
-  /** Events not seen yet, oldest first. Pages are read until one holds only seen events, whichever order the server lists them in. */
+  /**
+   * Events not seen yet, oldest first. The server lists events newest first (as OpenAI does), so
+   * pages are read from the newest until one reaches an event already seen.
+   */
   async #newEvents(id: string, seen: Set<string>, ro: RequestOptions): Promise<FineTuningJobEvent[]> {
     const fresh: FineTuningJobEvent[] = [];
     for await (const page of (await this.events(id, { limit: 100 }, ro)).iterPages()) {
-      const items = page.data.filter((e) => !seen.has(e.id));
-      for (const e of items) seen.add(e.id);
-      fresh.push(...items);
-      const descending = page.data.length > 1 && page.data[0].created_at > page.data.at(-1)!.created_at;
-      if (descending && items.length < page.data.length) break; // newest first: the rest is older
+      let reachedSeen = false;
+      for (const e of page.data) {
+        if (seen.has(e.id)) {
+          reachedSeen = true;
+          break;
+        }
+        fresh.push(e);
+      }
+      if (reachedSeen) break;
     }
-    // Oldest first: by time, then in the order the server gave (reversed when it lists newest first).
-    const order = new Map(fresh.map((e, i) => [e.id, i]));
-    const newestFirst = fresh.length > 1 && fresh[0].created_at > fresh.at(-1)!.created_at;
-    return fresh.sort((a, b) => a.created_at - b.created_at || (order.get(a.id)! - order.get(b.id)!) * (newestFirst ? -1 : 1));
+    fresh.reverse();
+    for (const e of fresh) seen.add(e.id);
+    return fresh;
   }
 }
 

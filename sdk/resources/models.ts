@@ -8,7 +8,12 @@ import type { Model, ModelDetail } from "../types.ts";
 export class Models extends APIResource {
   /** Every model the caller may use (one page; `for await` works too). */
   list(options?: RequestOptions): PagePromise<Page<Model>, Model> {
-    return this._client.getAPIList<Page<Model>, Model>("/models", Page, {}, options);
+    return this._client.getAPIList<Page<Model>, Model>(
+      "/models",
+      Page,
+      {},
+      options,
+    );
   }
 
   /** One model: the base model with its memory report, or an adapter. */

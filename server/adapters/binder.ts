@@ -63,8 +63,8 @@ export class CacheBinder implements AdapterBinder {
           const m = e.modules.get(k);
           if (m) {
             any = true;
-            s.aPtrs[i] = BigInt(Deno.UnsafePointer.value(m.a.ptr));
-            s.bPtrs[i] = BigInt(Deno.UnsafePointer.value(m.b.ptr));
+            s.aPtrs[i] = m.a;
+            s.bPtrs[i] = m.b;
             s.ranks[i] = m.rank;
             s.scales[i] = m.scale;
           } else {

@@ -5,11 +5,11 @@
 // weights.
 import type { Context, DeviceBuffer } from "../ffi/tensor.ts";
 import type { LlamaShape, LoraModule } from "../model/llama.ts";
-import { inspectPeftAdapter, readPeftAdapter } from "./peft.ts";
+import { ADAPTER_WEIGHTS, inspectPeftAdapter, PeftError, readPeftAdapter } from "./peft.ts";
 
 export interface ResidentModule {
-  a: DeviceBuffer; // [r, in] f32
-  b: DeviceBuffer; // [out, r] f32
+  a: bigint; // device address of A [r, in] f32
+  b: bigint; // device address of B [out, r] f32
   rank: number;
   scale: number;
 }
@@ -21,6 +21,8 @@ export interface ResidentAdapter {
   lastUsed: number;
   /** Unloaded while pinned: freed when refs reaches 0. */
   doomed: boolean;
+  /** One device allocation holding every A and B. */
+  buf: DeviceBuffer | null;
   modules: Map<string, ResidentModule>; // `${layer}.${module}`
 }
 
@@ -97,10 +99,8 @@ export class AdapterCache {
   }
 
   #free(e: ResidentAdapter): void {
-    for (const m of e.modules.values()) {
-      m.a.dispose();
-      m.b.dispose();
-    }
+    e.buf?.dispose();
+    e.buf = null;
     e.modules.clear();
     if (this.#entries.get(e.uid) === e) this.#entries.delete(e.uid);
     this.version++;
@@ -117,26 +117,56 @@ export class AdapterCache {
       }
     }
     const modules = new Map<string, ResidentModule>();
-    try {
-      await readPeftAdapter(dir, this.shape, (m, w) => {
-        const a = this.ctx.upload(w.a);
-        let b: DeviceBuffer;
-        try {
-          b = this.ctx.upload(w.b);
-        } catch (err) {
-          a.dispose();
-          throw err;
+    const allF32 = info.modules.every((m) => m.aDtype === "F32" && m.bDtype === "F32");
+    let buf: DeviceBuffer;
+    if (allF32 && this.ctx.hostVisible) {
+      // Host-visible device memory and f32 tensors: read the file's data section straight into
+      // the device buffer (one copy, no conversion); the modules point into it.
+      const size = info.fileSize - info.dataStart;
+      buf = this.ctx.alloc(Math.max(size, 4));
+      try {
+        const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(buf.ptr, size));
+        using file = await Deno.open(`${dir}/${ADAPTER_WEIGHTS}`, { read: true });
+        if ((await file.stat()).size !== info.fileSize) throw new PeftError(`${ADAPTER_WEIGHTS} changed while it was read`);
+        await file.seek(info.dataStart, Deno.SeekMode.Start);
+        for (let off = 0; off < size;) {
+          const n = await file.read(view.subarray(off));
+          if (n === null || n === 0) throw new PeftError(`${ADAPTER_WEIGHTS} is truncated`);
+          off += n;
         }
-        modules.set(moduleKey(m.layer, m.module), { a, b, rank: m.rank, scale: m.scale });
-      });
-    } catch (err) {
-      for (const m of modules.values()) {
-        m.a.dispose();
-        m.b.dispose();
+      } catch (err) {
+        buf.dispose();
+        throw err;
       }
-      throw err;
+      const base = BigInt(Deno.UnsafePointer.value(buf.ptr)) - BigInt(info.dataStart);
+      for (const m of info.modules) {
+        modules.set(moduleKey(m.layer, m.module), {
+          a: base + BigInt(m.aOffset),
+          b: base + BigInt(m.bOffset),
+          rank: m.rank,
+          scale: m.scale,
+        });
+      }
+    } else {
+      buf = this.ctx.alloc(info.deviceBytes);
+      const base = BigInt(Deno.UnsafePointer.value(buf.ptr));
+      let off = 0;
+      try {
+        await readPeftAdapter(dir, this.shape, (m, w) => {
+          const aOff = off;
+          buf.write(w.a, aOff);
+          off += w.a.byteLength;
+          const bOff = off;
+          buf.write(w.b, bOff);
+          off += w.b.byteLength;
+          modules.set(moduleKey(m.layer, m.module), { a: base + BigInt(aOff), b: base + BigInt(bOff), rank: m.rank, scale: m.scale });
+        });
+      } catch (err) {
+        buf.dispose();
+        throw err;
+      }
     }
-    const e: ResidentAdapter = { uid, bytes: info.deviceBytes, refs: 0, lastUsed: performance.now(), doomed: false, modules };
+    const e: ResidentAdapter = { uid, bytes: info.deviceBytes, refs: 0, lastUsed: performance.now(), doomed: false, buf, modules };
     this.#entries.set(uid, e);
     this.loads++;
     return e;

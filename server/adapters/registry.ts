@@ -45,7 +45,54 @@ export class AdapterRegistry {
     readonly uploadDir: string,
     readonly shape: LlamaShape,
     readonly reservedIds: string[] = [],
+    /** Where registrations are kept across restarts (null: memory only). */
+    readonly stateFile: string | null = null,
   ) {}
+
+  /** Re-registers what the state file lists; adapters whose files are gone or no longer valid
+   * are skipped and reported. */
+  async restore(): Promise<{ restored: number; skipped: string[] }> {
+    if (!this.stateFile) return { restored: 0, skipped: [] };
+    let saved: AdapterRecord[];
+    try {
+      saved = JSON.parse(await Deno.readTextFile(this.stateFile)).adapters ?? [];
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return { restored: 0, skipped: [] };
+      throw new Error(`${this.stateFile}: ${(e as Error).message}`);
+    }
+    const skipped: string[] = [];
+    let restored = 0;
+    for (const r of saved) {
+      const caller = { tenant: r.tenant, admin: true };
+      try {
+        if (r.source === "path") await this.resolvePath(r.dir, caller);
+        await this.#add(caller, r.id, r.dir, r.source, r.created);
+        restored++;
+      } catch (e) {
+        skipped.push(`${r.tenant}/${r.id}: ${(e as Error).message}`);
+      }
+    }
+    await this.#save();
+    return { restored, skipped };
+  }
+
+  #saving: Promise<void> = Promise.resolve();
+
+  /** Writes the state file (writes are serialized, each one the state at its call). */
+  #save(): Promise<void> {
+    const run = this.#saving.then(() => this.#write());
+    this.#saving = run.catch(() => {});
+    return run;
+  }
+
+  async #write(): Promise<void> {
+    if (!this.stateFile) return;
+    const all = [...this.#byUid.values()].map((r) => ({ id: r.id, tenant: r.tenant, dir: r.dir, source: r.source, created: r.created }));
+    const tmp = `${this.stateFile}.tmp-${crypto.randomUUID()}`;
+    await Deno.mkdir(this.stateFile.slice(0, this.stateFile.lastIndexOf("/")) || ".", { recursive: true });
+    await Deno.writeTextFile(tmp, JSON.stringify({ adapters: all }, null, 2) + "\n");
+    await Deno.rename(tmp, this.stateFile);
+  }
 
   async #realRoot(): Promise<string> {
     if (this.#root === null) {
@@ -102,7 +149,7 @@ export class AdapterRegistry {
     if (this.#byTenant.get(caller.tenant)?.has(id)) throw new RegistryError(`adapter "${id}" already exists`, 409, "conflict", "id");
   }
 
-  async #add(caller: Caller, id: string, dir: string, source: AdapterRecord["source"]): Promise<AdapterRecord> {
+  async #add(caller: Caller, id: string, dir: string, source: AdapterRecord["source"], created?: number): Promise<AdapterRecord> {
     let info;
     try {
       info = await inspectPeftAdapter(dir, this.shape);
@@ -117,7 +164,7 @@ export class AdapterRegistry {
       uid: crypto.randomUUID(),
       dir,
       source,
-      created: Math.floor(Date.now() / 1000),
+      created: created ?? Math.floor(Date.now() / 1000),
       r: info.config.r,
       loraAlpha: info.config.loraAlpha,
       useRslora: info.config.useRslora,
@@ -129,6 +176,7 @@ export class AdapterRegistry {
     if (!m) this.#byTenant.set(caller.tenant, m = new Map());
     m.set(id, rec);
     this.#byUid.set(rec.uid, rec);
+    await this.#save();
     return rec;
   }
 
@@ -188,6 +236,7 @@ export class AdapterRegistry {
     this.#byTenant.get(rec.tenant)?.delete(id);
     this.#byUid.delete(rec.uid);
     if (rec.source === "upload") await Deno.remove(rec.dir, { recursive: true }).catch(() => {});
+    await this.#save();
     return rec;
   }
 }

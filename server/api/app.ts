@@ -22,13 +22,43 @@ function issueParam(path: PropertyKey[]): string | null {
   return path.length ? path.map(String).join(".") : null;
 }
 
+interface Issue {
+  code: string;
+  path: PropertyKey[];
+  message: string;
+  errors?: Issue[][];
+  keys?: string[];
+}
+
+/** The most specific form of a zod issue: inside a union, the branch issue that got furthest
+ * (its path made absolute); an unknown key names the key itself. */
+function specific(issue: Issue): { path: PropertyKey[]; message: string } {
+  if (issue.code === "invalid_union" && issue.errors?.length) {
+    let best: { path: PropertyKey[]; message: string } | null = null;
+    for (const branch of issue.errors) {
+      for (const sub of branch) {
+        const s = specific(sub);
+        const path = [...issue.path, ...s.path];
+        if (!best || path.length > best.path.length) best = { path, message: s.message };
+      }
+    }
+    if (best && best.path.length > issue.path.length) return best;
+  }
+  if (issue.code === "unrecognized_keys" && issue.keys?.length) {
+    return {
+      path: [...issue.path, issue.keys[0]],
+      message: `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`,
+    };
+  }
+  return { path: issue.path, message: issue.message };
+}
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (result.success) return;
-      const issues = result.error.issues;
-      const first = issues[0];
-      const param = first ? issueParam(first.path) : null;
+      const issues = (result.error.issues as unknown as Issue[]).map(specific);
+      const param = issues[0] ? issueParam(issues[0].path) : null;
       const message = issues.slice(0, 5).map((i) => `${issueParam(i.path) ?? "body"}: ${i.message}`).join("; ");
       return errorResponse(c, new ApiError(400, message || "invalid request", "invalid_value", param));
     },

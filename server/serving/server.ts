@@ -56,7 +56,23 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     numBlocks: o.numBlocks,
     adapterBudgetBytes: o.adapterBudgetBytes ?? 1 << 30,
   });
-  const registry = new AdapterRegistry(o.adapterRoot, `${o.dataDir}/uploads`, host.info.shape, [host.info.id]);
+  const registry = new AdapterRegistry(
+    o.adapterRoot,
+    `${o.dataDir}/uploads`,
+    host.info.shape,
+    [host.info.id],
+    `${o.dataDir}/adapters.json`,
+  );
+  const log = o.log === undefined ? (e: Record<string, unknown>) => console.log(JSON.stringify(e)) : o.log;
+  try {
+    const r = await registry.restore();
+    if (r.restored || r.skipped.length) {
+      log?.({ ts: new Date().toISOString(), level: "info", msg: "adapters restored", restored: r.restored, skipped: r.skipped });
+    }
+  } catch (e) {
+    await host.close();
+    throw e;
+  }
   const names = (uids: string[]) => uids.map((u) => registry.byUid(u)?.id ?? u);
   const metrics = new Metrics(() => {
     const s = host.stats;
@@ -86,7 +102,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     maxQueue: o.maxQueue ?? 256,
     bodyLimitBytes: o.bodyLimitBytes ?? 64 << 20,
     chatTemplate: o.chatTemplate ?? null,
-    log: o.log === undefined ? (e) => console.log(JSON.stringify(e)) : o.log,
+    log,
   };
   const app = createApp(deps);
   return { app, deps, close: () => host.close() };

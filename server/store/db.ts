@@ -81,6 +81,7 @@ export class Store {
 
   /** Opens (creating if needed) the database at `path` (":memory:" for tests) and migrates it. */
   constructor(readonly path: string) {
+    if (path !== ":memory:" && path.includes("/")) Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true });
     this.db = new DatabaseSync(path);
     if (path !== ":memory:") this.db.exec("PRAGMA journal_mode = WAL");
     this.db.exec("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000");

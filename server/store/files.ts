@@ -12,7 +12,12 @@ export interface Caller {
 /** An error the API shows to the caller as is. */
 export class ClientError extends Error {
   override name = "ClientError";
-  constructor(readonly status: 400 | 404 | 409 | 413, message: string, readonly code: string | null = null, readonly param: string | null = null) {
+  constructor(
+    readonly status: 400 | 404 | 409 | 413,
+    message: string,
+    readonly code: string | null = null,
+    readonly param: string | null = null,
+  ) {
     super(message);
   }
 }
@@ -98,7 +103,12 @@ export class FileStore {
   /** Validates and stores an upload. */
   async create(caller: Caller, filename: string, purpose: string, data: Uint8Array): Promise<FileRecord> {
     if (!(FILE_PURPOSES as readonly string[]).includes(purpose)) {
-      throw new ClientError(400, `purpose must be one of ${FILE_PURPOSES.join(", ")} (got ${JSON.stringify(purpose)})`, "invalid_value", "purpose");
+      throw new ClientError(
+        400,
+        `purpose must be one of ${FILE_PURPOSES.join(", ")} (got ${JSON.stringify(purpose)})`,
+        "invalid_value",
+        "purpose",
+      );
     }
     if (data.byteLength > this.maxBytes) {
       throw new ClientError(413, `the file is ${data.byteLength} bytes; the limit is ${this.maxBytes}`, "file_too_large", "file");
@@ -120,7 +130,16 @@ export class FileStore {
     const id = newId("file");
     const path = `${this.dir}/${id}.jsonl`;
     await writeFileAtomic(path, data);
-    const rec: FileRecord = { id, tenant: caller.tenant, filename: safeName(filename), purpose, bytes: data.byteLength, createdAt: nowSeconds(), path, examples };
+    const rec: FileRecord = {
+      id,
+      tenant: caller.tenant,
+      filename: safeName(filename),
+      purpose,
+      bytes: data.byteLength,
+      createdAt: nowSeconds(),
+      path,
+      examples,
+    };
     this.store.run(
       "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at, path, examples) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       rec.id,
@@ -151,7 +170,10 @@ export class FileStore {
   }
 
   /** Newest first; `after` is a file id of the previous page. */
-  list(caller: Caller, opts: { after?: string; limit?: number; purpose?: string; order?: "asc" | "desc" } = {}): { data: FileRecord[]; hasMore: boolean } {
+  list(
+    caller: Caller,
+    opts: { after?: string; limit?: number; purpose?: string; order?: "asc" | "desc" } = {},
+  ): { data: FileRecord[]; hasMore: boolean } {
     const limit = Math.max(1, Math.min(opts.limit ?? 10_000, 10_000));
     const desc = (opts.order ?? "desc") === "desc";
     const where: string[] = ["deleted = 0"];
@@ -170,7 +192,11 @@ export class FileStore {
       where.push(desc ? "seq < (SELECT seq FROM files WHERE id = ?)" : "seq > (SELECT seq FROM files WHERE id = ?)");
       params.push(opts.after);
     }
-    const rows = this.store.all<FileRow>(`SELECT * FROM files WHERE ${where.join(" AND ")} ORDER BY seq ${desc ? "DESC" : "ASC"} LIMIT ?`, ...params, limit + 1);
+    const rows = this.store.all<FileRow>(
+      `SELECT * FROM files WHERE ${where.join(" AND ")} ORDER BY seq ${desc ? "DESC" : "ASC"} LIMIT ?`,
+      ...params,
+      limit + 1,
+    );
     return { data: rows.slice(0, limit).map(toRecord), hasMore: rows.length > limit };
   }
 
@@ -199,6 +225,7 @@ export class FileStore {
 }
 
 function safeName(name: string): string {
+  // deno-lint-ignore no-control-regex
   const base = (name || "upload.jsonl").split(/[\\/]/).pop()!.replace(/[\u0000-\u001f]/g, "");
   return base.slice(0, 255) || "upload.jsonl";
 }

@@ -125,7 +125,9 @@ export async function loadCheckpoint(dir: string, state: TrainerState, shape: Ll
     if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`cannot read the checkpoint's adapter: ${(e as Error).message}`);
   }
-  if (loaded.size !== state.lora.pairs.length) throw new CheckpointError(`the checkpoint has ${loaded.size} LoRA modules, the job ${state.lora.pairs.length}`);
+  if (loaded.size !== state.lora.pairs.length) {
+    throw new CheckpointError(`the checkpoint has ${loaded.size} LoRA modules, the job ${state.lora.pairs.length}`);
+  }
   let st: SafetensorsFile;
   try {
     st = await SafetensorsFile.open(`${dir}/${TRAINING_STATE}`);
@@ -133,15 +135,21 @@ export async function loadCheckpoint(dir: string, state: TrainerState, shape: Ll
     throw new CheckpointError(`cannot read ${TRAINING_STATE}: ${(e as Error).message}`);
   }
   try {
-    if (st.metadata.format !== STATE_FORMAT) throw new CheckpointError(`${TRAINING_STATE} has format ${JSON.stringify(st.metadata.format)}`);
+    if (st.metadata.format !== STATE_FORMAT) {
+      throw new CheckpointError(`${TRAINING_STATE} has format ${JSON.stringify(st.metadata.format)}`);
+    }
     if (st.metadata.optimizer !== state.optimizer.kind) {
       throw new CheckpointError(`the checkpoint's optimizer is ${st.metadata.optimizer}, the job's ${state.optimizer.kind}`);
     }
-    if (st.metadata.slots !== JSON.stringify(state.slots)) throw new CheckpointError("the checkpoint's optimizer layout does not match the job's");
+    if (st.metadata.slots !== JSON.stringify(state.slots)) {
+      throw new CheckpointError("the checkpoint's optimizer layout does not match the job's");
+    }
     for (const [ia, ib] of state.slots) {
       for (const i of [ia, ib]) {
         const m = await st.readF32(`optimizer.${i}.m`), v = await st.readF32(`optimizer.${i}.v`);
-        if (m.length !== state.optimizer.sizes[i] || v.length !== state.optimizer.sizes[i]) throw new CheckpointError(`optimizer tensor ${i} has the wrong size`);
+        if (m.length !== state.optimizer.sizes[i] || v.length !== state.optimizer.sizes[i]) {
+          throw new CheckpointError(`optimizer tensor ${i} has the wrong size`);
+        }
         state.optimizer.setState(i, m, v);
       }
     }

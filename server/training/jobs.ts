@@ -14,13 +14,13 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Context } from "../ffi/tensor.ts";
 import type { OptimizerKindName } from "../ffi/optim.ts";
-import { LORA_MODULES, type LlamaModel, type LoraModule } from "../model/llama.ts";
+import { type LlamaModel, LORA_MODULES, type LoraModule } from "../model/llama.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import { openModel } from "../model/bundle.ts";
 import { newId, nowSeconds, type Store } from "../store/db.ts";
 import { type Caller, ClientError, type FileStore } from "../store/files.ts";
 import { DatasetError, parseJsonl, type TokenizedExample, tokenizeExample } from "./dataset.ts";
-import { type StepEvent, type TrainHyper, Trainer, type TrainerState } from "./trainer.ts";
+import { type StepEvent, Trainer, type TrainerState, type TrainHyper } from "./trainer.ts";
 import { isResumable, loadCheckpoint, writeCheckpoint } from "./checkpoints.ts";
 
 export type JobStatus = "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -180,6 +180,8 @@ export interface JobRunnerOptions {
   /** Start working at once (default true); false: call start(). */
   autoStart?: boolean;
   log?: ((entry: Record<string, unknown>) => void) | null;
+  /** Called after each checkpoint is durable and recorded (monitoring, tests). */
+  onCheckpoint?: ((jobId: string, step: number, final: boolean) => void) | null;
 }
 
 interface JobRow {
@@ -278,30 +280,41 @@ export function resolveHyperparameters(
   };
   const oneOf = <T extends string>(v: unknown, field: string, options: readonly T[], dflt: T): T => {
     if (v === undefined || v === null) return dflt;
-    if (typeof v !== "string" || !(options as readonly string[]).includes(v)) throw bad(field, `must be one of ${options.join(", ")} (got ${JSON.stringify(v)})`);
+    if (typeof v !== "string" || !(options as readonly string[]).includes(v)) {
+      throw bad(field, `must be one of ${options.join(", ")} (got ${JSON.stringify(v)})`);
+    }
     return v as T;
   };
   const auto = <T>(v: unknown, dflt: T, parse: (x: unknown) => T): T => (v === undefined || v === null || v === "auto" ? dflt : parse(v));
 
   const full = bool(h.full_finetune, "full_finetune", false);
   if (full) {
-    throw bad("full_finetune", "full fine-tuning is not supported by this server: it trains LoRA adapters on a frozen base (set full_finetune to false)");
+    throw bad(
+      "full_finetune",
+      "full fine-tuning is not supported by this server: it trains LoRA adapters on a frozen base (set full_finetune to false)",
+    );
   }
   const quant = oneOf(h.quant, "quant", ["nf4", "none"] as const, "nf4");
-  if (!ctx.quants.includes(quant)) throw bad("quant", `quant "${quant}" is not available on this server (available: ${ctx.quants.join(", ")})`);
+  if (!ctx.quants.includes(quant)) {
+    throw bad("quant", `quant "${quant}" is not available on this server (available: ${ctx.quants.join(", ")})`);
+  }
   let targets: LoraModule[];
   if (h.target_modules === undefined || h.target_modules === null || h.target_modules === "all-linear") targets = [...LORA_MODULES];
   else if (Array.isArray(h.target_modules)) {
     if (h.target_modules.length === 0) throw bad("target_modules", "must name at least one module");
     for (const m of h.target_modules) {
-      if (!(LORA_MODULES as readonly string[]).includes(m)) throw bad("target_modules", `unknown module ${JSON.stringify(m)} (modules: ${LORA_MODULES.join(", ")}, or "all-linear")`);
+      if (!(LORA_MODULES as readonly string[]).includes(m)) {
+        throw bad("target_modules", `unknown module ${JSON.stringify(m)} (modules: ${LORA_MODULES.join(", ")}, or "all-linear")`);
+      }
     }
     if (new Set(h.target_modules).size !== h.target_modules.length) throw bad("target_modules", "names a module twice");
     targets = LORA_MODULES.filter((m) => (h.target_modules as string[]).includes(m));
   } else throw bad("target_modules", `must be a list of module names or "all-linear"`);
   const batch = auto(h.batch_size, Math.max(1, Math.min(4, ctx.examples)), (v) => num(v, "batch_size", 1, 256, { int: true }));
   const mult = auto(h.learning_rate_multiplier, 1, (v) => num(v, "learning_rate_multiplier", 0, 10, { loOpen: true }));
-  const lr = h.learning_rate === undefined || h.learning_rate === null ? BASE_LEARNING_RATE : num(h.learning_rate, "learning_rate", 0, 1, { loOpen: true });
+  const lr = h.learning_rate === undefined || h.learning_rate === null
+    ? BASE_LEARNING_RATE
+    : num(h.learning_rate, "learning_rate", 0, 1, { loOpen: true });
   const r = h.lora_r === undefined || h.lora_r === null ? 16 : num(h.lora_r, "lora_r", 1, 1024, { int: true });
   const maxSeq = h.max_seq_len === undefined || h.max_seq_len === null
     ? Math.min(1024, ctx.maxModelLen)
@@ -313,10 +326,14 @@ export function resolveHyperparameters(
     learning_rate: lr * mult,
     lora_r: r,
     lora_alpha: h.lora_alpha === undefined || h.lora_alpha === null ? 2 * r : num(h.lora_alpha, "lora_alpha", 0, 4096, { loOpen: true }),
-    lora_dropout: h.lora_dropout === undefined || h.lora_dropout === null ? 0.05 : num(h.lora_dropout, "lora_dropout", 0, 1, { hiOpen: true }),
+    lora_dropout: h.lora_dropout === undefined || h.lora_dropout === null
+      ? 0.05
+      : num(h.lora_dropout, "lora_dropout", 0, 1, { hiOpen: true }),
     target_modules: targets,
     use_rslora: bool(h.use_rslora, "use_rslora", false),
-    warmup_ratio: h.warmup_ratio === undefined || h.warmup_ratio === null ? 0.03 : num(h.warmup_ratio, "warmup_ratio", 0, 1, { hiOpen: true }),
+    warmup_ratio: h.warmup_ratio === undefined || h.warmup_ratio === null
+      ? 0.03
+      : num(h.warmup_ratio, "warmup_ratio", 0, 1, { hiOpen: true }),
     lr_scheduler: oneOf(h.lr_scheduler, "lr_scheduler", ["linear", "cosine", "constant"] as const, "linear"),
     max_grad_norm: h.max_grad_norm === undefined || h.max_grad_norm === null ? 1 : num(h.max_grad_norm, "max_grad_norm", 0, 1e4),
     gradient_accumulation_steps: h.gradient_accumulation_steps === undefined || h.gradient_accumulation_steps === null
@@ -339,6 +356,8 @@ export function fineTunedModelId(base: string, suffix: string | null, jobId: str
 }
 
 const SUFFIX_RE = /^[A-Za-z0-9._-]{1,64}$/;
+/** Adapter ids the registry accepts (server/adapters/registry.ts). */
+const MODEL_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
 
 /** How a finished (or stopped) run ended. */
 type RunEnd = "succeeded" | "cancelled" | "interrupted";
@@ -352,6 +371,7 @@ export class JobRunner {
   computeShare: number;
   readonly optimizerBudgetBytes: number;
   readonly #log: ((entry: Record<string, unknown>) => void) | null;
+  readonly #onCheckpoint: JobRunnerOptions["onCheckpoint"];
   #started = false;
   #stopping = false;
   #loop: Promise<void> | null = null;
@@ -372,6 +392,7 @@ export class JobRunner {
     this.computeShare = share;
     this.optimizerBudgetBytes = o.optimizerBudgetBytes ?? 0;
     this.#log = o.log ?? null;
+    this.#onCheckpoint = o.onCheckpoint ?? null;
     if (o.autoStart ?? true) void this.start();
   }
 
@@ -388,13 +409,13 @@ export class JobRunner {
     if (this.#started) return;
     this.#started = true;
     this.#stopping = false;
-    for (const r of this.store.all<JobRow>("SELECT * FROM jobs WHERE status = 'succeeded' ORDER BY seq")) await this.#publishJob(toJob(r));
+    // first, synchronously: nothing can have started running on this runner yet
     for (const r of this.store.all<JobRow>("SELECT * FROM jobs WHERE status = 'running' ORDER BY seq")) {
       this.#event(r.id, "info", "The job was interrupted (server restart); it will resume from its last checkpoint.");
-      // back to the front of the queue: running jobs go before queued ones (lower seq goes first)
       this.store.run("UPDATE jobs SET status = 'queued' WHERE id = ?", r.id);
     }
     this.#kick();
+    for (const r of this.store.all<JobRow>("SELECT * FROM jobs WHERE status = 'succeeded' ORDER BY seq")) await this.#publishJob(toJob(r));
   }
 
   /** Stops after the current micro-batch, leaving a running job as it is in the database, as a
@@ -410,21 +431,52 @@ export class JobRunner {
 
   create(caller: Caller, req: CreateJobRequest): JobRecord {
     if (!this.bases.models().includes(req.model)) {
-      throw new ClientError(400, `model "${req.model}" cannot be fine-tuned here (models: ${this.bases.models().join(", ")})`, "model_not_found", "model");
+      throw new ClientError(
+        400,
+        `model "${req.model}" cannot be fine-tuned here (models: ${this.bases.models().join(", ")})`,
+        "model_not_found",
+        "model",
+      );
     }
     const train = this.files.get(caller, req.training_file);
     if (!train) throw new ClientError(400, `training_file: no file with id "${req.training_file}"`, "invalid_file", "training_file");
-    if (train.purpose !== "fine-tune") throw new ClientError(400, `training_file: file "${train.id}" has purpose "${train.purpose}", not "fine-tune"`, "invalid_file", "training_file");
+    if (train.purpose !== "fine-tune") {
+      throw new ClientError(
+        400,
+        `training_file: file "${train.id}" has purpose "${train.purpose}", not "fine-tune"`,
+        "invalid_file",
+        "training_file",
+      );
+    }
     if (req.validation_file) {
       const v = this.files.get(caller, req.validation_file);
       if (!v) throw new ClientError(400, `validation_file: no file with id "${req.validation_file}"`, "invalid_file", "validation_file");
-      if (v.purpose !== "fine-tune") throw new ClientError(400, `validation_file: file "${v.id}" has purpose "${v.purpose}", not "fine-tune"`, "invalid_file", "validation_file");
+      if (v.purpose !== "fine-tune") {
+        throw new ClientError(
+          400,
+          `validation_file: file "${v.id}" has purpose "${v.purpose}", not "fine-tune"`,
+          "invalid_file",
+          "validation_file",
+        );
+      }
     }
     if (req.suffix !== undefined && req.suffix !== null && !SUFFIX_RE.test(req.suffix)) {
       throw new ClientError(400, "suffix: 1-64 characters of letters, digits, '.', '_', '-'", "invalid_value", "suffix");
     }
+    // the longest model id this job will make must be a valid adapter id (the registry's rule)
+    const longest = `${fineTunedModelId(req.model, req.suffix ?? null, "ftjob-" + "x".repeat(24))}:ckpt-step-9999999`;
+    if (!MODEL_ID_RE.test(longest)) {
+      throw new ClientError(
+        400,
+        `suffix: the fine-tuned model ids (${longest.length} characters with a checkpoint's) must be at most 128 of letters, digits, '.', '_', ':', '-'`,
+        "invalid_value",
+        "suffix",
+      );
+    }
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 31);
-    if (!Number.isInteger(seed) || seed < 0 || seed > 2 ** 31 - 1) throw new ClientError(400, "seed: an integer in [0, 2147483647]", "invalid_value", "seed");
+    if (!Number.isInteger(seed) || seed < 0 || seed > 2 ** 31 - 1) {
+      throw new ClientError(400, "seed: an integer in [0, 2147483647]", "invalid_value", "seed");
+    }
     const hyper = resolveHyperparameters(req.hyperparameters ?? {}, {
       examples: train.examples,
       maxModelLen: this.bases.maxModelLen(req.model),
@@ -465,7 +517,10 @@ export class JobRunner {
   }
 
   /** Newest first; `after` is the last job id of the previous page. */
-  list(caller: Caller, opts: { after?: string; limit?: number; metadata?: Record<string, string> } = {}): { data: JobRecord[]; hasMore: boolean } {
+  list(
+    caller: Caller,
+    opts: { after?: string; limit?: number; metadata?: Record<string, string> } = {},
+  ): { data: JobRecord[]; hasMore: boolean } {
     const limit = Math.max(1, Math.min(opts.limit ?? 20, 100));
     const where: string[] = [];
     const params: (string | number)[] = [];
@@ -483,7 +538,11 @@ export class JobRunner {
       where.push("json_extract(metadata, ?) = ?");
       params.push(`$."${k.replace(/"/g, "")}"`, v);
     }
-    const rows = this.store.all<JobRow>(`SELECT * FROM jobs ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`, ...params, limit + 1);
+    const rows = this.store.all<JobRow>(
+      `SELECT * FROM jobs ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`,
+      ...params,
+      limit + 1,
+    );
     return { data: rows.slice(0, limit).map(toJob), hasMore: rows.length > limit };
   }
 
@@ -516,7 +575,11 @@ export class JobRunner {
       cond = " AND seq < ?";
       params.push(Number(e.seq));
     }
-    const rows = this.store.all<Record<string, unknown>>(`SELECT * FROM job_events WHERE job_id = ?${cond} ORDER BY seq DESC LIMIT ?`, ...params, limit + 1);
+    const rows = this.store.all<Record<string, unknown>>(
+      `SELECT * FROM job_events WHERE job_id = ?${cond} ORDER BY seq DESC LIMIT ?`,
+      ...params,
+      limit + 1,
+    );
     return {
       data: rows.slice(0, limit).map((r) => ({
         id: String(r.id),
@@ -543,7 +606,11 @@ export class JobRunner {
       cond = " AND seq < ?";
       params.push(Number(c.seq));
     }
-    const rows = this.store.all(`SELECT * FROM job_checkpoints WHERE job_id = ?${cond} ORDER BY step DESC, seq DESC LIMIT ?`, ...params, limit + 1);
+    const rows = this.store.all(
+      `SELECT * FROM job_checkpoints WHERE job_id = ?${cond} ORDER BY step DESC, seq DESC LIMIT ?`,
+      ...params,
+      limit + 1,
+    );
     return { data: rows.slice(0, limit).map(toCheckpoint), hasMore: rows.length > limit };
   }
 
@@ -574,7 +641,9 @@ export class JobRunner {
     while (!this.#stopping) {
       this.#wake = false;
       // validate waiting jobs first (cheap), then run the oldest queued one
-      for (const r of this.store.all<JobRow>("SELECT * FROM jobs WHERE status = 'validating_files' ORDER BY seq")) await this.#validate(toJob(r));
+      for (const r of this.store.all<JobRow>("SELECT * FROM jobs WHERE status = 'validating_files' ORDER BY seq")) {
+        await this.#validate(toJob(r));
+      }
       const next = this.store.get<JobRow>("SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1");
       if (!next) {
         if (!this.#wake) return;
@@ -609,7 +678,9 @@ export class JobRunner {
 
   async #run(job: JobRecord): Promise<void> {
     this.#running = job.id;
-    const resumeFrom = this.store.all("SELECT * FROM job_checkpoints WHERE job_id = ? AND final = 0 ORDER BY step DESC", job.id).map(toCheckpoint);
+    const resumeFrom = this.store.all("SELECT * FROM job_checkpoints WHERE job_id = ? AND final = 0 ORDER BY step DESC", job.id).map(
+      toCheckpoint,
+    );
     this.store.run("UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ?", nowSeconds(), job.id);
     let base: TrainingBase | null = null;
     let trainer: Trainer | null = null;
@@ -631,6 +702,12 @@ export class JobRunner {
       const validation = job.validationFile ? await load(job.validationFile, "validation_file") : null;
       const jobDir = this.#jobDir(job);
       await Deno.mkdir(`${jobDir}/spill`, { recursive: true });
+      // a checkpoint folder that a crash left half-written was never renamed into place: remove it
+      for await (const d of Deno.readDir(jobDir)) {
+        if (d.name.startsWith(".") && d.name.includes(".tmp-")) {
+          await Deno.remove(`${jobDir}/${d.name}`, { recursive: true }).catch(() => {});
+        }
+      }
       const hyper: TrainHyper = {
         nEpochs: h.n_epochs,
         batchSize: h.batch_size,
@@ -655,7 +732,9 @@ export class JobRunner {
       };
       trainer = new Trainer(base.ctx, base.model, hyper, h.optimizer === "adamw" ? null : `${jobDir}/spill`);
       const total = trainer.totalSteps(train);
-      (hyper as { checkpointEvery: number }).checkpointEvery = h.checkpoint_every > 0 ? h.checkpoint_every : Math.max(1, Math.ceil(total / 5));
+      (hyper as { checkpointEvery: number }).checkpointEvery = h.checkpoint_every > 0
+        ? h.checkpoint_every
+        : Math.max(1, Math.ceil(total / 5));
       const trainedTokens = train.reduce((s, e) => s + Math.min(e.ids.length, h.max_seq_len), 0) * h.n_epochs;
       this.store.run("UPDATE jobs SET total_steps = ?, trained_tokens = ? WHERE id = ?", total, trainedTokens, job.id);
 
@@ -663,52 +742,68 @@ export class JobRunner {
       if (resumeFrom.length > 0) {
         const ck = resumeFrom.find((c) => c.step <= total);
         if (!ck || !(await isResumable(ck.dir))) {
-          throw new JobFailure({ code: "resume_failed", message: `cannot resume: the checkpoint at step ${resumeFrom[0].step} is missing or incomplete`, param: null });
+          throw new JobFailure({
+            code: "resume_failed",
+            message: `cannot resume: the checkpoint at step ${resumeFrom[0].step} is missing or incomplete`,
+            param: null,
+          });
         }
         try {
           trainer.step = await loadCheckpoint(ck.dir, trainer.state, base.model.shape);
         } catch (e) {
-          throw new JobFailure({ code: "resume_failed", message: `cannot resume from the checkpoint at step ${ck.step}: ${(e as Error).message}`, param: null });
+          throw new JobFailure({
+            code: "resume_failed",
+            message: `cannot resume from the checkpoint at step ${ck.step}: ${(e as Error).message}`,
+            param: null,
+          });
         }
         // the interrupted run's metrics after the checkpoint are redone
-        this.store.run("DELETE FROM job_events WHERE job_id = ? AND type = 'metrics' AND CAST(json_extract(data, '$.step') AS INTEGER) > ?", job.id, trainer.step);
+        this.store.run(
+          "DELETE FROM job_events WHERE job_id = ? AND type = 'metrics' AND CAST(json_extract(data, '$.step') AS INTEGER) > ?",
+          job.id,
+          trainer.step,
+        );
         this.#event(job.id, "info", `Resumed from the checkpoint at step ${trainer.step} (LoRA weights and optimizer state).`);
       } else if (job.step > 0) {
         this.store.run("DELETE FROM job_events WHERE job_id = ? AND type = 'metrics'", job.id);
         this.#event(job.id, "info", "No checkpoint was written before the interruption; training restarts from step 0.");
       } else {
-        this.#event(job.id, "info", `Fine-tuning job started: ${total} steps, ${train.length} examples, ${trainer.lora.numParameters} LoRA parameters.`);
+        this.#event(
+          job.id,
+          "info",
+          `Fine-tuning job started: ${total} steps, ${train.length} examples, ${trainer.lora.numParameters} LoRA parameters.`,
+        );
       }
 
       let lastEnd = performance.now();
       let lastMetrics: Record<string, number> = {};
       const end: RunEnd = await trainer.run(train, validation, {
-        onStep: async (e: StepEvent) => {
-          const data: Record<string, number> = {
-            step: e.step,
-            total_steps: e.totalSteps,
-            epoch: e.epoch,
-            train_loss: e.loss,
-            learning_rate: e.lr,
-            grad_norm: e.gradNorm,
-            tokens_per_second: e.tokensPerSecond,
-          };
-          if (e.validationLoss !== undefined) data.valid_loss = e.validationLoss;
-          lastMetrics = data;
-          const msg = `Step ${e.step}/${e.totalSteps}: training loss=${e.loss.toFixed(4)}` +
-            (e.validationLoss !== undefined ? `, validation loss=${e.validationLoss.toFixed(4)}` : "");
-          this.#event(job.id, "info", msg, "metrics", data);
-          this.store.run("UPDATE jobs SET step = ? WHERE id = ?", e.step, job.id);
-          // share the compute: sleep so that training takes about computeShare of the time
-          const now = performance.now();
-          if (this.computeShare < 1) {
-            await sleep(Math.min(10_000, (now - lastEnd) * (1 / this.computeShare - 1)));
-          }
-          lastEnd = performance.now();
-        },
-        onCheckpoint: (step, final, state) => this.#checkpoint(job, base!, step, final, state, lastMetrics),
-        shouldStop: () => this.#stopping || this.#cancel.has(job.id),
-      }) === "completed"
+          onStep: async (e: StepEvent) => {
+            const data: Record<string, number> = {
+              step: e.step,
+              total_steps: e.totalSteps,
+              epoch: e.epoch,
+              train_loss: e.loss,
+              learning_rate: e.lr,
+              grad_norm: e.gradNorm,
+              tokens_per_second: e.tokensPerSecond,
+            };
+            if (e.validationLoss !== undefined) data.valid_loss = e.validationLoss;
+            lastMetrics = data;
+            const msg = `Step ${e.step}/${e.totalSteps}: training loss=${e.loss.toFixed(4)}` +
+              (e.validationLoss !== undefined ? `, validation loss=${e.validationLoss.toFixed(4)}` : "");
+            this.#event(job.id, "info", msg, "metrics", data);
+            this.store.run("UPDATE jobs SET step = ? WHERE id = ?", e.step, job.id);
+            // share the compute: sleep so that training takes about computeShare of the time
+            const now = performance.now();
+            if (this.computeShare < 1) {
+              await sleep(Math.min(10_000, (now - lastEnd) * (1 / this.computeShare - 1)));
+            }
+            lastEnd = performance.now();
+          },
+          onCheckpoint: (step, final, state) => this.#checkpoint(job, base!, step, final, state, lastMetrics),
+          shouldStop: () => this.#stopping || this.#cancel.has(job.id),
+        }) === "completed"
         ? "succeeded"
         : this.#cancel.has(job.id)
         ? "cancelled"
@@ -721,8 +816,16 @@ export class JobRunner {
         this.#event(job.id, "info", `Training paused at step ${trainer.step} (server stopping); it resumes from the last checkpoint.`);
       }
     } catch (e) {
-      const err: JobError = e instanceof JobFailure ? e.error : { code: "training_failed", message: (e as Error)?.message ?? String(e), param: null };
-      this.#log?.({ ts: new Date().toISOString(), level: "error", msg: "fine-tuning job failed", job: job.id, error: String((e as Error)?.stack ?? e) });
+      const err: JobError = e instanceof JobFailure
+        ? e.error
+        : { code: "training_failed", message: (e as Error)?.message ?? String(e), param: null };
+      this.#log?.({
+        ts: new Date().toISOString(),
+        level: "error",
+        msg: "fine-tuning job failed",
+        job: job.id,
+        error: String((e as Error)?.stack ?? e),
+      });
       this.#fail(job.id, err);
     } finally {
       this.#cancel.delete(job.id);
@@ -732,14 +835,28 @@ export class JobRunner {
     }
   }
 
-  async #checkpoint(job: JobRecord, base: TrainingBase, step: number, final: boolean, state: TrainerState, metrics: Record<string, number>): Promise<void> {
+  async #checkpoint(
+    job: JobRecord,
+    base: TrainingBase,
+    step: number,
+    final: boolean,
+    state: TrainerState,
+    metrics: Record<string, number>,
+  ): Promise<void> {
     const dir = `${this.#jobDir(job)}/${final ? "final" : `step-${step}`}`;
     const info = { baseModel: base.id, hyperparameters: job.hyper as unknown as Record<string, unknown>, withOptimizer: !final };
     await writeCheckpoint(dir, state, info);
     const modelId = fineTunedModelId(job.model, job.suffix, job.id);
     const ckptModel = `${modelId}:ckpt-step-${step}`;
     const ckptId = newId("ftckpt");
-    const m = { step, ...(metrics.train_loss !== undefined ? { train_loss: metrics.train_loss } : {}), ...(metrics.valid_loss !== undefined ? { valid_loss: metrics.valid_loss } : {}) };
+    const m = {
+      step,
+      ...(metrics.train_loss !== undefined ? { train_loss: metrics.train_loss } : {}),
+      ...(metrics.valid_loss !== undefined ? { valid_loss: metrics.valid_loss } : {}),
+    };
+    // servable first, then recorded: a checkpoint (or a succeeded job) that the API lists can be used
+    await this.#publish(job.tenant, ckptModel, dir, job.id);
+    if (final) await this.#publish(job.tenant, modelId, dir, job.id);
     this.store.transaction(() => {
       this.store.run("DELETE FROM job_checkpoints WHERE job_id = ? AND step = ?", job.id, step);
       this.store.run(
@@ -754,6 +871,8 @@ export class JobRunner {
         final ? 1 : 0,
       );
       if (final) {
+        this.#event(job.id, "info", `New fine-tuned model created: ${modelId}`);
+        this.#event(job.id, "info", "The job has successfully completed");
         this.store.run(
           "UPDATE jobs SET status = 'succeeded', finished_at = ?, fine_tuned_model = ?, step = ? WHERE id = ? AND status = 'running'",
           nowSeconds(),
@@ -761,14 +880,9 @@ export class JobRunner {
           step,
           job.id,
         );
-      }
+      } else this.#event(job.id, "info", `Checkpoint created at step ${step}: ${ckptModel}`);
     });
-    await this.#publish(job.tenant, ckptModel, dir, job.id);
-    if (final) {
-      await this.#publish(job.tenant, modelId, dir, job.id);
-      this.#event(job.id, "info", `New fine-tuned model created: ${modelId}`);
-      this.#event(job.id, "info", "The job has successfully completed");
-    } else this.#event(job.id, "info", `Checkpoint created at step ${step}: ${ckptModel}`);
+    this.#onCheckpoint?.(job.id, step, final);
   }
 
   async #publish(tenant: string, id: string, dir: string, jobId: string): Promise<void> {
@@ -789,7 +903,13 @@ export class JobRunner {
   }
 
   #finish(id: string, status: JobStatus, error: JobError | null): void {
-    this.store.run("UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ?", status, nowSeconds(), error ? JSON.stringify(error) : null, id);
+    this.store.run(
+      "UPDATE jobs SET status = ?, finished_at = ?, error = ? WHERE id = ? AND status NOT IN ('succeeded', 'failed', 'cancelled')",
+      status,
+      nowSeconds(),
+      error ? JSON.stringify(error) : null,
+      id,
+    );
   }
 
   #fail(id: string, error: JobError): void {
@@ -797,7 +917,13 @@ export class JobRunner {
     this.#event(id, "error", `The job failed: ${error.message}`);
   }
 
-  #event(jobId: string, level: JobEvent["level"], message: string, type: JobEvent["type"] = "message", data: Record<string, unknown> | null = null): void {
+  #event(
+    jobId: string,
+    level: JobEvent["level"],
+    message: string,
+    type: JobEvent["type"] = "message",
+    data: Record<string, unknown> | null = null,
+  ): void {
     this.store.run(
       "INSERT INTO job_events (id, job_id, created_at, level, type, message, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
       newId("ftevent"),
@@ -836,7 +962,11 @@ function toCheckpoint(r: Record<string, unknown>): CheckpointRecord {
  * A BaseProvider over one model folder, loading it on first use (nf4 and/or none) on `ctx` and
  * keeping it. The server may instead hand the runner the base its engine serves.
  */
-export function folderBaseProvider(ctx: Context, dir: string, opts: { id?: string; quants?: ("nf4" | "none")[] } = {}): BaseProvider & { dispose(): void } {
+export function folderBaseProvider(
+  ctx: Context,
+  dir: string,
+  opts: { id?: string; quants?: ("nf4" | "none")[] } = {},
+): BaseProvider & { dispose(): Promise<void> } {
   const id = opts.id ?? dir.replace(/\/+$/, "").split("/").pop()!;
   const quants = opts.quants ?? ["nf4", "none"];
   const loaded = new Map<string, Promise<TrainingBase>>();
@@ -868,9 +998,10 @@ export function folderBaseProvider(ctx: Context, dir: string, opts: { id?: strin
       }
       return p;
     },
-    dispose() {
-      for (const p of loaded.values()) p.then((b) => b.model.dispose(), () => {});
+    async dispose() {
+      const all = [...loaded.values()];
       loaded.clear();
+      for (const p of all) await p.then((b) => b.model.dispose(), () => {});
     },
   };
 }

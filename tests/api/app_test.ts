@@ -354,3 +354,31 @@ Deno.test("GET /openapi.json is OpenAPI 3.1 from the zod schemas; /docs serves t
     assert.match(await docs.text(), /openapi\.json/);
   });
 });
+
+Deno.test("registrations survive a restart (files that went bad are skipped)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "qlora-restart-" });
+  try {
+    await makeAdapter(`${root}/adapters/a`, STORIES_SHAPE, { seed: 1 });
+    await makeAdapter(`${root}/adapters/b`, STORIES_SHAPE, { seed: 2 });
+    let s = await storiesServer(root);
+    let textA = "";
+    try {
+      assert.equal((await s.app.request("/v1/adapters", json({ id: "a", path: "a" }))).status, 201);
+      assert.equal((await s.app.request("/v1/adapters", json({ id: "b", path: "b" }))).status, 201);
+      textA = (await complete(s, { model: "a", prompt: "Once", max_tokens: 8, ignore_eos: true })).body.choices[0].text;
+    } finally {
+      await s.close();
+    }
+    await Deno.remove(`${root}/adapters/b`, { recursive: true });
+    s = await storiesServer(root);
+    try {
+      const list = await (await s.app.request("/v1/adapters")).json();
+      assert.deepEqual(list.data.map((x: { id: string }) => x.id), ["a"]);
+      assert.equal((await complete(s, { model: "a", prompt: "Once", max_tokens: 8, ignore_eos: true })).body.choices[0].text, textA);
+    } finally {
+      await s.close();
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

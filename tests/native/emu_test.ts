@@ -19,6 +19,7 @@ const available = backendsUnderTest().includes("cudaemu") && (() => {
 
 const symbols = {
   qlemu_selftest_set_reverse: { parameters: ["i32"], result: "void" },
+  qlemu_selftest_set_check: { parameters: ["i32"], result: "void" },
   qlemu_selftest_reverse: { parameters: ["buffer", "buffer", "i32", "i32"], result: "i32" },
   qlemu_selftest_sum: { parameters: ["buffer", "buffer", "i64", "i32", "i32"], result: "i32" },
   qlemu_selftest_warp: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
@@ -63,6 +64,26 @@ Deno.test({
         } finally {
           s.qlemu_selftest_set_reverse(Deno.env.get("QL_EMU_SCHEDULE") === "reverse" ? 1 : 0);
         }
+      }
+    }),
+});
+
+Deno.test({
+  name: "cudaemu: threads waiting in different __syncthreads() calls fail the launch",
+  ignore: !available,
+  fn: () =>
+    withLib((s) => {
+      const n = 64;
+      const input = new Float32Array(n).map((_, i) => i);
+      const out = new Float32Array(n);
+      try {
+        s.qlemu_selftest_set_check(1);
+        assert.equal(s.qlemu_selftest_reverse(out, input, n, 3), 719, "cudaErrorLaunchFailure");
+        assert.equal(s.qlemu_selftest_reverse(out, input, n, 0), 0, "the error does not stick");
+        s.qlemu_selftest_set_check(0);
+        assert.equal(s.qlemu_selftest_reverse(out, input, n, 3), 0, "QL_EMU_CHECK=0 lets it through");
+      } finally {
+        s.qlemu_selftest_set_check(Deno.env.get("QL_EMU_CHECK") === "0" ? 0 : 1);
       }
     }),
 });
@@ -132,4 +153,47 @@ Deno.test({
         }
       }
     }),
+});
+
+// The real CUDA library (built wherever nvcc exists) must refuse a context cleanly on a machine
+// without a GPU: QL_E_BACKEND (4) and a message naming the cause, no crash.
+const cudaPath = libraryPath("cuda");
+const noGpu = (() => {
+  try {
+    Deno.statSync("/dev/nvidia0");
+    return false;
+  } catch {
+    return true;
+  }
+})();
+const cudaBuilt = (() => {
+  try {
+    return Deno.statSync(cudaPath).isFile;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "cuda library without a device: ql_ctx_create fails with QL_E_BACKEND and a clear message",
+  ignore: !(noGpu && cudaBuilt && available),
+  fn: () => {
+    const lib = Deno.dlopen(
+      cudaPath,
+      {
+        ql_backend_name: { parameters: [], result: "pointer" },
+        ql_ctx_create: { parameters: ["i32", "i32", "buffer"], result: "i32" },
+        ql_last_error: { parameters: [], result: "pointer" },
+      } as const,
+    );
+    const name = Deno.UnsafePointerView.getCString(lib.symbols.ql_backend_name()!);
+    assert.equal(name, "cuda");
+    const cell = new BigUint64Array(1);
+    const status = lib.symbols.ql_ctx_create(1, 0, cell);
+    const msg = Deno.UnsafePointerView.getCString(lib.symbols.ql_last_error()!);
+    assert.equal(status, 4, msg);
+    assert.equal(cell[0], 0n);
+    assert.match(msg, /no CUDA device/);
+    // not closed: the CUDA runtime may keep threads
+  },
 });

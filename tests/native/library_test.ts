@@ -37,3 +37,11 @@ Deno.test("library paths follow the build folder (native/build unless QLORA_BUIL
   assert.equal(libraryPath("cudaemu"), `${buildDir()}/libqlora_cudaemu.so`);
   if (!Deno.env.get("QLORA_BUILD_DIR")) assert.match(buildDir(), /native\/build$/);
 });
+
+Deno.test("`deno task build` made the CPU and the emulated CUDA libraries", () => {
+  // Backend-dependent tests run on every built library; this keeps a missing one from passing
+  // unnoticed (QLORA_BACKEND / QLORA_LIB choose one on purpose).
+  if (Deno.env.get("QLORA_BACKEND") || Deno.env.get("QLORA_LIB")) return;
+  const built = builtBackends();
+  assert.ok(built.includes("cpu") && built.includes("cudaemu"), `built: ${built.join(", ")}`);
+});

@@ -12,9 +12,13 @@
 
 #if defined(__CUDACC__)
 #define QL_HD __host__ __device__ __forceinline__
-#define QL_UNROLL _Pragma("unroll")
 #else
 #define QL_HD inline
+#endif
+// nvcc's host pass hands the code to g++, which knows only its own spelling of the pragma.
+#if defined(__CUDA_ARCH__)
+#define QL_UNROLL _Pragma("unroll")
+#else
 #define QL_UNROLL _Pragma("GCC unroll 8")
 #endif
 

@@ -8,11 +8,22 @@
 namespace {
 
 // out[i] = in[n - 1 - i] through shared memory. variant 0: correct; 1: no barrier between the
-// shared write and the read; 2: off-by-one shared index.
+// shared write and the read; 2: off-by-one shared index; 3: the two halves of the block wait
+// in different __syncthreads() calls.
 __global__ void reverse_kernel(float* out, const float* in, int n, int variant) {
   QL_SHARED(float, tile, 1024);
   const int t = threadIdx.x;
   tile[t] = in[t];
+  if (variant == 3) {  // divergent barriers: lower half and upper half wait in different calls
+    if (t < n / 2) {
+      __syncthreads();
+      out[t] = tile[n - 1 - t] + 0.0f;
+    } else {
+      __syncthreads();
+      out[t] = tile[n - 1 - t];
+    }
+    return;
+  }
   if (variant != 1) __syncthreads();
   out[t] = variant == 2 ? tile[n - t] : tile[n - 1 - t];
 }
@@ -72,7 +83,10 @@ extern "C" {
 // 1: run the threads of a warp (and the warps of a block) in reverse order between barriers.
 QL_API void qlemu_selftest_set_reverse(int reverse) { ql_emu::set_reverse_schedule(reverse != 0); }
 
-// n in [1, 1024]; returns the launch status.
+// 1: a launch whose threads wait in different __syncthreads() calls fails.
+QL_API void qlemu_selftest_set_check(int on) { ql_emu::set_barrier_check(on != 0); }
+
+// n in [1, 1024]; variant 3: divergent __syncthreads(); returns the launch status.
 QL_API int qlemu_selftest_reverse(float* out, const float* in, int n, int variant) {
   QL_LAUNCH(1, n, 0, nullptr, reverse_kernel)(out, in, n, variant);
   return int(cudaGetLastError());

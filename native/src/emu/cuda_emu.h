@@ -1,13 +1,16 @@
 // cuda_emu.h — runs CUDA kernel sources on the CPU (force-included before every .cu file of the
 // cudaemu library: g++ -DQL_CUDA_EMU=1 -x c++ -include emu/cuda_emu.h).
 //
-// Model: a launch runs the grid's blocks on a pool of OS threads (OpenMP, dynamic schedule);
+// Model: a launch runs the grid's blocks on the calling thread plus a pool of helper threads
+// (blocks claimed one at a time; the context's thread count, QL_EMU_STACK_KB sets stack size);
 // inside one OS thread a block's threads are cooperative fibers with small stacks (own x86-64
 // context switch, no syscalls), so __syncthreads() is a real barrier: a fiber parks and the
 // next one runs; when every live thread of the block has arrived the barrier opens. Warp
 // collectives (shuffles, votes, __syncwarp) are warp-level rendezvous of the live lanes.
 // Shared memory is per block and filled with 0xFF (NaN for floats) before each block, so a
 // read of a shared value nobody has written yet (missing barrier, wrong index) shows up.
+// QL_EMU_SCHEDULE=reverse runs threads high-to-low between barriers (races hidden by one order
+// show in the other); divergent __syncthreads() calls fail the launch (see set_barrier_check).
 // Launches and copies are synchronous; streams and events are tokens.
 #pragma once
 #ifndef QL_CUDA_EMU
@@ -164,6 +167,7 @@ struct Fiber {
   int linear = 0, lane = 0, warp = 0;
   size_t shared_cursor = 0;  // bump pointer of QL_SHARED declarations
   int state = 0;             // see runtime.cpp
+  void* barrier_site = nullptr;  // return address of the __syncthreads() it waits in
   unsigned wait_phase = 0;
   Block* block = nullptr;
 };
@@ -184,6 +188,11 @@ void set_threads(int n);  // OS threads running blocks (0: OpenMP default)
 // Threads of a warp / warps of a block run in reverse order between barriers (initially from
 // QL_EMU_SCHEDULE=reverse).
 void set_reverse_schedule(bool reverse);
+// Barrier checking (on unless QL_EMU_CHECK=0): threads of a block waiting in different
+// __syncthreads() calls make the launch fail (cudaErrorLaunchFailure, message on stderr)
+// instead of silently matching up (a GPU would hang or corrupt). Call sites are compared, so the
+// emulated objects are built without the passes that duplicate code (Makefile EMU_FLAGS).
+void set_barrier_check(bool on);
 // Last launch error of this OS thread (cudaGetLastError reads and clears it).
 cudaError_t& last_error();
 cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* closure);

@@ -1,5 +1,6 @@
 // runtime.cpp — the CUDA emulation's scheduler (fibers, barriers, warp rendezvous) and the
 // runtime API mapped onto host memory. See cuda_emu.h for the model.
+#include <dlfcn.h>
 #include <omp.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
@@ -78,6 +79,18 @@ int g_threads = 0;  // OS threads running blocks; 0 = OpenMP default
 // QL_EMU_SCHEDULE=reverse runs the threads of each warp (and the warps of a block) in reverse
 // order between barriers: a race that the default order hides (a read of a shared value some
 // higher thread writes without a barrier in between) shows up in the other.
+int g_check = -1;  // -1: not read yet
+bool barrier_check() {
+  int r = __atomic_load_n(&g_check, __ATOMIC_RELAXED);
+  if (r < 0) {
+    const char* e = getenv("QL_EMU_CHECK");
+    r = e && e[0] == '0' ? 0 : 1;  // on unless QL_EMU_CHECK=0
+    __atomic_store_n(&g_check, r, __ATOMIC_RELAXED);
+  }
+  return r == 1;
+}
+thread_local bool t_launch_failed = false;
+
 int g_reverse = -1;  // -1: not read yet
 bool reverse_order() {
   int r = __atomic_load_n(&g_reverse, __ATOMIC_RELAXED);
@@ -152,6 +165,7 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
   b.grid_dim = grid;
   b.block_dim = bdim;
   b.static_shared = w.static_shared;
+  // the whole arena, not just the declared arrays: a read past an array's end shows up too
   memset(w.static_shared, 0xff, kStaticShared);
   if (w.dynamic_shared.size() < shmem + 16) w.dynamic_shared.resize(shmem + 16);
   b.dynamic_shared = w.dynamic_shared.data();
@@ -212,9 +226,28 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
       }
     }
     int waiting = 0;
+    void* site = nullptr;
+    const bool check = barrier_check();
     for (int i = 0; i < n; i++)
       if (fib[i].state == kBlockWait) {
         fib[i].state = kRunnable;
+        if (check) {
+          if (waiting == 0) site = fib[i].barrier_site;
+          else if (fib[i].barrier_site != site) {
+            if (!t_launch_failed) {
+              Dl_info a{}, c{};
+              dladdr(site, &a);
+              dladdr(fib[i].barrier_site, &c);
+              fprintf(stderr,
+                      "cudaemu: block (%u,%u,%u): threads wait in different __syncthreads() calls "
+                      "(%s+%#lx, %s+%#lx; QL_EMU_CHECK=0 turns this check off)\n",
+                      bx, by, bz, a.dli_fname ? a.dli_fname : "?",
+                      (unsigned long)((char*)site - (char*)a.dli_fbase), c.dli_fname ? c.dli_fname : "?",
+                      (unsigned long)((char*)fib[i].barrier_site - (char*)c.dli_fbase));
+            }
+            t_launch_failed = true;
+          }
+        }
         waiting++;
       }
     if (waiting == 0) break;
@@ -224,6 +257,7 @@ void run_block(Worker& w, dim3 grid, dim3 bdim, size_t shmem, unsigned bx, unsig
 }  // namespace
 
 void set_threads(int n) { g_threads = n; }
+void set_barrier_check(bool on) { __atomic_store_n(&g_check, on ? 1 : 0, __ATOMIC_RELAXED); }
 void set_reverse_schedule(bool reverse) { __atomic_store_n(&g_reverse, reverse ? 1 : 0, __ATOMIC_RELAXED); }
 cudaError_t& last_error() {
   static thread_local cudaError_t e = cudaSuccess;
@@ -235,7 +269,10 @@ cudaError_t& last_error() {
   abort();
 }
 
-void block_barrier() { park(kBlockWait); }
+__attribute__((noinline)) void block_barrier() {
+  t_fiber->barrier_site = __builtin_return_address(0);
+  park(kBlockWait);
+}
 void warp_barrier() { park(kWarpWait); }
 
 void* shared_static(size_t bytes, size_t align) {
@@ -258,6 +295,7 @@ struct Job {
   void* closure;
   int64_t nblocks;
   std::atomic<int64_t> next{0}, finished{0};
+  std::atomic<bool> failed{false};
   int users = 0;  // workers holding the job (guarded by the pool's mutex)
 };
 
@@ -281,6 +319,10 @@ struct Pool {
       const unsigned bx = unsigned(bi % j.grid.x), by = unsigned((bi / j.grid.x) % j.grid.y),
                      bz = unsigned(bi / (int64_t(j.grid.x) * j.grid.y));
       run_block(w, j.grid, j.block, j.shmem, bx, by, bz);
+      if (t_launch_failed) {
+        t_launch_failed = false;
+        j.failed.store(true);
+      }
       j.finished.fetch_add(1);
     }
   }
@@ -348,7 +390,7 @@ cudaError_t launch(dim3 grid, dim3 block, size_t shmem, KernelBody body, void* c
     pool().run(j, nt - 1);
   else
     Pool::run_blocks(j);
-  return cudaSuccess;
+  return j.failed.load() ? cudaErrorLaunchFailure : cudaSuccess;
 }
 
 }  // namespace ql_emu
@@ -471,6 +513,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: return "invalid argument";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorLaunchFailure: return "unspecified launch failure (cudaemu: see stderr)";
     default: return "unknown error";
   }
 }

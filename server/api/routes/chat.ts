@@ -132,7 +132,10 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           }
         }
         throw new ApiError(500, "stream ended early", "internal");
-      })).finally(unlink);
+      })).finally(() => {
+        unlink();
+        for (const ch of choices) ch.cancel(); // after an error in one choice, stop the others
+      });
       return c.json({
         id,
         object: "chat.completion" as const,

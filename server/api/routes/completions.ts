@@ -146,7 +146,10 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
           }
         }
         throw new ApiError(500, "stream ended early", "internal");
-      })).finally(unlink);
+      })).finally(() => {
+        unlink();
+        for (const ch of choices) ch.cancel(); // after an error in one choice, stop the others
+      });
       return c.json({
         id,
         object: "text_completion" as const,

@@ -8,7 +8,9 @@ export const FileObjectSchema = z.object({
   created_at: z.number().int(),
   filename: z.string(),
   purpose: z.string().openapi({ example: "fine-tune" }),
-  status: z.literal("processed").openapi({ description: "Deprecated in OpenAI's API; always processed here (files are validated on upload)." }),
+  status: z.literal("processed").openapi({
+    description: "Deprecated in OpenAI's API; always processed here (files are validated on upload).",
+  }),
   status_details: z.string().nullable(),
   expires_at: z.number().int().nullable(),
 }).openapi("FileObject");
@@ -27,7 +29,8 @@ export const UploadFileSchema = z.object({
   file: z.any().openapi({
     type: "string",
     format: "binary",
-    description: 'JSONL: one {"messages": [...]} (optional per-message "weight" 0/1 on assistant messages) or {"prompt", "completion"} per line.',
+    description:
+      'JSONL: one {"messages": [...]} (optional per-message "weight" 0/1 on assistant messages) or {"prompt", "completion"} per line.',
   }),
   purpose: z.string().openapi({ example: "fine-tune", description: 'Only "fine-tune" is accepted.' }),
 }).openapi("UploadFileRequest");

@@ -9,26 +9,47 @@ export const HyperparametersSchema = z.object({
   batch_size: auto(z.number().int().min(1).max(256)).optional().openapi({
     description: 'Sequences per micro-batch (with packing: rows of max_seq_len tokens) ("auto": up to 4).',
   }),
-  learning_rate_multiplier: auto(z.number().gt(0).max(10)).optional().openapi({ description: "Scales learning_rate (\"auto\": 1)." }),
-  learning_rate: z.number().gt(0).max(1).optional().openapi({ description: "Extension: peak learning rate before the multiplier (default 2e-4)." }),
+  learning_rate_multiplier: auto(z.number().gt(0).max(10)).optional().openapi({ description: 'Scales learning_rate ("auto": 1).' }),
+  learning_rate: z.number().gt(0).max(1).optional().openapi({
+    description: "Extension: peak learning rate before the multiplier (default 2e-4).",
+  }),
   lora_r: z.number().int().min(1).max(1024).optional().openapi({ description: "Extension: LoRA rank (default 16)." }),
   lora_alpha: z.number().gt(0).max(4096).optional().openapi({ description: "Extension: LoRA alpha (default 2 × r)." }),
   lora_dropout: z.number().min(0).lt(1).optional().openapi({ description: "Extension: dropout on the LoRA input (default 0.05)." }),
-  target_modules: z.union([z.literal("all-linear"), z.array(z.enum(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).min(1).max(7)])
+  target_modules: z.union([
+    z.literal("all-linear"),
+    z.array(z.enum(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).min(1).max(7),
+  ])
     .optional().openapi({ description: 'Extension: modules that get LoRA (default "all-linear").' }),
   use_rslora: z.boolean().optional().openapi({ description: "Extension: scale by alpha/√r instead of alpha/r." }),
-  warmup_ratio: z.number().min(0).lt(1).optional().openapi({ description: "Extension: fraction of steps of linear warmup (default 0.03)." }),
-  lr_scheduler: z.enum(["linear", "cosine", "constant"]).optional().openapi({ description: "Extension: decay after warmup (default linear)." }),
-  max_grad_norm: z.number().min(0).max(1e4).optional().openapi({ description: "Extension: global gradient-norm clipping (0: off; default 1)." }),
-  gradient_accumulation_steps: z.number().int().min(1).max(1024).optional().openapi({ description: "Extension: micro-batches per optimizer step (default 1)." }),
-  max_seq_len: z.number().int().min(8).max(131072).optional().openapi({ description: "Extension: longest sequence, in tokens (default min(1024, the model's))." }),
+  warmup_ratio: z.number().min(0).lt(1).optional().openapi({
+    description: "Extension: fraction of steps of linear warmup (default 0.03).",
+  }),
+  lr_scheduler: z.enum(["linear", "cosine", "constant"]).optional().openapi({
+    description: "Extension: decay after warmup (default linear).",
+  }),
+  max_grad_norm: z.number().min(0).max(1e4).optional().openapi({
+    description: "Extension: global gradient-norm clipping (0: off; default 1).",
+  }),
+  gradient_accumulation_steps: z.number().int().min(1).max(1024).optional().openapi({
+    description: "Extension: micro-batches per optimizer step (default 1).",
+  }),
+  max_seq_len: z.number().int().min(8).max(131072).optional().openapi({
+    description: "Extension: longest sequence, in tokens (default min(1024, the model's)).",
+  }),
   packing: z.boolean().optional().openapi({ description: "Extension: pack examples into rows (no attention across them; default true)." }),
-  train_on_inputs: z.boolean().optional().openapi({ description: "Extension: take the loss on every token, not only the assistant's (default false)." }),
+  train_on_inputs: z.boolean().optional().openapi({
+    description: "Extension: take the loss on every token, not only the assistant's (default false).",
+  }),
   optimizer: z.enum(["adamw", "paged_adamw", "paged_adamw_8bit"]).optional().openapi({ description: "Extension: default paged_adamw." }),
-  quant: z.enum(["nf4", "none"]).optional().openapi({ description: "Extension: the base's storage: nf4 (QLoRA, default) or none (16/32-bit LoRA)." }),
+  quant: z.enum(["nf4", "none"]).optional().openapi({
+    description: "Extension: the base's storage: nf4 (QLoRA, default) or none (16/32-bit LoRA).",
+  }),
   full_finetune: z.boolean().optional().openapi({ description: "Extension: not supported (LoRA only); true is a 400." }),
   weight_decay: z.number().min(0).max(1).optional().openapi({ description: "Extension: AdamW weight decay (default 0)." }),
-  checkpoint_every: auto(z.number().int().min(0).max(1e6)).optional().openapi({ description: 'Extension: steps between checkpoints ("auto"/0: about 5 per job).' }),
+  checkpoint_every: auto(z.number().int().min(0).max(1e6)).optional().openapi({
+    description: 'Extension: steps between checkpoints ("auto"/0: about 5 per job).',
+  }),
 }).strict().openapi("FineTuningHyperparameters");
 
 export const MethodSchema = z.object({
@@ -44,7 +65,10 @@ export const CreateJobSchema = z.object({
   validation_file: z.string().min(1).max(128).nullable().optional(),
   suffix: z.string().min(1).max(64).regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_', '-'").nullable().optional(),
   seed: z.number().int().min(0).max(2147483647).nullable().optional(),
-  metadata: z.record(z.string().max(64), z.string().max(512)).nullable().optional().refine((m) => !m || Object.keys(m).length <= 16, "at most 16 keys"),
+  metadata: z.record(z.string().max(64), z.string().max(512)).nullable().optional().refine(
+    (m) => !m || Object.keys(m).length <= 16,
+    "at most 16 keys",
+  ),
   method: MethodSchema.optional(),
   hyperparameters: HyperparametersSchema.optional().openapi({ description: "Deprecated: use method.supervised.hyperparameters." }),
   integrations: z.array(z.unknown()).max(0, "integrations are not supported").nullable().optional(),
@@ -99,7 +123,9 @@ export const JobSchema = z.object({
   total_steps: z.number().int().nullable().openapi({ description: "Extension: optimizer steps in the job (known once it runs)." }),
 }).openapi("FineTuningJob");
 
-export const JobListSchema = z.object({ object: z.literal("list"), data: z.array(JobSchema), has_more: z.boolean() }).openapi("FineTuningJobList");
+export const JobListSchema = z.object({ object: z.literal("list"), data: z.array(JobSchema), has_more: z.boolean() }).openapi(
+  "FineTuningJobList",
+);
 
 export const EventSchema = z.object({
   id: z.string(),
@@ -109,11 +135,14 @@ export const EventSchema = z.object({
   message: z.string(),
   type: z.enum(["message", "metrics"]),
   data: z.record(z.string(), z.unknown()).nullable().openapi({
-    description: "For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated).",
+    description:
+      "For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated).",
   }),
 }).openapi("FineTuningJobEvent");
 
-export const EventListSchema = z.object({ object: z.literal("list"), data: z.array(EventSchema), has_more: z.boolean() }).openapi("FineTuningJobEventList");
+export const EventListSchema = z.object({ object: z.literal("list"), data: z.array(EventSchema), has_more: z.boolean() }).openapi(
+  "FineTuningJobEventList",
+);
 
 export const CheckpointSchema = z.object({
   id: z.string(),

@@ -1,0 +1,178 @@
+// train.ts — suite `train` of `deno task bench`: QLoRA training tokens/s on the configuration of
+// ../shared/peers/torch_lora.py (hidden 512, 8 heads, intermediate 1376, 4 layers, seq 256,
+// batch 4, LoRA r 16 alpha 32 on all seven linear layers, AdamW) with our base in NF4, against
+// PyTorch (Debian's python3-torch 1.13, installed here if missing) in bf16 autocast and fp32,
+// measured in the same run; the peak resident memory of the training job; and a paged-AdamW
+// run under an optimizer-state budget, whose resident state must stay under it.
+//
+// Our side runs in a child process (this file with --child) so that its peak RSS (VmHWM) is the
+// job's own. The model is a random Llama of that shape (bf16 weights, the byte-level tokenizer of
+// scripts/make_model.ts: vocab 576, so the embedding and lm_head add ~2% to our work; the torch
+// script by default runs the blocks only). Steps as in the torch script: 2 warmup, 8 timed, median.
+import type { Row } from "./main.ts";
+import { torchLora } from "./peers.ts";
+import { makeModel, SHAPES } from "../make_model.ts";
+import { Context } from "../../server/ffi/tensor.ts";
+import { openModel } from "../../server/model/bundle.ts";
+import { LORA_MODULES } from "../../server/model/llama.ts";
+import type { TokenizedExample } from "../../server/training/dataset.ts";
+import { type TrainHyper, Trainer } from "../../server/training/trainer.ts";
+import type { OptimizerKindName } from "../../server/ffi/optim.ts";
+
+const THREADS = 2, SEQ = 256, BATCH = 4, WARMUP = 2, STEPS = 8;
+const WORK = "/tmp/qlora-bench-train";
+const MODEL = `${WORK}/model-h512-l4`;
+
+SHAPES["bench-train"] = {
+  hiddenSize: 512,
+  intermediateSize: 1376,
+  numLayers: 4,
+  numHeads: 8,
+  numKvHeads: 8,
+  vocabSize: null,
+  maxPositionEmbeddings: 512,
+  tieWordEmbeddings: false,
+  ropeTheta: 10000,
+  rmsNormEps: 1e-5,
+};
+
+interface ChildOptions {
+  optimizer: OptimizerKindName;
+  budget: number;
+  steps: number;
+}
+
+interface ChildResult {
+  tokensPerSecond: number;
+  stepMs: number[];
+  peakRssBytes: number;
+  optimizer: { total: number; resident: number; peakResident: number };
+  largestTensorStateBytes: number;
+  loraParameters: number;
+}
+
+function peakRss(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
+  return m ? Number(m[1]) * 1024 : Deno.memoryUsage().rss;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function child(o: ChildOptions): Promise<ChildResult> {
+  const ctx = new Context({ threads: THREADS });
+  const bundle = await openModel(ctx, MODEL, { quant: "nf4" });
+  const model = bundle.loaded.model;
+  const h: TrainHyper = {
+    nEpochs: 1,
+    batchSize: BATCH,
+    learningRate: 1e-4,
+    loraR: 16,
+    loraAlpha: 32,
+    loraDropout: 0,
+    targetModules: [...LORA_MODULES],
+    useRslora: false,
+    warmupRatio: 0,
+    lrScheduler: "constant",
+    maxGradNorm: 1,
+    gradientAccumulationSteps: 1,
+    maxSeqLen: SEQ,
+    packing: false,
+    weightDecay: 0,
+    optimizer: o.optimizer,
+    optimizerBudgetBytes: o.budget,
+    seed: 0,
+    checkpointEvery: 0,
+    evalEvery: 0,
+  };
+  let s = 12345;
+  const rand = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;
+  const vocab = model.shape.vocab;
+  const examples: TokenizedExample[] = Array.from({ length: (WARMUP + o.steps) * BATCH }, () => {
+    const ids = Array.from({ length: SEQ }, () => Math.floor(rand() * vocab));
+    return { ids, weights: ids.map((_, i) => (i === 0 ? 0 : 1)) };
+  });
+  await Deno.mkdir(`${WORK}/spill`, { recursive: true });
+  const trainer = new Trainer(ctx, model, h, `${WORK}/spill`);
+  const ms: number[] = [];
+  await trainer.run(examples, null, { onStep: (e) => void ms.push((BATCH * SEQ) / e.tokensPerSecond * 1000) });
+  const timed = ms.slice(WARMUP);
+  const sizes = trainer.optimizer.sizes;
+  const result: ChildResult = {
+    tokensPerSecond: (BATCH * SEQ) / (median(timed) / 1000),
+    stepMs: timed.map((x) => Math.round(x * 10) / 10),
+    peakRssBytes: peakRss(),
+    optimizer: trainer.optimizer.memory(),
+    largestTensorStateBytes: Math.max(...sizes) * 8,
+    loraParameters: trainer.lora.numParameters,
+  };
+  trainer.dispose();
+  model.dispose();
+  ctx.dispose();
+  return result;
+}
+
+async function runChild(o: ChildOptions): Promise<ChildResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL(import.meta.url).pathname, "--child", JSON.stringify(o)],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (out.code !== 0) throw new Error(`training child exited ${out.code}: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+  const line = text.trim().split("\n").pop()!;
+  return JSON.parse(line) as ChildResult;
+}
+
+async function ensureTorch(): Promise<void> {
+  const has = await new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch"], stdout: "null", stderr: "null" }).output().catch(() => null);
+  if (has?.code === 0) return;
+  console.log("suite train: installing python3-torch (Debian's 1.13) for the PyTorch reference…");
+  const r = await new Deno.Command("apt-get", { args: ["install", "-y", "python3-torch"], stdout: "null", stderr: "piped" }).output();
+  if (r.code !== 0) throw new Error(`apt-get install -y python3-torch failed: ${new TextDecoder().decode(r.stderr).slice(-1000)}`);
+}
+
+export async function run(): Promise<Row[]> {
+  try {
+    await Deno.stat(`${MODEL}/config.json`);
+  } catch {
+    await makeModel({ shape: "bench-train", out: MODEL, seed: 0, dtype: "bf16" });
+  }
+  const ours = await runChild({ optimizer: "adamw", budget: 0, steps: STEPS });
+  // the paged optimizer with a budget of a quarter of its state
+  const state = ours.optimizer.total;
+  const budget = Math.floor(state / 4);
+  const paged = await runChild({ optimizer: "paged_adamw", budget, steps: 4 });
+  await ensureTorch();
+  const bf16 = await torchLora("bf16", THREADS);
+  const fp32 = await torchLora("fp32", THREADS);
+  const MiB = 1024 * 1024;
+  console.log(
+    `suite train: ours ${ours.tokensPerSecond.toFixed(0)} tok/s (step ms ${ours.stepMs.join(" ")}), torch bf16 ${bf16.toFixed(0)}, fp32 ${fp32.toFixed(0)}; ` +
+      `LoRA params ${ours.loraParameters}; optimizer state ${state} B; paged: budget ${budget} B, peak resident ${paged.optimizer.peakResident} B ` +
+      `(largest tensor's state ${paged.largestTensorStateBytes} B), peak RSS ${(paged.peakRssBytes / MiB).toFixed(1)} MiB`,
+  );
+  return [
+    { name: "train tok/s NF4 r16 vs torch bf16", ours: ours.tokensPerSecond, reference: bf16, ratio: ours.tokensPerSecond / bf16, target: ">= 1.50", unit: "tokens/s" },
+    { name: "train tok/s NF4 r16 vs torch fp32", ours: ours.tokensPerSecond, reference: fp32, ratio: ours.tokensPerSecond / fp32, target: null, unit: "tokens/s" },
+    { name: "training job peak RSS", ours: ours.peakRssBytes / MiB, reference: null, ratio: null, target: null, unit: "MiB" },
+    { name: "paged AdamW job peak RSS", ours: paged.peakRssBytes / MiB, reference: null, ratio: null, target: null, unit: "MiB" },
+    {
+      name: "paged AdamW resident state peak / budget (+1 tensor paged in)",
+      ours: paged.optimizer.peakResident,
+      reference: budget + paged.largestTensorStateBytes,
+      ratio: paged.optimizer.peakResident / (budget + paged.largestTensorStateBytes),
+      target: "<= 1.00",
+      unit: "bytes",
+    },
+  ];
+}
+
+if (import.meta.main) {
+  const i = Deno.args.indexOf("--child");
+  if (i >= 0) {
+    console.log(JSON.stringify(await child(JSON.parse(Deno.args[i + 1]))));
+  } else {
+    const { formatTable } = await import("./main.ts");
+    console.log(formatTable((await run()).map((r) => ({ suite: "train", ...r }))));
+  }
+}

@@ -1,0 +1,194 @@
+// files.ts — /v1/files (OpenAI's shapes): upload (multipart, purpose "fine-tune"; JSONL checked
+// on upload, errors name the line; a size limit), list (cursor pages), retrieve, content, delete.
+// Files belong to the caller's tenant; another tenant's file answers 404.
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { ErrorSchema } from "../schemas/common.ts";
+import {
+  FileDeletedSchema,
+  FileIdParam,
+  FileListQuerySchema,
+  FileListSchema,
+  FileObjectSchema,
+  UploadFileSchema,
+} from "../schemas/files.ts";
+import type { AppEnv } from "../deps.ts";
+import { ApiError } from "../errors.ts";
+import { ClientError, type FileRecord, type FileStore } from "../../store/files.ts";
+
+export interface FilesDeps {
+  files: FileStore;
+}
+
+const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
+
+/** The zod hook of these routes: schema violations → a 400 ApiError in OpenAI's shape (thrown,
+ * for the app's error handler), `param` naming the field (for unknown fields, the field itself). */
+// deno-lint-ignore no-explicit-any
+export function openAiHook(result: { success: boolean; error?: any }, _c: Context): undefined {
+  if (result.success) return;
+  type Issue = { path: PropertyKey[]; message: string; code?: string; keys?: string[]; errors?: Issue[][] };
+  // a union's issue says only "Invalid input": report its branches' deepest issue(s) instead
+  const explain = (i: Issue): Issue => {
+    if (i.code !== "invalid_union" || !i.errors?.length) return i;
+    const branch = i.errors.flat().map(explain);
+    const depth = Math.max(...branch.map((b) => b.path.length));
+    const deepest = branch.filter((b) => b.path.length === depth);
+    const messages = [...new Set(deepest.map((b) => b.message))];
+    return { ...deepest[0], path: [...i.path, ...deepest[0].path], message: messages.join(", or ") };
+  };
+  const issues = ((result.error?.issues ?? []) as Issue[]).map(explain);
+  const where = (i: (typeof issues)[number]) => {
+    const path = i.path.map(String);
+    if (i.code === "unrecognized_keys" && i.keys?.length) path.push(i.keys[0]);
+    return path.length ? path.join(".") : null;
+  };
+  const param = issues[0] ? where(issues[0]) : null;
+  const message = issues.slice(0, 5).map((i) => {
+    const p = where(i);
+    if (i.code === "unrecognized_keys" && i.keys?.length) return `${p}: unknown field`;
+    return `${p ?? "body"}: ${i.message}`;
+  }).join("; ");
+  throw new ApiError(400, message || "invalid request", "invalid_value", param);
+}
+
+/** A ClientError (store, jobs) as the ApiError the app answers with. */
+export function toApiError(e: unknown): unknown {
+  if (e instanceof ClientError) return new ApiError(e.status, e.message, e.code, e.param);
+  return e;
+}
+
+export function fileObject(f: FileRecord) {
+  return {
+    id: f.id,
+    object: "file" as const,
+    bytes: f.bytes,
+    created_at: f.createdAt,
+    filename: f.filename,
+    purpose: f.purpose,
+    status: "processed" as const,
+    status_details: null,
+    expires_at: null,
+  };
+}
+
+const routes = {
+  upload: createRoute({
+    method: "post",
+    path: "/v1/files",
+    tags: ["Files"],
+    summary: "Uploads a JSONL file for fine-tuning (validated now; errors name the line).",
+    request: { body: { required: true, content: { "multipart/form-data": { schema: UploadFileSchema } } } },
+    responses: {
+      200: { description: "The stored file", content: { "application/json": { schema: FileObjectSchema } } },
+      400: err("Invalid file or purpose"),
+      401: err("Missing or wrong API key"),
+      413: err("The file is larger than the limit"),
+    },
+  }),
+  list: createRoute({
+    method: "get",
+    path: "/v1/files",
+    tags: ["Files"],
+    summary: "Lists the caller's files, newest first (cursor pages: after, limit).",
+    request: { query: FileListQuerySchema },
+    responses: {
+      200: { description: "Files", content: { "application/json": { schema: FileListSchema } } },
+      400: err("Invalid cursor"),
+      401: err("Missing or wrong API key"),
+    },
+  }),
+  get: createRoute({
+    method: "get",
+    path: "/v1/files/{file_id}",
+    tags: ["Files"],
+    summary: "One file.",
+    request: { params: FileIdParam },
+    responses: {
+      200: { description: "The file", content: { "application/json": { schema: FileObjectSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such file"),
+    },
+  }),
+  content: createRoute({
+    method: "get",
+    path: "/v1/files/{file_id}/content",
+    tags: ["Files"],
+    summary: "The file's bytes.",
+    request: { params: FileIdParam },
+    responses: {
+      200: { description: "The content", content: { "application/octet-stream": { schema: z.string().openapi({ format: "binary" }) } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such file"),
+    },
+  }),
+  delete: createRoute({
+    method: "delete",
+    path: "/v1/files/{file_id}",
+    tags: ["Files"],
+    summary: "Deletes a file.",
+    request: { params: FileIdParam },
+    responses: {
+      200: { description: "Deleted", content: { "application/json": { schema: FileDeletedSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such file"),
+    },
+  }),
+};
+
+export function registerFilesRoutes(app: OpenAPIHono<AppEnv>, deps: FilesDeps): void {
+  const files = deps.files;
+
+  app.openapi(routes.upload, async (c) => {
+    const form = c.req.valid("form") as Record<string, unknown>;
+    const purpose = form.purpose;
+    if (typeof purpose !== "string") throw new ApiError(400, "purpose is required", "invalid_value", "purpose");
+    const file = form.file;
+    if (!(file instanceof Blob)) throw new ApiError(400, "file is required (a multipart file field)", "invalid_value", "file");
+    if (file.size > files.maxBytes) {
+      throw new ApiError(413, `the file is ${file.size} bytes; the limit is ${files.maxBytes}`, "file_too_large", "file");
+    }
+    const name = file instanceof File ? file.name : "upload.jsonl";
+    const rec = await files.create(c.get("principal"), name, purpose, new Uint8Array(await file.arrayBuffer())).catch((e) =>
+      Promise.reject(toApiError(e))
+    );
+    return c.json(fileObject(rec), 200);
+  }, openAiHook);
+
+  app.openapi(routes.list, (c) => {
+    const q = c.req.valid("query");
+    let page;
+    try {
+      page = files.list(c.get("principal"), { after: q.after, limit: q.limit, purpose: q.purpose, order: q.order });
+    } catch (e) {
+      throw toApiError(e);
+    }
+    const data = page.data.map(fileObject);
+    return c.json({
+      object: "list" as const,
+      data,
+      first_id: data[0]?.id ?? null,
+      last_id: data.at(-1)?.id ?? null,
+      has_more: page.hasMore,
+    }, 200);
+  }, openAiHook);
+
+  app.openapi(routes.get, (c) => {
+    const { file_id } = c.req.valid("param");
+    const f = files.get(c.get("principal"), file_id);
+    if (!f) throw new ApiError(404, `no file with id "${file_id}"`, "file_not_found", "file_id");
+    return c.json(fileObject(f), 200);
+  }, openAiHook);
+
+  app.openapi(routes.content, async (c) => {
+    const { file_id } = c.req.valid("param");
+    const bytes = await files.content(c.get("principal"), file_id).catch((e) => Promise.reject(toApiError(e)));
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/octet-stream" });
+  }, openAiHook);
+
+  app.openapi(routes.delete, async (c) => {
+    const { file_id } = c.req.valid("param");
+    const f = await files.delete(c.get("principal"), file_id).catch((e) => Promise.reject(toApiError(e)));
+    return c.json({ id: f.id, object: "file" as const, deleted: true }, 200);
+  }, openAiHook);
+}

@@ -1,0 +1,227 @@
+// fine_tuning.ts — /v1/fine_tuning/jobs (OpenAI's shapes): create, list (cursor pages), retrieve,
+// cancel, events, checkpoints. Jobs belong to the caller's tenant; another tenant's job answers 404.
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import { ErrorSchema } from "../schemas/common.ts";
+import {
+  CheckpointListSchema,
+  CreateJobSchema,
+  EventListSchema,
+  JobIdParam,
+  JobListSchema,
+  JobSchema,
+  PageQuerySchema,
+} from "../schemas/fine_tuning.ts";
+import type { AppEnv } from "../deps.ts";
+import { ApiError } from "../errors.ts";
+import { openAiHook, toApiError } from "./files.ts";
+import type { HyperparametersInput, JobRecord, JobRunner } from "../../training/jobs.ts";
+
+export interface FineTuningDeps {
+  jobs: JobRunner;
+}
+
+const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
+
+export function jobObject(j: JobRecord) {
+  const h = j.hyper;
+  return {
+    id: j.id,
+    object: "fine_tuning.job" as const,
+    created_at: j.createdAt,
+    error: j.error,
+    fine_tuned_model: j.fineTunedModel,
+    finished_at: j.finishedAt,
+    hyperparameters: { n_epochs: h.n_epochs, batch_size: h.batch_size, learning_rate_multiplier: h.learning_rate_multiplier },
+    model: j.model,
+    organization_id: j.tenant,
+    result_files: [] as string[],
+    seed: j.seed,
+    status: j.status,
+    trained_tokens: j.status === "succeeded" ? j.trainedTokens : null,
+    training_file: j.trainingFile,
+    validation_file: j.validationFile,
+    user_provided_suffix: j.suffix,
+    estimated_finish: null,
+    integrations: [] as unknown[],
+    metadata: j.metadata,
+    method: { type: "supervised" as const, supervised: { hyperparameters: h } },
+    step: j.step,
+    total_steps: j.totalSteps,
+  };
+}
+
+const routes = {
+  create: createRoute({
+    method: "post",
+    path: "/v1/fine_tuning/jobs",
+    tags: ["Fine-tuning"],
+    summary: "Creates a fine-tuning job (LoRA on the frozen 4-bit base); its result is servable as ft:<base>:<suffix>:<job id>.",
+    request: { body: { required: true, content: { "application/json": { schema: CreateJobSchema } } } },
+    responses: {
+      200: { description: "The job", content: { "application/json": { schema: JobSchema } } },
+      400: err("Invalid request (the param names the field)"),
+      401: err("Missing or wrong API key"),
+    },
+  }),
+  list: createRoute({
+    method: "get",
+    path: "/v1/fine_tuning/jobs",
+    tags: ["Fine-tuning"],
+    summary: "Lists the caller's jobs, newest first (cursor pages: after, limit; metadata[k]=v filters).",
+    request: { query: PageQuerySchema },
+    responses: {
+      200: { description: "Jobs", content: { "application/json": { schema: JobListSchema } } },
+      400: err("Invalid cursor"),
+      401: err("Missing or wrong API key"),
+    },
+  }),
+  get: createRoute({
+    method: "get",
+    path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}",
+    tags: ["Fine-tuning"],
+    summary: "One job.",
+    request: { params: JobIdParam },
+    responses: {
+      200: { description: "The job", content: { "application/json": { schema: JobSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such job"),
+    },
+  }),
+  cancel: createRoute({
+    method: "post",
+    path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel",
+    tags: ["Fine-tuning"],
+    summary: "Cancels a job (a running one stops after its current micro-batch).",
+    request: { params: JobIdParam },
+    responses: {
+      200: { description: "The job", content: { "application/json": { schema: JobSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such job"),
+      409: err("The job has already finished"),
+    },
+  }),
+  events: createRoute({
+    method: "get",
+    path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
+    tags: ["Fine-tuning"],
+    summary: "The job's events, newest first: messages, and metrics per step (loss, learning rate, tokens/s, validation loss).",
+    request: { params: JobIdParam, query: PageQuerySchema },
+    responses: {
+      200: { description: "Events", content: { "application/json": { schema: EventListSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such job"),
+    },
+  }),
+  checkpoints: createRoute({
+    method: "get",
+    path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints",
+    tags: ["Fine-tuning"],
+    summary: "The job's checkpoints, newest first; each is a servable model.",
+    request: { params: JobIdParam, query: PageQuerySchema },
+    responses: {
+      200: { description: "Checkpoints", content: { "application/json": { schema: CheckpointListSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such job"),
+    },
+  }),
+};
+
+function wrap<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw toApiError(e);
+  }
+}
+
+export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTuningDeps): void {
+  const jobs = deps.jobs;
+
+  app.openapi(routes.create, (c) => {
+    const body = c.req.valid("json");
+    const who = c.get("principal");
+    if (body.method && body.method.type !== "supervised") {
+      throw new ApiError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
+    }
+    const fromMethod = body.method?.supervised?.hyperparameters;
+    if (fromMethod && body.hyperparameters) {
+      throw new ApiError(
+        400,
+        "give the hyperparameters in method.supervised.hyperparameters or in the deprecated top-level hyperparameters, not both",
+        "invalid_value",
+        "hyperparameters",
+      );
+    }
+    const job = wrap(() =>
+      jobs.create(who, {
+        model: body.model,
+        training_file: body.training_file,
+        validation_file: body.validation_file ?? null,
+        suffix: body.suffix ?? null,
+        seed: body.seed ?? null,
+        metadata: body.metadata ?? null,
+        hyperparameters: (fromMethod ?? body.hyperparameters ?? {}) as HyperparametersInput,
+      })
+    );
+    return c.json(jobObject(job), 200);
+  }, openAiHook);
+
+  app.openapi(routes.list, (c) => {
+    const q = c.req.valid("query");
+    const metadata: Record<string, string> = {};
+    for (const [k, v] of Object.entries(c.req.query())) {
+      const m = /^metadata\[(.+)\]$/.exec(k);
+      if (m) metadata[m[1]] = v;
+    }
+    const page = wrap(() => jobs.list(c.get("principal"), { after: q.after, limit: q.limit, metadata }));
+    return c.json({ object: "list" as const, data: page.data.map(jobObject), has_more: page.hasMore }, 200);
+  }, openAiHook);
+
+  app.openapi(routes.get, (c) => {
+    const { fine_tuning_job_id } = c.req.valid("param");
+    return c.json(jobObject(wrap(() => jobs.require(c.get("principal"), fine_tuning_job_id))), 200);
+  }, openAiHook);
+
+  app.openapi(routes.cancel, (c) => {
+    const { fine_tuning_job_id } = c.req.valid("param");
+    return c.json(jobObject(wrap(() => jobs.cancel(c.get("principal"), fine_tuning_job_id))), 200);
+  }, openAiHook);
+
+  app.openapi(routes.events, (c) => {
+    const { fine_tuning_job_id } = c.req.valid("param");
+    const q = c.req.valid("query");
+    const page = wrap(() => jobs.events(c.get("principal"), fine_tuning_job_id, { after: q.after, limit: q.limit }));
+    const data = page.data.map((e) => ({
+      id: e.id,
+      object: "fine_tuning.job.event" as const,
+      created_at: e.createdAt,
+      level: e.level,
+      message: e.message,
+      type: e.type,
+      data: e.data,
+    }));
+    return c.json({ object: "list" as const, data, has_more: page.hasMore }, 200);
+  }, openAiHook);
+
+  app.openapi(routes.checkpoints, (c) => {
+    const { fine_tuning_job_id } = c.req.valid("param");
+    const q = c.req.valid("query");
+    const page = wrap(() => jobs.checkpoints(c.get("principal"), fine_tuning_job_id, { after: q.after, limit: q.limit }));
+    const data = page.data.map((k) => ({
+      id: k.id,
+      object: "fine_tuning.job.checkpoint" as const,
+      created_at: k.createdAt,
+      fine_tuned_model_checkpoint: k.modelId,
+      fine_tuning_job_id: k.jobId,
+      step_number: k.step,
+      metrics: k.metrics,
+    }));
+    return c.json({
+      object: "list" as const,
+      data,
+      first_id: data[0]?.id ?? null,
+      last_id: data.at(-1)?.id ?? null,
+      has_more: page.hasMore,
+    }, 200);
+  }, openAiHook);
+}
