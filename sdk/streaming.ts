@@ -233,7 +233,6 @@ export class Stream<Item> implements AsyncIterable<Item> {
           if (error !== undefined) throw error;
           await pull();
         }
-        if (error !== undefined && q.length === 0) throw error;
         return q.shift()!;
       },
     });

@@ -16,7 +16,7 @@ import { Context } from "../../server/ffi/tensor.ts";
 import { openModel } from "../../server/model/bundle.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import type { TokenizedExample } from "../../server/training/dataset.ts";
-import { type TrainHyper, Trainer } from "../../server/training/trainer.ts";
+import { Trainer, type TrainHyper } from "../../server/training/trainer.ts";
 import type { OptimizerKindName } from "../../server/ffi/optim.ts";
 
 const THREADS = 2, SEQ = 256, BATCH = 4, WARMUP = 2, STEPS = 8;
@@ -124,7 +124,9 @@ async function runChild(o: ChildOptions): Promise<ChildResult> {
 }
 
 async function ensureTorch(): Promise<void> {
-  const has = await new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch"], stdout: "null", stderr: "null" }).output().catch(() => null);
+  const has = await new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch"], stdout: "null", stderr: "null" }).output().catch(
+    () => null,
+  );
   if (has?.code === 0) return;
   console.log("suite train: installing python3-torch (Debian's 1.13) for the PyTorch reference…");
   const r = await new Deno.Command("apt-get", { args: ["install", "-y", "python3-torch"], stdout: "null", stderr: "piped" }).output();
@@ -137,32 +139,47 @@ export async function run(): Promise<Row[]> {
   } catch {
     await makeModel({ shape: "bench-train", out: MODEL, seed: 0, dtype: "bf16" });
   }
-  const ours = await runChild({ optimizer: "adamw", budget: 0, steps: STEPS });
+  // ours before and after the PyTorch runs, so that load from elsewhere on the machine weighs on
+  // both sides alike; the figure is the median of all timed steps
+  const first = await runChild({ optimizer: "adamw", budget: 0, steps: STEPS });
   // the paged optimizer with a budget of a quarter of its state
-  const state = ours.optimizer.total;
+  const state = first.optimizer.total;
   const budget = Math.floor(state / 4);
   const paged = await runChild({ optimizer: "paged_adamw", budget, steps: 4 });
   await ensureTorch();
   const bf16 = await torchLora("bf16", THREADS);
   const fp32 = await torchLora("fp32", THREADS);
+  const second = await runChild({ optimizer: "adamw", budget: 0, steps: STEPS });
+  const allMs = [...first.stepMs, ...second.stepMs];
+  const ours = (BATCH * SEQ) / (median(allMs) / 1000);
+  const peakRss = Math.max(first.peakRssBytes, second.peakRssBytes);
   const MiB = 1024 * 1024;
+  const inFlight = paged.largestTensorStateBytes;
   console.log(
-    `suite train: ours ${ours.tokensPerSecond.toFixed(0)} tok/s (step ms ${ours.stepMs.join(" ")}), torch bf16 ${bf16.toFixed(0)}, fp32 ${fp32.toFixed(0)}; ` +
-      `LoRA params ${ours.loraParameters}; optimizer state ${state} B; paged: budget ${budget} B, peak resident ${paged.optimizer.peakResident} B ` +
-      `(largest tensor's state ${paged.largestTensorStateBytes} B), peak RSS ${(paged.peakRssBytes / MiB).toFixed(1)} MiB`,
+    `suite train: ours ${ours.toFixed(0)} tok/s (step ms ${allMs.join(" ")}), torch bf16 ${bf16.toFixed(0)}, fp32 ${fp32.toFixed(0)}; ` +
+      `LoRA params ${first.loraParameters}; optimizer state ${state} B; paged: budget ${budget} B, peak resident ${paged.optimizer.peakResident} B ` +
+      `(largest tensor's state ${inFlight} B, paged in for its step), peak RSS ${(paged.peakRssBytes / MiB).toFixed(1)} MiB`,
   );
   return [
-    { name: "train tok/s NF4 r16 vs torch bf16", ours: ours.tokensPerSecond, reference: bf16, ratio: ours.tokensPerSecond / bf16, target: ">= 1.50", unit: "tokens/s" },
-    { name: "train tok/s NF4 r16 vs torch fp32", ours: ours.tokensPerSecond, reference: fp32, ratio: ours.tokensPerSecond / fp32, target: null, unit: "tokens/s" },
-    { name: "training job peak RSS", ours: ours.peakRssBytes / MiB, reference: null, ratio: null, target: null, unit: "MiB" },
-    { name: "paged AdamW job peak RSS", ours: paged.peakRssBytes / MiB, reference: null, ratio: null, target: null, unit: "MiB" },
+    { name: "train tok/s NF4 r16 vs torch bf16", ours, reference: bf16, ratio: ours / bf16, target: ">= 1.50", unit: "tokens/s" },
+    { name: "train tok/s NF4 r16 vs torch fp32", ours, reference: fp32, ratio: ours / fp32, target: null, unit: "tokens/s" },
+    { name: "training job peak RSS (adamw)", ours: peakRss / MiB, reference: null, ratio: null, target: null, unit: "MiB" },
     {
-      name: "paged AdamW resident state peak / budget (+1 tensor paged in)",
-      ours: paged.optimizer.peakResident,
-      reference: budget + paged.largestTensorStateBytes,
-      ratio: paged.optimizer.peakResident / (budget + paged.largestTensorStateBytes),
-      target: "<= 1.00",
-      unit: "bytes",
+      name: "training job peak RSS (paged_adamw, budget 1/4)",
+      ours: paged.peakRssBytes / MiB,
+      reference: null,
+      ratio: null,
+      target: null,
+      unit: "MiB",
+    },
+    {
+      name: "paged_adamw resident state peak vs budget",
+      ours: paged.optimizer.peakResident / MiB,
+      reference: budget / MiB,
+      ratio: paged.optimizer.peakResident / budget,
+      // the native optimizer pins state up to the budget and pages one spilled tensor in per step
+      target: `<= ${((budget + inFlight) / budget).toFixed(3)} (budget + 1 tensor)`,
+      unit: "MiB",
     },
   ];
 }

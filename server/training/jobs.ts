@@ -380,6 +380,8 @@ export class JobRunner {
   #running: string | null = null;
   /** Peak optimizer-state bytes resident in the last run (for the bench and tests). */
   lastOptimizerMemory: { total: number; resident: number; peakResident: number } | null = null;
+  /** Milliseconds spent training (steps) and yielding to serving (the compute share's sleeps). */
+  readonly usage = { trainMs: 0, yieldedMs: 0 };
 
   constructor(o: JobRunnerOptions) {
     this.store = o.store;
@@ -738,25 +740,21 @@ export class JobRunner {
       const trainedTokens = train.reduce((s, e) => s + Math.min(e.ids.length, h.max_seq_len), 0) * h.n_epochs;
       this.store.run("UPDATE jobs SET total_steps = ?, trained_tokens = ? WHERE id = ?", total, trainedTokens, job.id);
 
-      // resume from the newest complete checkpoint
+      // resume from the newest checkpoint that is complete and loads (older ones if it does not)
       if (resumeFrom.length > 0) {
-        const ck = resumeFrom.find((c) => c.step <= total);
-        if (!ck || !(await isResumable(ck.dir))) {
-          throw new JobFailure({
-            code: "resume_failed",
-            message: `cannot resume: the checkpoint at step ${resumeFrom[0].step} is missing or incomplete`,
-            param: null,
-          });
+        let reason = `the checkpoint at step ${resumeFrom[0].step} is missing or incomplete`;
+        let resumed = false;
+        for (const ck of resumeFrom.filter((c) => c.step <= total)) {
+          if (!(await isResumable(ck.dir))) continue;
+          try {
+            trainer.step = await loadCheckpoint(ck.dir, trainer.state, base.model.shape);
+            resumed = true;
+            break;
+          } catch (e) {
+            if (ck === resumeFrom[0]) reason = `the checkpoint at step ${ck.step} does not load: ${(e as Error).message}`;
+          }
         }
-        try {
-          trainer.step = await loadCheckpoint(ck.dir, trainer.state, base.model.shape);
-        } catch (e) {
-          throw new JobFailure({
-            code: "resume_failed",
-            message: `cannot resume from the checkpoint at step ${ck.step}: ${(e as Error).message}`,
-            param: null,
-          });
-        }
+        if (!resumed) throw new JobFailure({ code: "resume_failed", message: `cannot resume: ${reason}`, param: null });
         // the interrupted run's metrics after the checkpoint are redone
         this.store.run(
           "DELETE FROM job_events WHERE job_id = ? AND type = 'metrics' AND CAST(json_extract(data, '$.step') AS INTEGER) > ?",
@@ -796,8 +794,11 @@ export class JobRunner {
             this.store.run("UPDATE jobs SET step = ? WHERE id = ?", e.step, job.id);
             // share the compute: sleep so that training takes about computeShare of the time
             const now = performance.now();
+            this.usage.trainMs += now - lastEnd;
             if (this.computeShare < 1) {
-              await sleep(Math.min(10_000, (now - lastEnd) * (1 / this.computeShare - 1)));
+              const pause = Math.min(10_000, (now - lastEnd) * (1 / this.computeShare - 1));
+              this.usage.yieldedMs += pause;
+              await sleep(pause);
             }
             lastEnd = performance.now();
           },
@@ -1002,6 +1003,42 @@ export function folderBaseProvider(
       const all = [...loaded.values()];
       loaded.clear();
       for (const p of all) await p.then((b) => b.model.dispose(), () => {});
+    },
+  };
+}
+
+/**
+ * A BaseProvider over a model that is already loaded (e.g. the one the serving engine uses, when
+ * the runner lives in the engine's thread): jobs with the bundle's quant train on it directly;
+ * other quants go to `fallback` when given (e.g. a folderBaseProvider for quant "none").
+ */
+export function bundleBaseProvider(
+  ctx: Context,
+  bundle: { id: string; loaded: { model: LlamaModel; quant: string }; tokenizer: Tokenizer; eosTokenIds: number[]; maxModelLen: number },
+  fallback: BaseProvider | null = null,
+): BaseProvider {
+  // a base in fp4 / int4 is not one of the job quants (nf4 = QLoRA, none = 16/32-bit LoRA)
+  const quant: "nf4" | "none" | null = bundle.loaded.quant === "none" ? "none" : bundle.loaded.quant === "nf4" ? "nf4" : null;
+  const base: TrainingBase = {
+    id: bundle.id,
+    ctx,
+    model: bundle.loaded.model,
+    tokenizer: bundle.tokenizer,
+    eosTokenIds: bundle.eosTokenIds,
+    maxModelLen: bundle.maxModelLen,
+  };
+  return {
+    models: () => [bundle.id],
+    quants: () => [...new Set<"nf4" | "none">([...(quant ? [quant] : []), ...(fallback?.quants() ?? [])])],
+    maxModelLen: () => bundle.maxModelLen,
+    acquire(model, q) {
+      if (model !== bundle.id) return Promise.reject(new Error(`unknown model ${model}`));
+      if (q === quant) return Promise.resolve(base);
+      if (fallback) return fallback.acquire(model, q);
+      return Promise.reject(new Error(`quant ${q} is not available`));
+    },
+    release(b) {
+      if (b !== base) fallback?.release?.(b);
     },
   };
 }

@@ -15,6 +15,7 @@ import {
   RateLimitError,
   retryAfterMs,
   SSEDecoder,
+  Stream,
   UnprocessableEntityError,
 } from "../../sdk/mod.ts";
 import { errorBody, jsonResponse, stubServer } from "./helpers.ts";
@@ -355,4 +356,18 @@ Deno.test("backoff: exponential with jitter, capped; retry-after as seconds, mil
   assert.equal(retryAfterMs(new Headers()), null);
   assert.equal(backoffMs(0, new Headers({ "retry-after": "1" })), 1000);
   assert.ok(backoffMs(0, new Headers({ "retry-after": "3600" })) <= 500, "an absurd retry-after falls back to backoff");
+});
+
+Deno.test("Stream: tee() gives two readers the same chunks; toReadableStream() is NDJSON; a stream is iterated once", async () => {
+  async function* gen() {
+    for (let i = 0; i < 4; i++) yield { i };
+  }
+  const [a, b] = Stream.fromIterable(gen()).tee();
+  const [ra, rb] = await Promise.all([a.toArray(), b.toArray()]);
+  assert.deepEqual(ra, [{ i: 0 }, { i: 1 }, { i: 2 }, { i: 3 }]);
+  assert.deepEqual(rb, ra);
+  const s = Stream.fromIterable(gen());
+  const text = await new Response(s.toReadableStream()).text();
+  assert.equal(text, '{"i":0}\n{"i":1}\n{"i":2}\n{"i":3}\n');
+  assert.throws(() => s[Symbol.asyncIterator](), /iterated once/);
 });

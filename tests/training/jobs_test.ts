@@ -16,7 +16,9 @@ import type { AdapterSlots } from "../../server/ffi/ops.ts";
 import type { Context, DeviceBuffer } from "../../server/ffi/tensor.ts";
 import { Store } from "../../server/store/db.ts";
 import { ClientError, FileStore } from "../../server/store/files.ts";
+import { openModel } from "../../server/model/bundle.ts";
 import {
+  bundleBaseProvider,
   folderBaseProvider,
   type HyperparametersInput,
   JobRunner,
@@ -306,6 +308,7 @@ Deno.test("checkpoints match PEFT's format field by field and load back (weights
     assert.equal(cfg.use_rslora, true);
     assert.equal(cfg.fan_in_fan_out, false);
     const st = await SafetensorsFile.open(`${dir}/adapter_model.safetensors`);
+    assert.equal(st.metadata.format, "pt", "PEFT (safetensors' torch writer) marks the file as format pt");
     const expected: string[] = [];
     for (let l = 0; l < base.model.shape.layers; l++) {
       for (const m of h.targetModules) {
@@ -482,6 +485,34 @@ new JobRunner({ store, files: new FileStore(store, root + "/files"), checkpointD
   }
 });
 
+Deno.test("a newest checkpoint that does not load is skipped: the job resumes from the one before and still ends with the same weights", async () => {
+  const e = await env();
+  try {
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    const ref = e.runner();
+    const j0 = ref.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
+    assert.equal((await ref.waitFor(j0.id)).status, "succeeded");
+    await ref.stop();
+    const want = await finalWeights(ref.checkpoints(A, j0.id).data[0].dir);
+    let stopped: Promise<void> | null = null;
+    const r1: JobRunner = e.runner({ onCheckpoint: (_, step) => void (step === 4 && (stopped = r1.stop())) });
+    const j = r1.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
+    while (!stopped) await new Promise((r) => setTimeout(r, 2));
+    await stopped;
+    const [newest] = r1.checkpoints(A, j.id).data;
+    assert.equal(newest.step, 4);
+    await Deno.writeFile(`${newest.dir}/${TRAINING_STATE}`, new Uint8Array(12)); // damaged
+    const r2 = e.runner();
+    const d = await r2.waitFor(j.id);
+    assert.equal(d.status, "succeeded", JSON.stringify(d.error));
+    assert.ok(r2.events(A, j.id, { limit: 1000 }).data.some((x) => x.message.startsWith("Resumed from the checkpoint at step 2 ")));
+    const got = await finalWeights(r2.checkpoints(A, j.id).data[0].dir);
+    for (const [k, v] of want) assert.deepEqual(got.get(k), v, k);
+  } finally {
+    await e.close();
+  }
+});
+
 Deno.test("a job whose checkpoint vanished while it was interrupted fails with the reason", async () => {
   const e = await env();
   try {
@@ -521,6 +552,23 @@ Deno.test("cancel: a queued job at once, a running one after its micro-batch; fi
     assert.throws(() => runner.cancel(A, j1.id), (err: unknown) => err instanceof ClientError && err.status === 409);
     const msgs = runner.events(A, j1.id).data.map((x) => x.message);
     assert.ok(msgs.some((m) => /cancelled at step/.test(m)));
+  } finally {
+    await e.close();
+  }
+});
+
+Deno.test("the compute share: with 0.25 the runner yields about three times its training time between steps", async () => {
+  const e = await env();
+  try {
+    const runner = e.runner({ computeShare: 0.25 });
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(4)));
+    const j = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
+    assert.equal((await runner.waitFor(j.id)).status, "succeeded");
+    const { trainMs, yieldedMs } = runner.usage;
+    assert.ok(trainMs > 0);
+    assert.ok(Math.abs(yieldedMs / trainMs - 3) < 0.01, `yielded ${yieldedMs} ms for ${trainMs} ms of training`);
+    // and the share can be changed while it runs (the server may lower it under load)
+    runner.computeShare = 1;
   } finally {
     await e.close();
   }
@@ -570,6 +618,26 @@ Deno.test("a job on the 16-bit base (quant none) runs; full fine-tuning is refus
       (err: unknown) =>
         err instanceof ClientError && err.param === "method.supervised.hyperparameters.full_finetune" && /not supported/.test(err.message),
     );
+  } finally {
+    await e.close();
+  }
+});
+
+Deno.test("a runner can train on a base that is already loaded (bundleBaseProvider), keeping its own LoRA weights", async () => {
+  const e = await env();
+  try {
+    const bundle = await openModel(e.ctx, e.modelDir, { quant: "nf4", id: "tiny" });
+    const bases = bundleBaseProvider(e.ctx, bundle);
+    assert.deepEqual(bases.quants(), ["nf4"]);
+    await assert.rejects(() => bases.acquire("tiny", "none"), /not available/);
+    const runner = new JobRunner({ store: e.store, files: e.files, bases, checkpointDir: `${e.root}/adapters/.fine_tuning`, log: null });
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
+    const j = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
+    assert.equal((await runner.waitFor(j.id)).status, "succeeded");
+    await runner.stop();
+    // the shared base is untouched and still usable
+    assert.ok(bundle.loaded.model.layers.length > 0);
+    bundle.loaded.model.dispose();
   } finally {
     await e.close();
   }

@@ -1,15 +1,20 @@
 // matmul4.cpp — 4-bit matmul Y = X·Wᵀ and its backward dX = dY·W on the CPU.
 //
-// Few rows (m <= kFusedMaxRows, cols % 32 == 0): a fused kernel streams the packed nibbles and
-// the per-block absmax once, looking codes up in the codebook pre-scaled by the block's absmax
-// (16 floats: vpermps on AVX-512, two vpermps + blend on AVX2), never materializing W (bf16 activations on AVX-512: int8 x int8 dot products, see
-// matmul4_avx512.cpp). X is
-// pre-arranged per 32-element chunk as [16 even elements | 16 odd elements] (AVX-512) or per
-// 16-element chunk as [8 even | 8 odd] (AVX2), so the high nibbles (even elements) and the
-// low nibbles (odd elements) of consecutive bytes multiply contiguous vectors of X.
-// Many rows: W is dequantized tile by tile (a few MiB, bf16 for bf16 activations on AVX-512
-// machines, float32 otherwise) and multiplied with oneDNN (bf16 matmul / sgemm).
-// Blocks run over the row-major flattening, so every path indexes absmax by flat / blocksize.
+// Storage: QWeight keeps bitsandbytes' layout (packed nibbles, high nibble first; float absmax
+// per block, already dequantized for double quant), so export is a copy and no second copy of
+// the codes exists. Blocks run over the row-major flattening: every path finds the block of
+// flat element f as f >> log2(blocksize).
+// Few rows (m <= kFusedMaxRows), fused, never materializing W:
+//   - bf16 activations on AVX-512 (cols % 128 == 0, blocksize >= 64): int8 dot products
+//     (VNNI), see matmul4_avx512.cpp;
+//   - otherwise (cols % 32 == 0): float32 FMAs on codes looked up in the codebook pre-scaled by
+//     the block's absmax (16 floats: vpermps on AVX-512, two vpermps + blend on AVX2). X is
+//     pre-arranged per 32-element chunk as [16 even elements | 16 odd elements] (AVX-512) or per
+//     16-element chunk as [8 even | 8 odd] (AVX2), so the high nibbles (even elements) and the
+//     low nibbles (odd elements) of consecutive bytes multiply contiguous vectors of X.
+// Many rows (and shapes the fused kernels do not take): W is dequantized tile by tile (about
+// 16 MiB; bf16 for bf16 activations on AVX-512 machines, float32 otherwise) and multiplied with
+// oneDNN (bf16 matmul primitive / sgemm). The backward always takes this path.
 #include <immintrin.h>
 
 #include <algorithm>
