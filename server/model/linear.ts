@@ -14,16 +14,17 @@ export class Linear {
     readonly bias: DeviceBuffer | null = null, // f32 [rows]
   ) {}
 
-  /** y [m, rows] (=|+=) x [m, cols] · Wᵀ + bias; x and y are f32. ones: f32 [≥ m] of 1.0. */
-  forward(ctx: Context, y: Dev, x: Dev, m: number, accumulate: boolean, ones: DeviceBuffer): void {
+  /** y [m, rows] (=|+=) x [m, cols] · Wᵀ + bias; x and y of dtype (f32 unless given).
+   * ones: f32 [≥ m] of 1.0. */
+  forward(ctx: Context, y: Dev, x: Dev, m: number, accumulate: boolean, ones: DeviceBuffer, dtype: DType = DType.F32): void {
     if (this.weight.kind === "q4") {
-      matmul4bit(ctx, y, x, this.weight.q, m, DType.F32, accumulate);
+      matmul4bit(ctx, y, x, this.weight.q, m, dtype, accumulate);
     } else {
       gemm(ctx, {
         c: y,
-        cType: DType.F32,
+        cType: dtype,
         a: x,
-        aType: DType.F32,
+        aType: dtype,
         b: this.weight.buf,
         bType: this.weight.dtype,
         m,
@@ -34,19 +35,19 @@ export class Linear {
       });
     }
     // bias as a rank-1 update: y += ones[m, 1] · bias[1, rows]
-    if (this.bias) gemm(ctx, { c: y, cType: DType.F32, a: ones, aType: DType.F32, b: this.bias, bType: DType.F32, m, n: this.rows, k: 1, beta: 1 });
+    if (this.bias) gemm(ctx, { c: y, cType: dtype, a: ones, aType: DType.F32, b: this.bias, bType: DType.F32, m, n: this.rows, k: 1, beta: 1 });
   }
 
   /** dx [m, cols] (=|+=) dy [m, rows] · W (the weight is frozen). */
-  backward(ctx: Context, dx: Dev, dy: Dev, m: number, accumulate: boolean): void {
+  backward(ctx: Context, dx: Dev, dy: Dev, m: number, accumulate: boolean, dtype: DType = DType.F32): void {
     if (this.weight.kind === "q4") {
-      matmul4bitBackward(ctx, dx, dy, this.weight.q, m, DType.F32, accumulate);
+      matmul4bitBackward(ctx, dx, dy, this.weight.q, m, dtype, accumulate);
     } else {
       gemm(ctx, {
         c: dx,
-        cType: DType.F32,
+        cType: dtype,
         a: dy,
-        aType: DType.F32,
+        aType: dtype,
         b: this.weight.buf,
         bType: this.weight.dtype,
         m,

@@ -182,6 +182,8 @@ export interface JobRunnerOptions {
   log?: ((entry: Record<string, unknown>) => void) | null;
   /** Called after each checkpoint is durable and recorded (monitoring, tests). */
   onCheckpoint?: ((jobId: string, step: number, final: boolean) => void) | null;
+  /** Called when a job was created here, so that a runner in another thread can be woken. */
+  onQueued?: (() => void) | null;
 }
 
 interface JobRow {
@@ -372,6 +374,7 @@ export class JobRunner {
   readonly optimizerBudgetBytes: number;
   readonly #log: ((entry: Record<string, unknown>) => void) | null;
   readonly #onCheckpoint: JobRunnerOptions["onCheckpoint"];
+  readonly #onQueued: JobRunnerOptions["onQueued"];
   #started = false;
   #stopping = false;
   #loop: Promise<void> | null = null;
@@ -395,6 +398,7 @@ export class JobRunner {
     this.optimizerBudgetBytes = o.optimizerBudgetBytes ?? 0;
     this.#log = o.log ?? null;
     this.#onCheckpoint = o.onCheckpoint ?? null;
+    this.#onQueued = o.onQueued ?? null;
     if (o.autoStart ?? true) void this.start();
   }
 
@@ -502,6 +506,7 @@ export class JobRunner {
     );
     this.#event(id, "info", `Created fine-tuning job: ${id}`);
     this.#kick();
+    this.#onQueued?.();
     return this.get(caller, id)!;
   }
 
@@ -554,7 +559,9 @@ export class JobRunner {
     if (TERMINAL.includes(job.status)) {
       throw new ClientError(409, `the job is already ${job.status}`, "job_not_cancellable", "fine_tuning_job_id");
     }
-    if (this.#running === job.id) {
+    // A running job may be trained by a runner in another thread (the engine worker): the
+    // request goes through the database, which that runner reads between micro-batches.
+    if (this.#running === job.id || job.status === "running") {
       this.#cancel.add(job.id);
       this.store.run("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", job.id);
       this.#event(job.id, "info", "Cancellation requested; the job stops after its current micro-batch.");
@@ -626,6 +633,19 @@ export class JobRunner {
       if (Date.now() - t0 > timeoutMs) throw new Error(`job ${id} is still ${r.status} after ${timeoutMs} ms`);
       await sleep(20);
     }
+  }
+
+  /** Starts work on jobs created by another runner on the same database (another thread). */
+  poke(): void {
+    this.#kick();
+  }
+
+  /** A cancel asked here, or through the database by a runner in another thread. */
+  #cancelRequested(id: string): boolean {
+    if (this.#cancel.has(id)) return true;
+    const r = this.store.get<{ cancel_requested: number }>("SELECT cancel_requested FROM jobs WHERE id = ?", id);
+    if (r && Number(r.cancel_requested) === 1) this.#cancel.add(id);
+    return this.#cancel.has(id);
   }
 
   // -------------------------------------------------------------------------------- the queue
@@ -803,7 +823,7 @@ export class JobRunner {
             lastEnd = performance.now();
           },
           onCheckpoint: (step, final, state) => this.#checkpoint(job, base!, step, final, state, lastMetrics),
-          shouldStop: () => this.#stopping || this.#cancel.has(job.id),
+          shouldStop: () => this.#stopping || this.#cancelRequested(job.id),
         }) === "completed"
         ? "succeeded"
         : this.#cancel.has(job.id)

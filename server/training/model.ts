@@ -1,8 +1,14 @@
 // model.ts — QLoRA training forward and backward over a frozen (4-bit or dense) Llama with LoRA
 // on chosen modules. Sequences are packed into one batch of T rows (cu_seqlens: no attention
-// across sequences). Gradient checkpointing per layer: only each layer's input is kept; the
-// layer's activations are recomputed during backward. Gradients flow only into LoRA A and B.
-import { type Context, type DeviceBuffer, DType } from "../ffi/tensor.ts";
+// across sequences). Gradients flow only into LoRA A and B (f32).
+//
+// Activations are f32, or bf16 (computeDtype): bf16 halves activation memory and runs the
+// frozen-weight products on bf16 GEMMs (with f32 accumulation); losses, softmax statistics,
+// norms' rstd, LoRA weights and gradients stay f32.
+// Gradient checkpointing per layer (recompute): only each layer's input is kept and the layer's
+// forward runs again during backward; without it every layer keeps its activations (faster,
+// more memory).
+import { type Context, type DeviceBuffer, DType, dtypeSize } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
 import { type LlamaModel, LORA_MODULES, type LoraModule } from "../model/llama.ts";
 import type { LoraWeights } from "./lora.ts";
@@ -21,195 +27,203 @@ export interface StepResult {
   lossTokens: number;
 }
 
-const F = DType.F32;
+export interface TrainingModelOptions {
+  computeDtype?: DType; // F32 (default) or BF16
+  recompute?: boolean; // gradient checkpointing per layer (default true)
+}
+
+const F32 = DType.F32;
+
+/** One layer's activations [T rows]. */
+type Acts = Record<string, DeviceBuffer>;
 
 /** Scratch for T rows, grown on demand. */
 class TrainWorkspace {
   T = 0;
   b: Record<string, DeviceBuffer> = {};
   layerInputs: DeviceBuffer[] = [];
-  constructor(readonly ctx: Context, readonly m: LlamaModel, readonly r: number) {}
+  acts: Acts[] = [];
+
+  constructor(readonly ctx: Context, readonly m: LlamaModel, readonly r: number, readonly dtype: DType, readonly recompute: boolean) {}
 
   ensure(T: number): void {
     if (T <= this.T) return;
     this.dispose();
     const s = this.m.shape;
     const C = s.hidden, I = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
-    const f = (n: number) => this.ctx.alloc(n * 4);
-    const maxIn = Math.max(C, Q, I);
+    const f = (n: number) => this.ctx.alloc(n * 4); // f32 / i32
+    const a = (n: number) => this.ctx.alloc(n * dtypeSize(this.dtype)); // activations
     this.b = {
       ids: f(T), targets: f(T), weights: f(T), pos: f(T), losses: f(T), ones: this.ctx.upload(new Float32Array(T).fill(1)),
-      x: f(T * C), x2: f(T * C), h1: f(T * C), h2: f(T * C), rstd1: f(T), rstd2: f(T),
-      q: f(T * Q), k: f(T * KV), v: f(T * KV), attn: f(T * Q), lse: f(T * s.heads),
-      gate: f(T * I), up: f(T * I), act: f(T * I),
-      dx: f(T * C), dh: f(T * C), dq: f(T * Q), dk: f(T * KV), dv: f(T * KV), dattn: f(T * Q),
-      dgate: f(T * I), dup: f(T * I), dact: f(T * I),
-      // LoRA drop(x)·Aᵀ per module [T, r], kept from the (re)computed forward for backward
-      ...Object.fromEntries(LORA_MODULES.map((m) => [`xa_${m}`, f(T * this.r)])),
-      logits: f(T * s.vocab), hn: f(T * C), rstdF: f(T),
-      spare: f(T * maxIn),
+      dx: a(T * C), dh: a(T * C), dq: a(T * Q), dk: a(T * KV), dv: a(T * KV), dattn: a(T * Q),
+      dgate: a(T * I), dup: a(T * I), dact: a(T * I),
+      logits: f(T * s.vocab), hn: a(T * C), rstdF: f(T), scratch: a(T * C),
     };
-    this.layerInputs = Array.from({ length: s.layers + 1 }, () => f(T * C));
+    const layerActs = (): Acts => ({
+      h1: a(T * C), rstd1: f(T), q: a(T * Q), k: a(T * KV), v: a(T * KV), attn: a(T * Q), lse: f(T * s.heads),
+      x2: a(T * C), h2: a(T * C), rstd2: f(T), gate: a(T * I), up: a(T * I), act: a(T * I),
+      // LoRA drop(x)·Aᵀ per module [T, r], kept for backward
+      ...Object.fromEntries(LORA_MODULES.map((m) => [`xa_${m}`, f(T * this.r)])),
+    });
+    this.acts = Array.from({ length: this.recompute ? 1 : s.layers }, layerActs);
+    this.layerInputs = Array.from({ length: s.layers + 1 }, () => a(T * C));
     this.T = T;
   }
 
+  actsOf(layer: number): Acts {
+    return this.acts[this.recompute ? 0 : layer];
+  }
+
   dispose(): void {
-    for (const b of [...Object.values(this.b), ...this.layerInputs]) b.dispose();
+    for (const b of [...Object.values(this.b), ...this.layerInputs, ...this.acts.flatMap((x) => Object.values(x))]) b.dispose();
     this.b = {};
     this.layerInputs = [];
+    this.acts = [];
     this.T = 0;
   }
 }
 
 export class LoraTrainingModel {
   #ws: TrainWorkspace;
+  readonly dtype: DType;
+  readonly recompute: boolean;
   /** Dropout seeds change every step (deterministic from the step number). */
   step = 0;
+  /** Evaluation turns dropout off. */
+  #eval = false;
 
-  constructor(readonly ctx: Context, readonly model: LlamaModel, readonly lora: LoraWeights) {
-    this.#ws = new TrainWorkspace(ctx, model, lora.spec.r);
-  }
-
-  #seed(layer: number, module: number, salt: number): bigint {
-    return BigInt(this.step) * 1000003n + BigInt(layer * 16 + module) * 7919n + BigInt(salt);
-  }
-
-  /** y (=|+=) x·Wᵀ (+bias), plus the LoRA term; its drop(x)·Aᵀ is kept for backward. */
-  #linear(l: number, m: LoraModule, y: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
-    const lin = this.model.layers[l].proj[m];
-    lin.forward(this.ctx, y, x, T, accumulate, this.#ws.b.ones);
-    const p = this.lora.get(l, m);
-    if (p) ops.loraForward(this.ctx, y, this.#ws.b[`xa_${m}`], x, p.A, p.B, this.#shape(p, T), F);
+  constructor(readonly ctx: Context, readonly model: LlamaModel, readonly lora: LoraWeights, opts: TrainingModelOptions = {}) {
+    this.dtype = opts.computeDtype ?? F32;
+    if (this.dtype !== F32 && this.dtype !== DType.BF16) throw new RangeError("computeDtype must be F32 or BF16");
+    this.recompute = opts.recompute ?? true;
+    this.#ws = new TrainWorkspace(ctx, model, lora.spec.r, this.dtype, this.recompute);
   }
 
   #shape(p: { inF: number; outF: number; layer: number; module: LoraModule }, T: number): ops.LoraShape {
+    const module = LORA_MODULES.indexOf(p.module);
     return {
       T,
       inF: p.inF,
       outF: p.outF,
       r: this.lora.spec.r,
       scale: this.lora.scale,
-      dropout: this.lora.spec.dropout,
-      seed: this.#seed(p.layer, LORA_MODULES.indexOf(p.module), 0),
+      dropout: this.#eval ? 0 : this.lora.spec.dropout,
+      seed: BigInt(this.step) * 1000003n + BigInt(p.layer * 16 + module) * 7919n,
     };
   }
 
-  /** dx (+=) from dy through the frozen weight and the LoRA term; accumulates dA, dB. */
-  #linearBackward(l: number, m: LoraModule, dx: DeviceBuffer, dy: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
-    const lin = this.model.layers[l].proj[m];
-    lin.backward(this.ctx, dx, dy, T, accumulate);
+  /** y (=|+=) x·Wᵀ (+bias), plus the LoRA term; its drop(x)·Aᵀ is kept for backward. */
+  #linear(l: number, m: LoraModule, acts: Acts, y: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
+    this.model.layers[l].proj[m].forward(this.ctx, y, x, T, accumulate, this.#ws.b.ones, this.dtype);
     const p = this.lora.get(l, m);
-    if (p) ops.loraBackward(this.ctx, dx, p.dA, p.dB, dy, x, this.#ws.b[`xa_${m}`], p.A, p.B, this.#shape(p, T), F);
+    if (p) ops.loraForward(this.ctx, y, acts[`xa_${m}`], x, p.A, p.B, this.#shape(p, T), this.dtype);
   }
 
-  /** Layer l's forward from `input` into `out`, keeping its intermediates in the workspace. */
-  #layerForward(l: number, input: DeviceBuffer, out: DeviceBuffer, batch: TrainBatch, T: number): void {
-    const s = this.model.shape, w = this.#ws.b, L = this.model.layers[l];
-    const cu = { cuSeqlens: batch.cuSeqlens, T, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
-    ops.rmsnorm(this.ctx, w.h1, w.rstd1, input, L.inputNorm, T, s.hidden, s.rmsEps, F);
-    this.#linear(l, "q_proj", w.q, w.h1, T, false);
-    this.#linear(l, "k_proj", w.k, w.h1, T, false);
-    this.#linear(l, "v_proj", w.v, w.h1, T, false);
-    ops.rope(this.ctx, w.q, w.q, w.pos, this.model.invFreq, T, s.heads, s.headDim, F);
-    ops.rope(this.ctx, w.k, w.k, w.pos, this.model.invFreq, T, s.kvHeads, s.headDim, F);
-    ops.attention(this.ctx, w.attn, w.lse, w.q, w.k, w.v, cu, 1 / Math.sqrt(s.headDim), F);
-    ops.copyDevice(this.ctx, w.x2, input, T * s.hidden * 4);
-    this.#linear(l, "o_proj", w.x2, w.attn, T, true);
-    ops.rmsnorm(this.ctx, w.h2, w.rstd2, w.x2, L.postNorm, T, s.hidden, s.rmsEps, F);
-    this.#linear(l, "gate_proj", w.gate, w.h2, T, false);
-    this.#linear(l, "up_proj", w.up, w.h2, T, false);
-    ops.siluMul(this.ctx, w.act, w.gate, w.up, T * s.intermediate, F);
-    ops.copyDevice(this.ctx, out, w.x2, T * s.hidden * 4);
-    this.#linear(l, "down_proj", out, w.act, T, true);
+  /** dx (=|+=) from dy through the frozen weight and the LoRA term; accumulates dA, dB. */
+  #linearBackward(l: number, m: LoraModule, acts: Acts, dx: DeviceBuffer, dy: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
+    this.model.layers[l].proj[m].backward(this.ctx, dx, dy, T, accumulate, this.dtype);
+    const p = this.lora.get(l, m);
+    if (p) ops.loraBackward(this.ctx, dx, p.dA, p.dB, dy, x, acts[`xa_${m}`], p.A, p.B, this.#shape(p, T), this.dtype);
   }
 
-  /** Backward of layer l: dOut in ws.dx (gradient w.r.t. the layer output) → ws.dx becomes the
-   * gradient w.r.t. the layer input. Recomputes the layer's forward first. */
+  #cu(batch: TrainBatch, T: number): ops.PackedShape {
+    const s = this.model.shape;
+    return { cuSeqlens: batch.cuSeqlens, T, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
+  }
+
+  /** Layer l's forward from `input` into `out`, keeping its activations in `acts`. */
+  #layerForward(l: number, acts: Acts, input: DeviceBuffer, out: DeviceBuffer, batch: TrainBatch, T: number): void {
+    const s = this.model.shape, w = this.#ws.b, L = this.model.layers[l], dt = this.dtype, es = dtypeSize(dt);
+    const { h1, q, k, v, attn, x2, h2, gate, up, act } = acts;
+    ops.rmsnorm(this.ctx, h1, acts.rstd1, input, L.inputNorm, T, s.hidden, s.rmsEps, dt);
+    this.#linear(l, "q_proj", acts, q, h1, T, false);
+    this.#linear(l, "k_proj", acts, k, h1, T, false);
+    this.#linear(l, "v_proj", acts, v, h1, T, false);
+    ops.rope(this.ctx, q, q, w.pos, this.model.invFreq, T, s.heads, s.headDim, dt);
+    ops.rope(this.ctx, k, k, w.pos, this.model.invFreq, T, s.kvHeads, s.headDim, dt);
+    ops.attention(this.ctx, attn, acts.lse, q, k, v, this.#cu(batch, T), 1 / Math.sqrt(s.headDim), dt);
+    ops.copyDevice(this.ctx, x2, input, T * s.hidden * es);
+    this.#linear(l, "o_proj", acts, x2, attn, T, true);
+    ops.rmsnorm(this.ctx, h2, acts.rstd2, x2, L.postNorm, T, s.hidden, s.rmsEps, dt);
+    this.#linear(l, "gate_proj", acts, gate, h2, T, false);
+    this.#linear(l, "up_proj", acts, up, h2, T, false);
+    ops.siluMul(this.ctx, act, gate, up, T * s.intermediate, dt);
+    ops.copyDevice(this.ctx, out, x2, T * s.hidden * es);
+    this.#linear(l, "down_proj", acts, out, act, T, true);
+  }
+
+  /** Backward of layer l: ws.dx holds the gradient of the layer's output and becomes the
+   * gradient of its input. */
   #layerBackward(l: number, input: DeviceBuffer, batch: TrainBatch, T: number): void {
-    const s = this.model.shape, w = this.#ws.b, L = this.model.layers[l];
+    const s = this.model.shape, w = this.#ws.b, L = this.model.layers[l], dt = this.dtype;
+    const acts = this.#ws.actsOf(l);
+    if (this.recompute) this.#layerForward(l, acts, input, w.scratch, batch, T);
     const C = s.hidden;
-    this.#layerForward(l, input, w.spare, batch, T); // recompute (output unused)
     // MLP: x3 = x2 + down(silu(gate(h2)) * up(h2))
-    this.#linearBackward(l, "down_proj", w.dact, w.dx, w.act, T, false);
-    ops.siluMulBackward(this.ctx, w.dgate, w.dup, w.dact, w.gate, w.up, T * s.intermediate, F);
-    this.#linearBackward(l, "gate_proj", w.dh, w.dgate, w.h2, T, false);
-    this.#linearBackward(l, "up_proj", w.dh, w.dup, w.h2, T, true);
-    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, w.x2, L.postNorm, w.rstd2, T, C, F); // dx2 = dx3 + ...
+    this.#linearBackward(l, "down_proj", acts, w.dact, w.dx, acts.act, T, false);
+    ops.siluMulBackward(this.ctx, w.dgate, w.dup, w.dact, acts.gate, acts.up, T * s.intermediate, dt);
+    this.#linearBackward(l, "gate_proj", acts, w.dh, w.dgate, acts.h2, T, false);
+    this.#linearBackward(l, "up_proj", acts, w.dh, w.dup, acts.h2, T, true);
+    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, acts.x2, L.postNorm, acts.rstd2, T, C, dt); // dx2 = dx3 + ...
     // attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1)))
-    this.#linearBackward(l, "o_proj", w.dattn, w.dx, w.attn, T, false);
-    const cu = { cuSeqlens: batch.cuSeqlens, T, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim };
-    ops.attentionBackward(this.ctx, { dq: w.dq, dk: w.dk, dv: w.dv }, w.dattn, w.attn, w.lse, w.q, w.k, w.v, cu, 1 / Math.sqrt(s.headDim), F);
-    ops.ropeBackward(this.ctx, w.dq, w.dq, w.pos, this.model.invFreq, T, s.heads, s.headDim, F);
-    ops.ropeBackward(this.ctx, w.dk, w.dk, w.pos, this.model.invFreq, T, s.kvHeads, s.headDim, F);
-    // q/k/v read roped q/k in the recompute; their LoRA inputs are h1, unaffected by rope.
-    this.#linearBackward(l, "q_proj", w.dh, w.dq, w.h1, T, false);
-    this.#linearBackward(l, "k_proj", w.dh, w.dk, w.h1, T, true);
-    this.#linearBackward(l, "v_proj", w.dh, w.dv, w.h1, T, true);
-    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, input, L.inputNorm, w.rstd1, T, C, F);
+    this.#linearBackward(l, "o_proj", acts, w.dattn, w.dx, acts.attn, T, false);
+    ops.attentionBackward(this.ctx, { dq: w.dq, dk: w.dk, dv: w.dv }, w.dattn, acts.attn, acts.lse, acts.q, acts.k, acts.v, this.#cu(batch, T), 1 / Math.sqrt(s.headDim), dt);
+    ops.ropeBackward(this.ctx, w.dq, w.dq, w.pos, this.model.invFreq, T, s.heads, s.headDim, dt);
+    ops.ropeBackward(this.ctx, w.dk, w.dk, w.pos, this.model.invFreq, T, s.kvHeads, s.headDim, dt);
+    this.#linearBackward(l, "q_proj", acts, w.dh, w.dq, acts.h1, T, false);
+    this.#linearBackward(l, "k_proj", acts, w.dh, w.dk, acts.h1, T, true);
+    this.#linearBackward(l, "v_proj", acts, w.dh, w.dv, acts.h1, T, true);
+    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, input, L.inputNorm, acts.rstd1, T, C, dt);
+  }
+
+  /** Uploads the batch, runs embedding, every layer, the final norm, lm_head and the loss. */
+  #forward(batch: TrainBatch, gradScale: number | null): StepResult {
+    const T = batch.tokens.length;
+    if (batch.targets.length !== T || batch.positions.length !== T) throw new RangeError("tokens, targets and positions must have the same length");
+    const s = this.model.shape, ws = this.#ws, dt = this.dtype;
+    ws.ensure(T);
+    const w = ws.b;
+    w.ids.write(batch.tokens);
+    w.targets.write(batch.targets);
+    w.pos.write(batch.positions);
+    const weights = batch.lossWeights ?? Float32Array.from(batch.targets, (t) => (t >= 0 ? 1 : 0));
+    let weightSum = 0;
+    for (let i = 0; i < T; i++) if (batch.targets[i] >= 0) weightSum += weights[i];
+    w.weights.write(weights);
+    ops.embedding(this.ctx, ws.layerInputs[0], w.ids, this.model.embed.buf, T, s.vocab, s.hidden, dt, this.model.embed.dtype);
+    for (let l = 0; l < s.layers; l++) this.#layerForward(l, ws.actsOf(l), ws.layerInputs[l], ws.layerInputs[l + 1], batch, T);
+    // head: loss = Σ w·nll / Σ w; dlogits (in place, f32) scaled accordingly
+    const head = this.model.lmHead ?? this.model.embed;
+    ops.rmsnorm(this.ctx, w.hn, w.rstdF, ws.layerInputs[s.layers], this.model.finalNorm, T, s.hidden, s.rmsEps, dt);
+    ops.gemm(this.ctx, { c: w.logits, cType: F32, a: w.hn, aType: dt, b: head.buf, bType: head.dtype, m: T, n: s.vocab, k: s.hidden, transB: true });
+    const scale = gradScale !== null && weightSum > 0 ? gradScale / weightSum : 0;
+    ops.crossEntropy(this.ctx, w.losses, gradScale !== null ? w.logits : null, w.logits, w.targets, w.weights, scale, T, s.vocab, F32);
+    const losses = w.losses.readF32(0, T);
+    let total = 0;
+    for (let i = 0; i < T; i++) total += losses[i];
+    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum };
   }
 
   /** Forward + backward of one micro-batch; LoRA gradients accumulate (scaled by gradScale). */
   forwardBackward(batch: TrainBatch, gradScale = 1): StepResult {
-    const T = batch.tokens.length;
-    if (batch.targets.length !== T || batch.positions.length !== T) throw new RangeError("tokens, targets and positions must have the same length");
-    const s = this.model.shape, ws = this.#ws;
-    ws.ensure(T);
-    const w = ws.b;
-    w.ids.write(batch.tokens);
-    w.targets.write(batch.targets);
-    w.pos.write(batch.positions);
-    const weights = batch.lossWeights ?? Float32Array.from(batch.targets, (t) => (t >= 0 ? 1 : 0));
-    let weightSum = 0;
-    for (let i = 0; i < T; i++) if (batch.targets[i] >= 0) weightSum += weights[i];
-    w.weights.write(weights);
-    ops.embedding(this.ctx, ws.layerInputs[0], w.ids, this.model.embed.buf, T, s.vocab, s.hidden, F, this.model.embed.dtype);
-    for (let l = 0; l < s.layers; l++) this.#layerForward(l, ws.layerInputs[l], ws.layerInputs[l + 1], batch, T);
-    // head: loss = Σ w·nll / Σ w; dlogits scaled accordingly
+    const result = this.#forward(batch, gradScale);
+    const T = batch.tokens.length, s = this.model.shape, ws = this.#ws, w = ws.b, dt = this.dtype;
     const head = this.model.lmHead ?? this.model.embed;
-    ops.rmsnorm(this.ctx, w.hn, w.rstdF, ws.layerInputs[s.layers], this.model.finalNorm, T, s.hidden, s.rmsEps, F);
-    ops.gemm(this.ctx, { c: w.logits, cType: F, a: w.hn, aType: F, b: head.buf, bType: head.dtype, m: T, n: s.vocab, k: s.hidden, transB: true });
-    const scale = weightSum > 0 ? gradScale / weightSum : 0;
-    ops.crossEntropy(this.ctx, w.losses, w.logits, w.logits, w.targets, w.weights, scale, T, s.vocab, F);
-    const losses = w.losses.readF32(0, T);
-    let total = 0;
-    for (let i = 0; i < T; i++) total += losses[i];
-    // dh = dlogits · head; dx = rmsnorm backward
-    ops.gemm(this.ctx, { c: w.dh, cType: F, a: w.logits, aType: F, b: head.buf, bType: head.dtype, m: T, n: s.hidden, k: s.vocab });
-    ops.fillZero(this.ctx, w.dx, T * s.hidden * 4);
-    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, ws.layerInputs[s.layers], this.model.finalNorm, w.rstdF, T, s.hidden, F);
+    ops.gemm(this.ctx, { c: w.dh, cType: dt, a: w.logits, aType: F32, b: head.buf, bType: head.dtype, m: T, n: s.hidden, k: s.vocab });
+    ops.fillZero(this.ctx, w.dx, T * s.hidden * dtypeSize(dt));
+    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, ws.layerInputs[s.layers], this.model.finalNorm, w.rstdF, T, s.hidden, dt);
     for (let l = s.layers - 1; l >= 0; l--) this.#layerBackward(l, ws.layerInputs[l], batch, T);
-    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum };
+    return result;
   }
 
-  /** Loss only (validation), no gradients. */
+  /** Loss only (validation): no gradients, no dropout. */
   evaluate(batch: TrainBatch): StepResult {
-    const T = batch.tokens.length;
-    const s = this.model.shape, ws = this.#ws;
-    ws.ensure(T);
-    const w = ws.b;
-    w.ids.write(batch.tokens);
-    w.targets.write(batch.targets);
-    w.pos.write(batch.positions);
-    const weights = batch.lossWeights ?? Float32Array.from(batch.targets, (t) => (t >= 0 ? 1 : 0));
-    let weightSum = 0;
-    for (let i = 0; i < T; i++) if (batch.targets[i] >= 0) weightSum += weights[i];
-    w.weights.write(weights);
-    const savedDropout = this.lora.spec.dropout;
-    (this.lora.spec as { dropout: number }).dropout = 0;
+    this.#eval = true;
     try {
-      ops.embedding(this.ctx, ws.layerInputs[0], w.ids, this.model.embed.buf, T, s.vocab, s.hidden, F, this.model.embed.dtype);
-      for (let l = 0; l < s.layers; l++) this.#layerForward(l, ws.layerInputs[l], ws.layerInputs[l + 1], batch, T);
+      return this.#forward(batch, null);
     } finally {
-      (this.lora.spec as { dropout: number }).dropout = savedDropout;
+      this.#eval = false;
     }
-    const head = this.model.lmHead ?? this.model.embed;
-    ops.rmsnorm(this.ctx, w.hn, w.rstdF, ws.layerInputs[s.layers], this.model.finalNorm, T, s.hidden, s.rmsEps, F);
-    ops.gemm(this.ctx, { c: w.logits, cType: F, a: w.hn, aType: F, b: head.buf, bType: head.dtype, m: T, n: s.vocab, k: s.hidden, transB: true });
-    ops.crossEntropy(this.ctx, w.losses, null, w.logits, w.targets, w.weights, 1, T, s.vocab, F);
-    const losses = w.losses.readF32(0, T);
-    let total = 0;
-    for (let i = 0; i < T; i++) total += losses[i];
-    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum };
   }
 
   dispose(): void {

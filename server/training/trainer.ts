@@ -3,7 +3,7 @@
 // (plain, paged, or paged 8-bit) on the LoRA weights only, periodic validation and checkpoints.
 // Deterministic for a given seed. Yields to the event loop between micro-batches.
 import { setImmediate } from "node:timers";
-import type { Context } from "../ffi/tensor.ts";
+import { type Context, DType } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
 import { Optimizer, type OptimizerKindName } from "../ffi/optim.ts";
 import type { LlamaModel, LoraModule } from "../model/llama.ts";
@@ -33,6 +33,10 @@ export interface TrainHyper {
   seed: number;
   checkpointEvery: number; // steps; 0 = only at the end
   evalEvery: number; // steps; 0 = at each epoch end
+  /** Activations: "bf16" (default: bf16 GEMMs, half the memory) or "f32". */
+  computeDtype?: "bf16" | "f32";
+  /** Recompute each layer in backward instead of keeping its activations (default true). */
+  gradientCheckpointing?: boolean;
 }
 
 export interface StepEvent {
@@ -99,7 +103,10 @@ export class Trainer {
 
   constructor(readonly ctx: Context, readonly model: LlamaModel, readonly h: TrainHyper, spillDir: string | null = null) {
     this.lora = new LoraWeights(ctx, model, { r: h.loraR, alpha: h.loraAlpha, dropout: h.loraDropout, targetModules: h.targetModules, useRslora: h.useRslora }, h.seed);
-    this.#net = new LoraTrainingModel(ctx, model, this.lora);
+    this.#net = new LoraTrainingModel(ctx, model, this.lora, {
+      computeDtype: (h.computeDtype ?? "bf16") === "bf16" ? DType.BF16 : DType.F32,
+      recompute: h.gradientCheckpointing ?? true,
+    });
     this.optimizer = new Optimizer(ctx, h.optimizer, h.optimizerBudgetBytes, spillDir);
     this.slots = this.lora.pairs.map((p) => [this.optimizer.add(p.dA.bytes / 4), this.optimizer.add(p.dB.bytes / 4)]);
     this.#norm = ctx.alloc(4);

@@ -7,6 +7,7 @@ import { LoraWeights } from "../../server/training/lora.ts";
 import { LoraTrainingModel, type TrainBatch } from "../../server/training/model.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { Rng } from "../native/rng.ts";
+import { DType } from "../../server/ffi/tensor.ts";
 
 const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 
@@ -82,3 +83,37 @@ for (const quant of ["none", "nf4"] as const) {
     }
   });
 }
+
+testEachBackend("without gradient checkpointing the gradients are the same; bf16 activations are close to f32", async (ctx) => {
+  const { model } = await loadModel(ctx, STORIES, { quant: "nf4" });
+  const spec = { r: 4, alpha: 8, dropout: 0.1, targetModules: [...LORA_MODULES], useRslora: false };
+  const grads = (opts: ConstructorParameters<typeof LoraTrainingModel>[3]) => {
+    const lora = new LoraWeights(ctx, model, spec, 1);
+    const rng = new Rng(4);
+    for (const p of lora.pairs) p.B.write(rng.normalF32(p.outF * spec.r, 0.05));
+    const trainer = new LoraTrainingModel(ctx, model, lora, opts);
+    trainer.step = 3;
+    const loss = trainer.forwardBackward(batch()).loss;
+    const g = lora.pairs.flatMap((p) => [...p.dA.readF32(), ...p.dB.readF32()]);
+    trainer.dispose();
+    lora.dispose();
+    return { loss, g };
+  };
+  try {
+    const a = grads({ recompute: true }), b = grads({ recompute: false });
+    assert.equal(a.loss, b.loss);
+    assert.deepEqual(a.g, b.g);
+    const c = grads({ computeDtype: DType.BF16, recompute: false });
+    assert.ok(Math.abs(c.loss - a.loss) < 0.05 * a.loss, `bf16 loss ${c.loss} vs f32 ${a.loss}`);
+    let dot = 0, na = 0, nc = 0;
+    for (let i = 0; i < a.g.length; i++) {
+      dot += a.g[i] * c.g[i];
+      na += a.g[i] ** 2;
+      nc += c.g[i] ** 2;
+    }
+    const cosine = dot / Math.sqrt(na * nc);
+    assert.ok(cosine > 0.99, `cosine(bf16 grad, f32 grad) = ${cosine}`);
+  } finally {
+    model.dispose();
+  }
+});

@@ -1,0 +1,91 @@
+// training.ts — fine-tuning jobs next to serving, on one loaded base.
+//
+// The JobRunner that trains lives in the engine worker and trains on the very model the engine
+// serves (bundleBaseProvider): one copy of the base, and the HTTP thread never runs compute. The
+// engine's step loop and the trainer's micro-batches interleave on the worker's event loop; the
+// runner's compute share decides how much of the time training may take.
+// The HTTP thread has its own JobRunner on the same SQLite database (WAL) that never trains: it
+// answers the API (create, list, events, cancel) and wakes the worker's runner when a job is
+// queued; cancels travel through the database. Fine-tuned models are registered in the HTTP
+// thread's adapter registry, asked for by the worker through a publish RPC.
+import type { Context } from "../ffi/tensor.ts";
+import type { ModelBundle } from "../model/bundle.ts";
+import { Store } from "../store/db.ts";
+import { FileStore } from "../store/files.ts";
+import { type BaseProvider, bundleBaseProvider, JobRunner, type ModelPublisher } from "../training/jobs.ts";
+
+export interface TrainingOptions {
+  dataDir: string;
+  /** Checkpoints are written under `${adapterRoot}/.fine_tuning` (the registry serves them). */
+  adapterRoot: string;
+  /** Fraction of wall time training may take while serving, in (0, 1]. */
+  computeShare: number;
+  optimizerBudgetBytes: number;
+}
+
+export function dbPath(dataDir: string): string {
+  return `${dataDir}/qlora.db`;
+}
+
+export function checkpointDir(adapterRoot: string): string {
+  return `${adapterRoot.replace(/\/+$/, "")}/.fine_tuning`;
+}
+
+/** The worker's runner: trains queued jobs on the served bundle. */
+export function startWorkerJobs(
+  ctx: Context,
+  bundle: ModelBundle,
+  o: TrainingOptions,
+  publisher: ModelPublisher,
+  log: ((e: Record<string, unknown>) => void) | null,
+): { runner: JobRunner; close(): Promise<void> } {
+  const store = new Store(dbPath(o.dataDir));
+  const files = new FileStore(store, `${o.dataDir}/files`);
+  const runner = new JobRunner({
+    store,
+    files,
+    checkpointDir: checkpointDir(o.adapterRoot),
+    bases: bundleBaseProvider(ctx, bundle),
+    publisher,
+    computeShare: o.computeShare,
+    optimizerBudgetBytes: o.optimizerBudgetBytes,
+    log,
+  });
+  return {
+    runner,
+    async close() {
+      await runner.stop();
+      store.close();
+    },
+  };
+}
+
+/** What the HTTP thread's runner may accept: the served model, in the served quant. */
+function apiBases(modelId: string, quant: string, maxModelLen: number): BaseProvider {
+  const quants = quant === "nf4" || quant === "none" ? [quant] : [];
+  return {
+    models: () => [modelId],
+    quants: () => quants as ("nf4" | "none")[],
+    maxModelLen: () => maxModelLen,
+    acquire: () => Promise.reject(new Error("the HTTP thread does not train")),
+  };
+}
+
+/** The HTTP thread's runner and file store (API side only). */
+export function apiJobs(
+  o: TrainingOptions,
+  model: { id: string; quant: string; maxModelLen: number },
+  wakeWorker: () => void,
+): { files: FileStore; jobs: JobRunner; close(): void } {
+  const store = new Store(dbPath(o.dataDir));
+  const files = new FileStore(store, `${o.dataDir}/files`);
+  const jobs = new JobRunner({
+    store,
+    files,
+    checkpointDir: checkpointDir(o.adapterRoot),
+    bases: apiBases(model.id, model.quant, model.maxModelLen),
+    autoStart: false,
+    onQueued: wakeWorker,
+  });
+  return { files, jobs, close: () => store.close() };
+}
