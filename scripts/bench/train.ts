@@ -83,6 +83,9 @@ async function child(o: ChildOptions): Promise<ChildResult> {
     seed: 0,
     checkpointEvery: 0,
     evalEvery: 0,
+    // like the PyTorch script: bf16 compute, every activation kept (no recomputation)
+    computeDtype: "bf16",
+    gradientCheckpointing: false,
   };
   let s = 12345;
   const rand = () => (s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296;

@@ -125,8 +125,10 @@ testEachBackend("a batch of different-length sequences equals each run alone", a
       { tokens: prompts[2], start: 0, firstBlock: 16 },
     ], 8);
     const decodeAlone = step(model, cache, [{ tokens: [next0], start: prompts[0].length, firstBlock: 0 }], 8)[0];
+    // Batching changes which matmul kernel a row goes through (few-row fused vs tiled GEMM),
+    // so rows agree to rounding, not bit for bit; a mixed-up row would be off by far more.
     const close = (a: Float32Array, b: Float32Array, what: string) => {
-      for (let v = 0; v < a.length; v++) assert.ok(Math.abs(a[v] - b[v]) <= 1e-4 * (1 + Math.abs(b[v])), `${what} at ${v}: ${a[v]} vs ${b[v]}`);
+      for (let v = 0; v < a.length; v++) assert.ok(Math.abs(a[v] - b[v]) <= 1e-3 * (1 + Math.abs(b[v])), `${what} at ${v}: ${a[v]} vs ${b[v]}`);
     };
     close(mixed[0], decodeAlone, "decode in batch");
     close(mixed[1], alone[1], "prefill in batch");
