@@ -20,46 +20,76 @@
 
 namespace ql::cpu {
 
+// out [n] f32 = x [n] of dtype; bf16 widening is a shift, vectorized and parallel.
+static void widen(float* out, const void* x, int32_t dtype, int64_t n, int nthreads) {
+  if (dtype == QL_F32) {
+    memcpy(out, x, size_t(n) * 4);
+    return;
+  }
+  const uint16_t* h = static_cast<const uint16_t*>(x);
+  uint32_t* o = reinterpret_cast<uint32_t*>(out);
+#pragma omp parallel for simd num_threads(nthreads) schedule(static) if (n > 65536)
+  for (int64_t e = 0; e < n; e++) o[e] = uint32_t(h[e]) << 16;
+}
+
+// y [n] (dtype) += d [n] f32
+static void add_into(void* y, int32_t dtype, const float* d, int64_t n, int nthreads) {
+  if (dtype == QL_F32) {
+    float* yf = static_cast<float*>(y);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (n > 65536)
+    for (int64_t e = 0; e < n; e++) yf[e] += d[e];
+    return;
+  }
+  uint16_t* yh = static_cast<uint16_t*>(y);
+  // round to nearest even, NaN kept quiet: written branch-free so the compiler vectorizes it
+#pragma omp parallel for simd num_threads(nthreads) schedule(static) if (n > 65536)
+  for (int64_t e = 0; e < n; e++) {
+    const float f = bits_to_f32(uint32_t(yh[e]) << 16) + d[e];
+    const uint32_t u = f32_to_bits(f);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    yh[e] = uint16_t((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+  }
+}
+
+// Per-thread scratch reused across calls: no allocation or page faults per call.
+static float* scratch(int slot, size_t n) {
+  static thread_local std::vector<float> bufs[4];
+  if (bufs[slot].size() < n) bufs[slot].resize(n);
+  return bufs[slot].data();
+}
+
 // xd [T, in] f32 = drop(x): kept elements times 1 / (1 - p), dropped ones 0.
 static void dropout_x(float* xd, const void* x, int32_t dtype, int64_t T, int64_t in, float p,
                       uint64_t seed, int nthreads) {
+  const int64_t n = T * in;
+  widen(xd, x, dtype, n, nthreads);
+  if (p <= 0.0f) return;
   const uint64_t key = lora_dropout_key(seed);
   const float inv = 1.0f / (1.0f - p);
-  const int64_t n = T * in;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (n > 32768)
-  for (int64_t e = 0; e < n; e++) {
-    const float v = load_as_f32(x, dtype, e);
-    xd[e] = p > 0.0f ? (lora_dropout_keep(key, uint64_t(e), p) ? v * inv : 0.0f) : v;
-  }
+  for (int64_t e = 0; e < n; e++) xd[e] = lora_dropout_keep(key, uint64_t(e), p) ? xd[e] * inv : 0.0f;
 }
 
 ql_status lora_forward(ql_ctx* ctx, void* y, float* xa, const void* x, const float* A,
                        const float* B, int64_t T, int64_t in, int64_t out, int64_t r, float scale,
                        float dropout_p, uint64_t seed, int32_t dtype) {
   const int nth = threads(ctx);
-  std::vector<float> xdv, xav, tmp;
   const float* xd = static_cast<const float*>(x);
   if (dtype != QL_F32 || dropout_p > 0.0f) {
-    xdv.resize(size_t(T * in));
-    dropout_x(xdv.data(), x, dtype, T, in, dropout_p, seed, nth);
-    xd = xdv.data();
+    float* buf = scratch(0, size_t(T * in));
+    dropout_x(buf, x, dtype, T, in, dropout_p, seed, nth);
+    xd = buf;
   }
-  float* xap = xa;
-  if (!xap) {
-    xav.resize(size_t(T * r));
-    xap = xav.data();
-  }
+  float* xap = xa ? xa : scratch(1, size_t(T * r));
   sgemm(nth, false, true, T, r, in, 1.0f, xd, in, A, in, 0.0f, xap, r);
   if (dtype == QL_F32) {
     sgemm(nth, false, true, T, out, r, scale, xap, r, B, r, 1.0f, static_cast<float*>(y), out);
     return QL_OK;
   }
-  tmp.resize(size_t(T * out));
-  sgemm(nth, false, true, T, out, r, scale, xap, r, B, r, 0.0f, tmp.data(), out);
-  uint16_t* yh = static_cast<uint16_t*>(y);
-  const int64_t n = T * out;
-#pragma omp parallel for num_threads(nth) schedule(static) if (n > 65536)
-  for (int64_t e = 0; e < n; e++) yh[e] = f32_to_bf16(bf16_to_f32(yh[e]) + tmp[e]);
+  float* tmp = scratch(2, size_t(T * out));
+  sgemm(nth, false, true, T, out, r, scale, xap, r, B, r, 0.0f, tmp, out);
+  add_into(y, dtype, tmp, T * out, nth);
   return QL_OK;
 }
 
@@ -68,42 +98,41 @@ ql_status lora_backward(ql_ctx* ctx, void* dx, float* dA, float* dB, const void*
                         int64_t in, int64_t out, int64_t r, float scale, float dropout_p,
                         uint64_t seed, int32_t dtype) {
   const int nth = threads(ctx);
-  std::vector<float> dyv, xdv, g(size_t(T * r)), tmp;
   const float* dyf = static_cast<const float*>(dy);
   if (dtype != QL_F32) {
-    dyv.resize(size_t(T * out));
-    for (int64_t e = 0; e < T * out; e++) dyv[e] = bf16_to_f32(static_cast<const uint16_t*>(dy)[e]);
-    dyf = dyv.data();
+    float* buf = scratch(0, size_t(T * out));
+    widen(buf, dy, dtype, T * out, nth);
+    dyf = buf;
   }
   // g [T, r] = scale · dy · B  (gradient of xa)
-  sgemm(nth, false, false, T, r, out, scale, dyf, out, B, r, 0.0f, g.data(), r);
+  float* g = scratch(1, size_t(T * r));
+  sgemm(nth, false, false, T, r, out, scale, dyf, out, B, r, 0.0f, g, r);
   // dB [out, r] += scale · dyᵀ · xa
   sgemm(nth, true, false, out, r, T, scale, dyf, out, xa, r, 1.0f, dB, r);
   // dA [r, in] += gᵀ · drop(x)
   const float* xd = static_cast<const float*>(x);
   if (dtype != QL_F32 || dropout_p > 0.0f) {
-    xdv.resize(size_t(T * in));
-    dropout_x(xdv.data(), x, dtype, T, in, dropout_p, seed, nth);
-    xd = xdv.data();
+    float* buf = scratch(2, size_t(T * in));
+    dropout_x(buf, x, dtype, T, in, dropout_p, seed, nth);
+    xd = buf;
   }
-  sgemm(nth, true, false, r, in, T, 1.0f, g.data(), r, xd, in, 1.0f, dA, in);
+  sgemm(nth, true, false, r, in, T, 1.0f, g, r, xd, in, 1.0f, dA, in);
   if (!dx) return QL_OK;
   // dx [T, in] += mask / (1 - p) ⊙ (g · A)
   if (dtype == QL_F32 && dropout_p == 0.0f) {
-    sgemm(nth, false, false, T, in, r, 1.0f, g.data(), r, A, in, 1.0f, static_cast<float*>(dx), in);
+    sgemm(nth, false, false, T, in, r, 1.0f, g, r, A, in, 1.0f, static_cast<float*>(dx), in);
     return QL_OK;
   }
-  tmp.resize(size_t(T * in));
-  sgemm(nth, false, false, T, in, r, 1.0f, g.data(), r, A, in, 0.0f, tmp.data(), in);
-  const uint64_t key = lora_dropout_key(seed);
-  const float inv = 1.0f / (1.0f - dropout_p);
+  float* tmp = scratch(3, size_t(T * in));
+  sgemm(nth, false, false, T, in, r, 1.0f, g, r, A, in, 0.0f, tmp, in);
   const int64_t n = T * in;
+  if (dropout_p > 0.0f) {
+    const uint64_t key = lora_dropout_key(seed);
+    const float inv = 1.0f / (1.0f - dropout_p);
 #pragma omp parallel for num_threads(nth) schedule(static) if (n > 32768)
-  for (int64_t e = 0; e < n; e++) {
-    float d = tmp[e];
-    if (dropout_p > 0.0f) d = lora_dropout_keep(key, uint64_t(e), dropout_p) ? d * inv : 0.0f;
-    store_from_f32(dx, dtype, e, load_as_f32(dx, dtype, e) + d);
+    for (int64_t e = 0; e < n; e++) tmp[e] = lora_dropout_keep(key, uint64_t(e), dropout_p) ? tmp[e] * inv : 0.0f;
   }
+  add_into(dx, dtype, tmp, n, nth);
   return QL_OK;
 }
 
