@@ -419,6 +419,606 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the caller's files, newest first (cursor pages: after, limit). */
+        get: {
+            parameters: {
+                query?: {
+                    purpose?: string;
+                    limit?: number;
+                    after?: string;
+                    order?: "asc" | "desc";
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Files */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileList"];
+                    };
+                };
+                /** @description Invalid cursor */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Uploads a JSONL file for fine-tuning (validated now; errors name the line). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "multipart/form-data": components["schemas"]["UploadFileRequest"];
+                };
+            };
+            responses: {
+                /** @description The stored file */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileObject"];
+                    };
+                };
+                /** @description Invalid file or purpose */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The file is larger than the limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One file. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    file_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The file */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileObject"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such file */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Deletes a file. */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    file_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileDeleted"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such file */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{file_id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The file's bytes. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    file_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The content */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/octet-stream": string;
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such file */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the caller's jobs, newest first (cursor pages: after, limit; metadata[k]=v filters). */
+        get: {
+            parameters: {
+                query?: {
+                    after?: string;
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Jobs */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FineTuningJobList"];
+                    };
+                };
+                /** @description Invalid cursor */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Creates a fine-tuning job (LoRA on the frozen 4-bit base); its result is servable as ft:<base>:<suffix>:<job id>. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreateFineTuningJobRequest"];
+                };
+            };
+            responses: {
+                /** @description The job */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FineTuningJob"];
+                    };
+                };
+                /** @description Invalid request (the param names the field) */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One job. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    fine_tuning_job_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The job */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FineTuningJob"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such job */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancels a job (a running one stops after its current micro-batch). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    fine_tuning_job_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The job */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FineTuningJob"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such job */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The job has already finished */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The job's checkpoints, newest first; each is a servable model. */
+        get: {
+            parameters: {
+                query?: {
+                    after?: string;
+                    limit?: number;
+                };
+                header?: never;
+                path: {
+                    fine_tuning_job_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Checkpoints */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FineTuningJobCheckpointList"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such job */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The job's events, newest first: messages, and metrics per step (loss, learning rate, tokens/s, validation loss). */
+        get: {
+            parameters: {
+                query?: {
+                    after?: string;
+                    limit?: number;
+                };
+                header?: never;
+                path: {
+                    fine_tuning_job_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Events */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FineTuningJobEventList"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such job */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/load_lora_adapter": {
         parameters: {
             query?: never;
@@ -839,6 +1439,21 @@ export interface components {
             /** @description Load it onto the device now (default false). */
             preload?: boolean;
         };
+        CreateFineTuningJobRequest: {
+            /** @example tiny */
+            model: string;
+            /** @example file-abc123 */
+            training_file: string;
+            validation_file?: string | null;
+            suffix?: string | null;
+            seed?: number | null;
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            method?: components["schemas"]["FineTuningMethod"];
+            hyperparameters?: components["schemas"]["FineTuningHyperparameters"] & unknown;
+            integrations?: unknown[] | null;
+        };
         Error: {
             error: {
                 message: string;
@@ -846,6 +1461,194 @@ export interface components {
                 param: string | null;
                 code: string | null;
             };
+        };
+        FileDeleted: {
+            id: string;
+            /** @enum {string} */
+            object: "file";
+            deleted: boolean;
+        };
+        FileList: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FileObject"][];
+            first_id: string | null;
+            last_id: string | null;
+            has_more: boolean;
+        };
+        FileObject: {
+            /** @example file-abc123 */
+            id: string;
+            /** @enum {string} */
+            object: "file";
+            bytes: number;
+            created_at: number;
+            filename: string;
+            /** @example fine-tune */
+            purpose: string;
+            /**
+             * @description Deprecated in OpenAI's API; always processed here (files are validated on upload).
+             * @enum {string}
+             */
+            status: "processed";
+            status_details: string | null;
+            expires_at: number | null;
+        };
+        FineTuningHyperparameters: {
+            /** @description Passes over the training data ("auto": 3). */
+            n_epochs?: "auto" | number;
+            /** @description Sequences per micro-batch (with packing: rows of max_seq_len tokens) ("auto": up to 4). */
+            batch_size?: "auto" | number;
+            /** @description Scales learning_rate ("auto": 1). */
+            learning_rate_multiplier?: "auto" | number;
+            /** @description Extension: peak learning rate before the multiplier (default 2e-4). */
+            learning_rate?: number;
+            /** @description Extension: LoRA rank (default 16). */
+            lora_r?: number;
+            /** @description Extension: LoRA alpha (default 2 × r). */
+            lora_alpha?: number;
+            /** @description Extension: dropout on the LoRA input (default 0.05). */
+            lora_dropout?: number;
+            /** @description Extension: modules that get LoRA (default "all-linear"). */
+            target_modules?: "all-linear" | ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
+            /** @description Extension: scale by alpha/√r instead of alpha/r. */
+            use_rslora?: boolean;
+            /** @description Extension: fraction of steps of linear warmup (default 0.03). */
+            warmup_ratio?: number;
+            /**
+             * @description Extension: decay after warmup (default linear).
+             * @enum {string}
+             */
+            lr_scheduler?: "linear" | "cosine" | "constant";
+            /** @description Extension: global gradient-norm clipping (0: off; default 1). */
+            max_grad_norm?: number;
+            /** @description Extension: micro-batches per optimizer step (default 1). */
+            gradient_accumulation_steps?: number;
+            /** @description Extension: longest sequence, in tokens (default min(1024, the model's)). */
+            max_seq_len?: number;
+            /** @description Extension: pack examples into rows (no attention across them; default true). */
+            packing?: boolean;
+            /** @description Extension: take the loss on every token, not only the assistant's (default false). */
+            train_on_inputs?: boolean;
+            /**
+             * @description Extension: default paged_adamw.
+             * @enum {string}
+             */
+            optimizer?: "adamw" | "paged_adamw" | "paged_adamw_8bit";
+            /**
+             * @description Extension: the base's storage: nf4 (QLoRA, default) or none (16/32-bit LoRA).
+             * @enum {string}
+             */
+            quant?: "nf4" | "none";
+            /** @description Extension: not supported (LoRA only); true is a 400. */
+            full_finetune?: boolean;
+            /** @description Extension: AdamW weight decay (default 0). */
+            weight_decay?: number;
+            /** @description Extension: steps between checkpoints ("auto"/0: about 5 per job). */
+            checkpoint_every?: "auto" | number;
+        };
+        FineTuningJob: {
+            /** @example ftjob-abc123 */
+            id: string;
+            /** @enum {string} */
+            object: "fine_tuning.job";
+            created_at: number;
+            error: {
+                code: string;
+                message: string;
+                param: string | null;
+            } | null;
+            fine_tuned_model: string | null;
+            finished_at: number | null;
+            hyperparameters: {
+                n_epochs: number;
+                batch_size: number;
+                learning_rate_multiplier: number;
+            };
+            model: string;
+            /** @description The tenant that owns the job. */
+            organization_id: string;
+            result_files: string[];
+            seed: number;
+            /** @enum {string} */
+            status: "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            trained_tokens: number | null;
+            training_file: string;
+            validation_file: string | null;
+            user_provided_suffix: string | null;
+            estimated_finish: number | null;
+            integrations: unknown[];
+            metadata: {
+                [key: string]: string;
+            } | null;
+            method: {
+                /** @enum {string} */
+                type: "supervised";
+                supervised: {
+                    hyperparameters: components["schemas"]["ResolvedFineTuningHyperparameters"];
+                };
+            };
+            /** @description Extension: optimizer steps done. */
+            step: number;
+            /** @description Extension: optimizer steps in the job (known once it runs). */
+            total_steps: number | null;
+        };
+        FineTuningJobCheckpoint: {
+            id: string;
+            /** @enum {string} */
+            object: "fine_tuning.job.checkpoint";
+            created_at: number;
+            /** @description A servable model id: ft:<base>:<suffix>:<job id>:ckpt-step-<N>. */
+            fine_tuned_model_checkpoint: string;
+            fine_tuning_job_id: string;
+            step_number: number;
+            metrics: {
+                [key: string]: number;
+            };
+        };
+        FineTuningJobCheckpointList: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FineTuningJobCheckpoint"][];
+            first_id: string | null;
+            last_id: string | null;
+            has_more: boolean;
+        };
+        FineTuningJobEvent: {
+            id: string;
+            /** @enum {string} */
+            object: "fine_tuning.job.event";
+            created_at: number;
+            /** @enum {string} */
+            level: "info" | "warn" | "error";
+            message: string;
+            /** @enum {string} */
+            type: "message" | "metrics";
+            /** @description For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated). */
+            data: {
+                [key: string]: unknown;
+            } | null;
+        };
+        FineTuningJobEventList: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FineTuningJobEvent"][];
+            has_more: boolean;
+        };
+        FineTuningJobList: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["FineTuningJob"][];
+            has_more: boolean;
+        };
+        FineTuningMethod: {
+            /** @enum {string} */
+            type: "supervised" | "dpo" | "reinforcement";
+            supervised?: {
+                hyperparameters?: components["schemas"]["FineTuningHyperparameters"];
+            };
+            dpo?: unknown;
+            reinforcement?: unknown;
         };
         LoadLoraAdapterRequest: {
             lora_name: string;
@@ -888,6 +1691,29 @@ export interface components {
             object: "list";
             data: components["schemas"]["Model"][];
         };
+        ResolvedFineTuningHyperparameters: {
+            n_epochs: number;
+            batch_size: number;
+            learning_rate_multiplier: number;
+            learning_rate: number;
+            lora_r: number;
+            lora_alpha: number;
+            lora_dropout: number;
+            target_modules: string[];
+            use_rslora: boolean;
+            warmup_ratio: number;
+            lr_scheduler: string;
+            max_grad_norm: number;
+            gradient_accumulation_steps: number;
+            max_seq_len: number;
+            packing: boolean;
+            train_on_inputs: boolean;
+            optimizer: string;
+            quant: string;
+            full_finetune: boolean;
+            weight_decay: number;
+            checkpoint_every: number;
+        };
         UnloadLoraAdapterRequest: {
             lora_name: string;
             lora_int_id?: number;
@@ -905,6 +1731,18 @@ export interface components {
              */
             adapter_model?: string;
             tenant?: string;
+        };
+        UploadFileRequest: {
+            /**
+             * Format: binary
+             * @description JSONL: one {"messages": [...]} (optional per-message "weight" 0/1 on assistant messages) or {"prompt", "completion"} per line.
+             */
+            file?: string;
+            /**
+             * @description Only "fine-tune" is accepted.
+             * @example fine-tune
+             */
+            purpose: string;
         };
         Usage: {
             prompt_tokens: number;

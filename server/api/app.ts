@@ -12,6 +12,8 @@ import { registerCompletions } from "./routes/completions.ts";
 import { registerChat } from "./routes/chat.ts";
 import { registerModels } from "./routes/models.ts";
 import { registerAdapters } from "./routes/adapters.ts";
+import { registerFilesRoutes } from "./routes/files.ts";
+import { registerFineTuningRoutes } from "./routes/fine_tuning.ts";
 
 export type { AppDeps } from "./deps.ts";
 
@@ -112,6 +114,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerChat(app, deps);
   registerModels(app, deps);
   registerAdapters(app, deps);
+  if (deps.files) registerFilesRoutes(app, { files: deps.files });
+  if (deps.jobs) registerFineTuningRoutes(app, { jobs: deps.jobs });
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

@@ -4,6 +4,8 @@ import type { EngineHost } from "../serving/host.ts";
 import type { AdapterRegistry } from "../adapters/registry.ts";
 import type { KeyStore, Principal } from "./auth.ts";
 import type { Metrics } from "./metrics.ts";
+import type { FileStore } from "../store/files.ts";
+import type { JobRunner } from "../training/jobs.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -19,6 +21,9 @@ export interface AppDeps {
   bodyLimitBytes: number;
   /** A chat template for models without one. */
   chatTemplate: string | null;
+  /** Uploaded files and fine-tuning jobs (absent: those routes are not served). */
+  files?: FileStore;
+  jobs?: JobRunner;
   /** Structured log sink (one JSON object per line); null: silent. */
   log: ((entry: Record<string, unknown>) => void) | null;
 }

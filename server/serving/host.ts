@@ -46,6 +46,10 @@ export class EngineHost {
   /** Requests sent to the worker and not yet finished. */
   outstanding = 0;
   onStep: ((step: StepInfo, stats: EngineStats) => void) | null = null;
+  /** Registers a fine-tuned model the worker's job runner produced (the adapter registry). */
+  onPublish: ((tenant: string, id: string, dir: string) => Promise<void>) | null = null;
+  /** Log entries from the worker. */
+  onLog: ((entry: Record<string, unknown>) => void) | null = null;
 
   private constructor() {
     this.#worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
@@ -97,6 +101,17 @@ export class EngineHost {
       case "step":
         this.stats = m.stats;
         this.onStep?.(m.step, m.stats);
+        return;
+      case "publish": {
+        const reply = (ok: boolean, message?: string) => {
+          if (!this.#closed) this.#worker.postMessage({ t: "publish_done", rpc: m.rpc, ok, message } satisfies ToWorker);
+        };
+        if (!this.onPublish) reply(false, "this server cannot register models");
+        else this.onPublish(m.tenant, m.id, m.dir).then(() => reply(true), (e) => reply(false, (e as Error).message));
+        return;
+      }
+      case "log":
+        this.onLog?.(m.entry);
         return;
       case "rpc": {
         const r = this.#rpcs.get(m.rpc);
@@ -162,6 +177,11 @@ export class EngineHost {
       }
     }
     return iter();
+  }
+
+  /** Wakes the worker's job runner (a job was queued by the HTTP thread). */
+  pokeJobs(): void {
+    if (!this.#closed) this.#worker.postMessage({ t: "jobs_poke" } satisfies ToWorker);
   }
 
   /** Loads (and checks) an adapter on the device ahead of its first use. */

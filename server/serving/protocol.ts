@@ -6,6 +6,7 @@ import type { SamplingParams } from "../engine/sampling.ts";
 import type { StoppingParams } from "../engine/sequence.ts";
 import type { LlamaShape } from "../model/llama.ts";
 import type { MemoryReport } from "../model/loader.ts";
+import type { TrainingOptions } from "./training.ts";
 
 export interface WorkerInit {
   modelDir: string;
@@ -16,6 +17,8 @@ export interface WorkerInit {
   maxModelLen?: number;
   numBlocks?: number;
   adapterBudgetBytes: number;
+  /** Fine-tuning jobs run in the worker, on the served base (absent: no training). */
+  training?: TrainingOptions;
 }
 
 export interface WorkerGenerate {
@@ -33,7 +36,9 @@ export type ToWorker =
   | { t: "cancel"; id: number }
   | { t: "adapter_load"; rpc: number; uid: string; dir: string }
   | { t: "adapter_unload"; rpc: number; uid: string }
-  | { t: "shutdown"; rpc: number };
+  | { t: "shutdown"; rpc: number }
+  | { t: "jobs_poke" }
+  | { t: "publish_done"; rpc: number; ok: boolean; message?: string };
 
 export interface ModelInfo {
   id: string;
@@ -66,4 +71,6 @@ export type FromWorker =
   | { t: "event"; id: number; ev: GenerateEvent }
   | { t: "fail"; id: number; message: string; code: string }
   | { t: "step"; step: StepInfo; stats: EngineStats }
-  | { t: "rpc"; rpc: number; ok: boolean; result?: unknown; message?: string; code?: string };
+  | { t: "rpc"; rpc: number; ok: boolean; result?: unknown; message?: string; code?: string }
+  | { t: "publish"; rpc: number; tenant: string; id: string; dir: string }
+  | { t: "log"; entry: Record<string, unknown> };

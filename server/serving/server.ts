@@ -10,6 +10,8 @@ import { createApp } from "../api/app.ts";
 import type { AppDeps, AppEnv } from "../api/deps.ts";
 import { EngineHost } from "./host.ts";
 import type { WorkerInit } from "./protocol.ts";
+import { apiJobs, type TrainingOptions } from "./training.ts";
+import { registryPublisher } from "../training/jobs.ts";
 
 export interface ServerOptions {
   modelDir: string;
@@ -33,6 +35,12 @@ export interface ServerOptions {
   env?: boolean;
   chatTemplate?: string | null;
   log?: AppDeps["log"];
+  /** Fine-tuning jobs on the served base (default true). */
+  training?: boolean;
+  /** Fraction of wall time a running job may take from serving, in (0, 1] (default 0.5). */
+  trainComputeShare?: number;
+  /** Bytes of optimizer state the paged optimizers keep resident (default 256 MiB). */
+  optimizerBudgetBytes?: number;
 }
 
 export interface Server {
@@ -46,7 +54,15 @@ export async function createServer(o: ServerOptions): Promise<Server> {
   const tokenizer = await Tokenizer.load(o.modelDir);
   const keys = await KeyStore.load(o.keysFile, o.env === false ? () => undefined : undefined, o.keys ?? []);
   const maxNumSeqs = o.maxNumSeqs ?? 64;
+  const training: TrainingOptions | undefined = o.training === false ? undefined : {
+    dataDir: o.dataDir,
+    adapterRoot: o.adapterRoot,
+    computeShare: o.trainComputeShare ?? 0.5,
+    optimizerBudgetBytes: o.optimizerBudgetBytes ?? 256 << 20,
+  };
+  if (training) await Deno.mkdir(o.dataDir, { recursive: true });
   const host = await EngineHost.start({
+    training,
     modelDir: o.modelDir,
     modelId,
     quant: o.quant ?? "nf4",
@@ -104,6 +120,23 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     chatTemplate: o.chatTemplate ?? null,
     log,
   };
+  let jobsApi: ReturnType<typeof apiJobs> | null = null;
+  if (training) {
+    // the HTTP thread's side of fine-tuning: the API on the shared database; the worker trains
+    jobsApi = apiJobs(training, host.info, () => host.pokeJobs());
+    deps.files = jobsApi.files;
+    deps.jobs = jobsApi.jobs;
+    host.onPublish = registryPublisher(registry).publish;
+    host.onLog = (entry) => log?.(entry);
+    host.pokeJobs(); // starts the worker's runner: interrupted jobs resume
+  }
   const app = createApp(deps);
-  return { app, deps, close: () => host.close() };
+  return {
+    app,
+    deps,
+    close: async () => {
+      await host.close();
+      jobsApi?.close();
+    },
+  };
 }

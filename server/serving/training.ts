@@ -31,7 +31,9 @@ export function checkpointDir(adapterRoot: string): string {
   return `${adapterRoot.replace(/\/+$/, "")}/.fine_tuning`;
 }
 
-/** The worker's runner: trains queued jobs on the served bundle. */
+/** The worker's runner: trains queued jobs on the served bundle. It starts (recovering
+ * interrupted jobs and publishing finished ones) on the first poke, once the HTTP thread is
+ * ready to register models. */
 export function startWorkerJobs(
   ctx: Context,
   bundle: ModelBundle,
@@ -50,6 +52,7 @@ export function startWorkerJobs(
     computeShare: o.computeShare,
     optimizerBudgetBytes: o.optimizerBudgetBytes,
     log,
+    autoStart: false,
   });
   return {
     runner,

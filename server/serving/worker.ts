@@ -10,12 +10,16 @@ import { AdapterCache } from "../adapters/cache.ts";
 import { CacheBinder } from "../adapters/binder.ts";
 import { PeftError } from "../adapters/peft.ts";
 import type { EngineStats, FromWorker, ToWorker, WorkerGenerate, WorkerInit } from "./protocol.ts";
+import { startWorkerJobs } from "./training.ts";
 
 let engine: Engine | null = null;
 let cache: AdapterCache | null = null;
 let eosIds: number[] = [];
 const requests = new Map<number, AbortController>();
 let dispose: (() => void) | null = null;
+let jobs: Awaited<ReturnType<typeof startWorkerJobs>> | null = null;
+const publishes = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
+let nextPublish = 1;
 
 const post = (m: FromWorker) => self.postMessage(m);
 
@@ -49,6 +53,18 @@ async function init(o: WorkerInit): Promise<void> {
     onStep: (step) => post({ t: "step", step, stats: stats() }),
   }, binder);
   eosIds = bundle.eosTokenIds;
+  if (o.training) {
+    // the job runner trains on this very model, between the engine's steps
+    const publisher = {
+      publish: (tenant: string, id: string, dir: string) =>
+        new Promise<void>((resolve, reject) => {
+          const rpc = nextPublish++;
+          publishes.set(rpc, { resolve, reject });
+          post({ t: "publish", rpc, tenant, id, dir });
+        }),
+    };
+    jobs = startWorkerJobs(ctx, bundle, o.training, publisher, (entry) => post({ t: "log", entry }));
+  }
   const kvBytes = engine.runner.cache.bytes;
   dispose = () => {
     engine?.dispose();
@@ -139,8 +155,22 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     case "adapter_unload":
       post({ t: "rpc", rpc: m.rpc, ok: true, result: { unloaded: cache?.unload(m.uid) ?? false, stats: stats() } });
       return;
+    case "jobs_poke":
+      if (jobs) {
+        await jobs.runner.start(); // the first poke starts the runner (no-op afterwards)
+        jobs.runner.poke();
+      }
+      return;
+    case "publish_done": {
+      const p = publishes.get(m.rpc);
+      publishes.delete(m.rpc);
+      if (p) m.ok ? p.resolve() : p.reject(new Error(m.message ?? "publish failed"));
+      return;
+    }
     case "shutdown":
       try {
+        await jobs?.close();
+        jobs = null;
         await engine?.stop();
         dispose?.();
         dispose = null;

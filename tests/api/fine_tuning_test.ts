@@ -5,14 +5,9 @@
 // can neither see the job nor use its files or model. Also: every invalid request is a 400
 // naming the field; cancel; cursor pages.
 import assert from "node:assert/strict";
-import { openContext } from "../native/backends.ts";
 import { makeModel } from "../../scripts/make_model.ts";
 import { createServer, type Server } from "../../server/serving/server.ts";
-import { registerFilesRoutes } from "../../server/api/routes/files.ts";
-import { registerFineTuningRoutes } from "../../server/api/routes/fine_tuning.ts";
-import { Store } from "../../server/store/db.ts";
-import { FileStore } from "../../server/store/files.ts";
-import { folderBaseProvider, JobRunner, registryPublisher } from "../../server/training/jobs.ts";
+import type { JobRunner } from "../../server/training/jobs.ts";
 import type { Context } from "../../server/ffi/tensor.ts";
 
 const KEY_A = "sk-acme-0123456789", KEY_B = "sk-beta-0123456789";
@@ -76,22 +71,11 @@ async function setup(opts: { computeShare?: number } = {}): Promise<Setup> {
     env: false,
     log: null,
     keys: [{ key: KEY_A, tenant: "acme" }, { key: KEY_B, tenant: "beta" }],
+    trainComputeShare: opts.computeShare ?? 1,
   });
-  const ctx: Context = openContext("cpu", 1);
-  const store = new Store(`${root}/data/qlora.db`);
-  const files = new FileStore(store, `${root}/data/files`, { maxBytes: 1 << 20 });
-  const bases = folderBaseProvider(ctx, modelDir, { id: "tiny" });
-  const runner = new JobRunner({
-    store,
-    files,
-    bases,
-    checkpointDir: `${root}/adapters/.fine_tuning`,
-    publisher: registryPublisher(server.deps.registry),
-    computeShare: opts.computeShare ?? 1,
-    log: null,
-  });
-  registerFilesRoutes(server.app, { files });
-  registerFineTuningRoutes(server.app, { jobs: runner });
+  // the server's own wiring: the API runner here, the training runner in the engine worker,
+  // training on the served base
+  const runner = server.deps.jobs!;
   const req = (path: string, init: RequestInit & { key?: string } = {}) =>
     Promise.resolve(
       server.app.request(path, { ...init, headers: { authorization: `Bearer ${init.key ?? KEY_A}`, ...(init.headers ?? {}) } }),
@@ -112,10 +96,6 @@ async function setup(opts: { computeShare?: number } = {}): Promise<Setup> {
       return await res.json();
     },
     async close() {
-      await runner.stop();
-      await bases.dispose();
-      store.close();
-      ctx.dispose();
       await server.close();
       await Deno.remove(root, { recursive: true });
     },
