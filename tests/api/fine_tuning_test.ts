@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import { makeModel } from "../../scripts/make_model.ts";
 import { createServer, type Server } from "../../server/serving/server.ts";
 import type { JobRunner } from "../../server/training/jobs.ts";
-import type { Context } from "../../server/ffi/tensor.ts";
 
 const KEY_A = "sk-acme-0123456789", KEY_B = "sk-beta-0123456789";
 const QUESTION = "What is the secret word?";
