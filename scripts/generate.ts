@@ -1,5 +1,6 @@
 // generate.ts — `deno task generate --model DIR --prompt TEXT --max-tokens N [--temperature T]
-// [--seed S] [--quant Q] [--top-p P] [--top-k K] [--threads N]`: prints the continuation
+// [--seed S] [--quant Q] [--top-p P] [--top-k K] [--threads N] [--activations f32|bf16] [--stats]`:
+// prints the continuation
 // (streamed as it is generated; greedy at temperature 0).
 import { parseArgs } from "node:util";
 import { Context } from "../server/ffi/tensor.ts";
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     "top-k": { type: "string", default: "0" },
     seed: { type: "string" },
     quant: { type: "string", default: "nf4" },
+    activations: { type: "string", default: "f32" },
     threads: { type: "string" },
     stats: { type: "boolean", default: false },
   },
@@ -37,7 +39,11 @@ const num = (name: string, v: string | undefined) => {
 };
 
 using ctx = new Context({ threads: values.threads ? num("threads", values.threads) : 0 });
-const bundle = await openModel(ctx, values.model, { quant: values.quant as QuantChoice });
+if (values.activations !== "f32" && values.activations !== "bf16") {
+  console.error(`--activations must be f32 or bf16 (got ${values.activations})`);
+  Deno.exit(2);
+}
+const bundle = await openModel(ctx, values.model, { quant: values.quant as QuantChoice, activations: values.activations });
 const promptIds = bundle.tokenizer.encode(values.prompt, { addSpecialTokens: true });
 const engine = new Engine(bundle.loaded.model, bundle.tokenizer, { maxModelLen: bundle.maxModelLen, maxNumSeqs: 1 });
 const t0 = performance.now();

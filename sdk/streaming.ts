@@ -144,6 +144,7 @@ export class Stream<Item> implements AsyncIterable<Item> {
       let done = false;
       try {
         for await (const sse of iterSSE(response.body)) {
+          if (controller.signal.aborted) return; // events already read in the same chunk are dropped too
           if (done) continue;
           if (sse.data.startsWith("[DONE]")) {
             done = true;

@@ -69,38 +69,41 @@ export async function run(): Promise<Row[]> {
     console.error(`llama.cpp ${shape.peer} ...`);
     const peer = await llamaCpp(shape.peer, THREADS, PREFILL, DECODE, REPS);
     console.error(peer.line);
-    const ctx = new Context({ threads: THREADS });
-    const before = rssBytes();
-    const { model } = await loadModel(ctx, dir, { quant: "nf4" });
-    const report = memoryReport(model);
-    const cache = model.newKvCache(Math.ceil((PREFILL + DECODE) / BLOCK), BLOCK);
-    const resident = rssBytes() - before;
-    try {
-      timeSequence(model, cache); // warm-up
-      const runs = Array.from({ length: REPS }, () => timeSequence(model, cache));
-      const prefill = median(runs.map((r) => r.prefill)), decode = median(runs.map((r) => r.decode));
-      // Bytes one decode step must read: every weight (4-bit codes, constants, 16/32-bit tensors).
-      const bytesPerToken = report.quantized_weight_bytes + report.quantization_constant_bytes + report.unquantized_bytes;
-      const bound = (bandwidth * 1e9) / bytesPerToken;
-      rows.push(
-        { name: `${shape.name} decode tok/s vs llama.cpp Q4_0`, ours: decode, reference: peer.decodeTokS, ratio: decode / peer.decodeTokS, target: ">= 2.0", unit: "tok/s" },
-        { name: `${shape.name} decode vs DRAM bound (${(bytesPerToken / 1e6).toFixed(0)} MB/token)`, ours: decode, reference: bound, ratio: decode / bound, target: ">= 0.75", unit: "tok/s" },
-        { name: `${shape.name} prefill tok/s vs llama.cpp Q4_0`, ours: prefill, reference: peer.prefillTokS, ratio: prefill / peer.prefillTokS, target: ">= 1.2", unit: "tok/s" },
-      );
-      if (shape.name === "1.1B") {
-        rows.push({
-          name: "1.1B resident memory vs memory report",
-          ours: resident / 1e6,
-          reference: (report.total_bytes + cache.bytes) / 1e6,
-          ratio: resident / (report.total_bytes + cache.bytes),
-          target: "<= 1.1",
-          unit: "MB",
-        });
+    for (const activations of ["f32", "bf16"] as const) {
+      const ctx = new Context({ threads: THREADS });
+      const before = rssBytes();
+      const { model } = await loadModel(ctx, dir, { quant: "nf4", activations });
+      const report = memoryReport(model);
+      const cache = model.newKvCache(Math.ceil((PREFILL + DECODE) / BLOCK), BLOCK);
+      const resident = rssBytes() - before;
+      try {
+        timeSequence(model, cache); // warm-up
+        const runs = Array.from({ length: REPS }, () => timeSequence(model, cache));
+        const prefill = median(runs.map((r) => r.prefill)), decode = median(runs.map((r) => r.decode));
+        // Bytes one decode step must read: every weight (4-bit codes, constants, 16/32-bit tensors).
+        const bytesPerToken = report.quantized_weight_bytes + report.quantization_constant_bytes + report.unquantized_bytes;
+        const bound = (bandwidth * 1e9) / bytesPerToken;
+        const tag = `${shape.name} ${activations} act.`;
+        rows.push(
+          { name: `${tag} decode tok/s vs llama.cpp Q4_0`, ours: decode, reference: peer.decodeTokS, ratio: decode / peer.decodeTokS, target: ">= 2.0", unit: "tok/s" },
+          { name: `${tag} decode vs DRAM bound (${(bytesPerToken / 1e6).toFixed(0)} MB/token)`, ours: decode, reference: bound, ratio: decode / bound, target: ">= 0.75", unit: "tok/s" },
+          { name: `${tag} prefill tok/s vs llama.cpp Q4_0`, ours: prefill, reference: peer.prefillTokS, ratio: prefill / peer.prefillTokS, target: ">= 1.2", unit: "tok/s" },
+        );
+        if (shape.name === "1.1B" && activations === "f32") {
+          rows.push({
+            name: "1.1B resident memory vs memory report",
+            ours: resident / 1e6,
+            reference: (report.total_bytes + cache.bytes) / 1e6,
+            ratio: resident / (report.total_bytes + cache.bytes),
+            target: "<= 1.1",
+            unit: "MB",
+          });
+        }
+      } finally {
+        cache.dispose();
+        model.dispose();
+        ctx.dispose();
       }
-    } finally {
-      cache.dispose();
-      model.dispose();
-      ctx.dispose();
     }
   }
   return rows;

@@ -1,7 +1,9 @@
 // llama.ts — the Llama-family forward pass over the native ops, for a batch of sequences on a
-// paged KV cache (prefill and decode in one call). Activations and the KV cache are f32.
+// paged KV cache (prefill and decode in one call). Activations and the KV cache are f32, or bf16
+// when the model is built with activationDtype BF16 (half the KV memory, bf16 GEMMs and the int8
+// fused 4-bit matvec); logits are always f32.
 // This is the only model code that calls ops; the engine decides what goes in a batch.
-import { type Context, DeviceBuffer, DType } from "../ffi/tensor.ts";
+import { type Context, DeviceBuffer, DType, dtypeSize } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
 import type { Linear } from "./linear.ts";
 
@@ -51,9 +53,17 @@ export class KvCache {
   readonly v: DeviceBuffer[] = [];
   readonly shape: ops.CacheShape;
 
-  constructor(ctx: Context, layers: number, numBlocks: number, blockSize: number, kvHeads: number, headDim: number) {
+  constructor(
+    ctx: Context,
+    layers: number,
+    numBlocks: number,
+    blockSize: number,
+    kvHeads: number,
+    headDim: number,
+    readonly dtype: DType = DType.F32,
+  ) {
     this.shape = { numBlocks, blockSize, kvHeads, headDim };
-    const bytes = numBlocks * blockSize * kvHeads * headDim * 4;
+    const bytes = numBlocks * blockSize * kvHeads * headDim * dtypeSize(dtype);
     for (let l = 0; l < layers; l++) {
       this.k.push(ctx.alloc(bytes, true));
       this.v.push(ctx.alloc(bytes, true));
@@ -75,29 +85,30 @@ class Workspace {
   logitRows = 0;
   bufs: Record<string, DeviceBuffer> = {};
 
-  constructor(private ctx: Context, private shape: LlamaShape) {}
+  constructor(private ctx: Context, private shape: LlamaShape, private dtype: DType) {}
 
   ensure(T: number, R: number): void {
     if (T <= this.tokens && R <= this.logitRows) return;
     const s = this.shape;
     const t = Math.max(T, this.tokens, 16), r = Math.max(R, this.logitRows, 1);
     for (const b of Object.values(this.bufs)) b.dispose();
-    const f = (n: number) => this.ctx.alloc(n * 4);
+    const f = (n: number) => this.ctx.alloc(n * 4); // f32 / i32
+    const a = (n: number) => this.ctx.alloc(n * dtypeSize(this.dtype)); // activations
     this.bufs = {
-      x: f(t * s.hidden),
-      h: f(t * s.hidden),
-      q: f(t * s.heads * s.headDim),
-      k: f(t * s.kvHeads * s.headDim),
-      v: f(t * s.kvHeads * s.headDim),
-      attn: f(t * s.heads * s.headDim),
-      gate: f(t * s.intermediate),
-      up: f(t * s.intermediate),
+      x: a(t * s.hidden),
+      h: a(t * s.hidden),
+      q: a(t * s.heads * s.headDim),
+      k: a(t * s.kvHeads * s.headDim),
+      v: a(t * s.kvHeads * s.headDim),
+      attn: a(t * s.heads * s.headDim),
+      gate: a(t * s.intermediate),
+      up: a(t * s.intermediate),
       ids: f(t),
       pos: f(t),
       slots: f(t),
       ones: this.ctx.upload(new Float32Array(t).fill(1)),
-      sel: f(r * s.hidden),
-      selNorm: f(r * s.hidden),
+      sel: a(r * s.hidden),
+      selNorm: a(r * s.hidden),
       logits: f(r * s.vocab),
     };
     this.tokens = t;
@@ -121,12 +132,13 @@ export class LlamaModel {
     readonly finalNorm: DeviceBuffer, // f32 [C]
     readonly lmHead: DenseMatrix | null, // [V, C]; null = tied to embed
     readonly invFreq: DeviceBuffer, // f32 [D/2]
+    readonly activationDtype: DType = DType.F32,
   ) {
-    this.#ws = new Workspace(ctx, shape);
+    this.#ws = new Workspace(ctx, shape, activationDtype);
   }
 
   newKvCache(numBlocks: number, blockSize: number): KvCache {
-    return new KvCache(this.ctx, this.shape.layers, numBlocks, blockSize, this.shape.kvHeads, this.shape.headDim);
+    return new KvCache(this.ctx, this.shape.layers, numBlocks, blockSize, this.shape.kvHeads, this.shape.headDim, this.activationDtype);
   }
 
   /** Runs the batch through the model, writing its keys/values into the cache, and returns
@@ -137,7 +149,8 @@ export class LlamaModel {
     if (batch.positions.length !== T || batch.slots.length !== T) throw new RangeError("tokens, positions and slots must have the same length");
     this.#ws.ensure(T, R);
     const w = this.#ws.bufs;
-    const F = DType.F32;
+    const F = this.activationDtype;
+    if (cache.dtype !== F) throw new TypeError("the KV cache was made for another activation dtype");
     w.ids.write(batch.tokens);
     w.pos.write(batch.positions);
     w.slots.write(batch.slots);
@@ -151,7 +164,7 @@ export class LlamaModel {
     };
     const linear = (layer: number, module: LoraModule, y: DeviceBuffer, x: DeviceBuffer, accumulate: boolean) => {
       const lin = this.layers[layer].proj[module];
-      lin.forward(ctx, y, x, T, accumulate, w.ones);
+      lin.forward(ctx, y, x, T, accumulate, w.ones, F);
       lora(layer, module, y, x, lin);
     };
     for (let l = 0; l < s.layers; l++) {
@@ -172,7 +185,7 @@ export class LlamaModel {
       linear(l, "down_proj", w.x, w.gate, true); // residual
     }
     // Only the requested rows go through the final norm and the vocabulary projection.
-    const rowBytes = s.hidden * 4;
+    const rowBytes = s.hidden * dtypeSize(F);
     for (let i = 0; i < R; i++) {
       const r = batch.logitRows[i];
       if (r < 0 || r >= T) throw new RangeError(`logit row ${r} outside batch of ${T}`);
@@ -180,7 +193,7 @@ export class LlamaModel {
     }
     ops.rmsnorm(ctx, w.selNorm, null, w.sel, this.finalNorm, R, s.hidden, s.rmsEps, F);
     const head = this.lmHead ?? this.embed;
-    ops.gemm(ctx, { c: w.logits, cType: F, a: w.selNorm, aType: F, b: head.buf, bType: head.dtype, m: R, n: s.vocab, k: s.hidden, transB: true });
+    ops.gemm(ctx, { c: w.logits, cType: DType.F32, a: w.selNorm, aType: F, b: head.buf, bType: head.dtype, m: R, n: s.vocab, k: s.hidden, transB: true });
     return w.logits.readF32(0, R * s.vocab);
   }
 

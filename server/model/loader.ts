@@ -18,6 +18,8 @@ export interface LoadOptions {
   /** Storage of embeddings and lm_head: "bf16" (default when quantizing) or "f32";
    * with quant "none" the default keeps the source precision. */
   embedDtype?: "bf16" | "f32";
+  /** Activations and KV cache for inference: "f32" (default) or "bf16". */
+  activations?: "f32" | "bf16";
 }
 
 export class ModelLoadError extends Error {
@@ -162,7 +164,7 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
     const lmHead = config.tieWordEmbeddings && !st.has("lm_head.weight") ? null : await dense("lm_head.weight", [shape.vocab, C], embedTarget);
     const invFreq = ctx.upload(ropeInvFreq(config));
     owned.push(invFreq);
-    const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq);
+    const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq, opts.activations === "bf16" ? DType.BF16 : DType.F32);
     owned.length = 0; // the model owns everything now
     return { dir, config, model, quant: prequantized ? "nf4" : quant, prequantized };
   } catch (e) {

@@ -198,3 +198,31 @@ Deno.test("memory report counts 4-bit weights, constants and unquantized tensors
     model.dispose();
   }
 });
+
+testEachBackend("bf16 activations and KV cache: logits close to f32 activations on the same 4-bit model", async (ctx) => {
+  const a = await loadModel(ctx, STORIES, { quant: "nf4" });
+  const b = await loadModel(ctx, STORIES, { quant: "nf4", activations: "bf16" });
+  const ca = a.model.newKvCache(8, BLOCK), cb = b.model.newKvCache(8, BLOCK);
+  try {
+    assert.equal(cb.bytes * 2, ca.bytes);
+    const tokens = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298];
+    let la = step(a.model, ca, [{ tokens, start: 0, firstBlock: 0 }], 4)[0];
+    let lb = step(b.model, cb, [{ tokens, start: 0, firstBlock: 0 }], 4)[0];
+    for (let i = 0; i < 5; i++) {
+      let maxErr = 0, scale = 0;
+      for (let v = 0; v < la.length; v++) {
+        maxErr = Math.max(maxErr, Math.abs(la[v] - lb[v]));
+        scale = Math.max(scale, Math.abs(la[v]));
+      }
+      assert.ok(maxErr <= 0.05 * scale, `step ${i}: max |Δlogit| ${maxErr} (scale ${scale})`);
+      const next = argmax(la);
+      la = step(a.model, ca, [{ tokens: [next], start: tokens.length + i, firstBlock: 0 }], 4)[0];
+      lb = step(b.model, cb, [{ tokens: [next], start: tokens.length + i, firstBlock: 0 }], 4)[0];
+    }
+  } finally {
+    ca.dispose();
+    cb.dispose();
+    a.model.dispose();
+    b.model.dispose();
+  }
+});
