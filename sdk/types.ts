@@ -66,6 +66,8 @@ export type ModelList = Schemas["ModelList"];
 export type Adapter = Schemas["Adapter"];
 export type AdapterDeleted = Schemas["AdapterDeleted"];
 export type AdapterCreateParams = Schemas["CreateAdapterRequest"];
+export type LoadLoraAdapterParams = Schemas["LoadLoraAdapterRequest"];
+export type UnloadLoraAdapterParams = Schemas["UnloadLoraAdapterRequest"];
 export interface AdapterUploadParams {
   id: string;
   /** adapter_config.json (a Blob/File, bytes, or the JSON text or object). */

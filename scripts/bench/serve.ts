@@ -188,16 +188,17 @@ export async function run(): Promise<Row[]> {
       }
     }
 
-    // registration + first use vs a resident adapter (one token each)
+    // registration + first use vs a resident adapter (one token each). Each request gets its own
+    // prompt (same length), so neither is helped by the prefix cache.
     const firstUse: number[] = [], resident: number[] = [];
     for (let k = 0; k < 5; k++) {
       const id = `fresh${k}`;
       let t = performance.now();
       await post("/v1/adapters", { id, path: `a${CLIENTS + (k % 2)}` });
-      await post("/v1/completions", { model: id, prompt: PROMPT, max_tokens: 1, temperature: 0 });
+      await post("/v1/completions", { model: id, prompt: `${k}A ${PROMPT}`, max_tokens: 1, temperature: 0 });
       firstUse.push(performance.now() - t);
       t = performance.now();
-      await post("/v1/completions", { model: id, prompt: PROMPT, max_tokens: 1, temperature: 0 });
+      await post("/v1/completions", { model: id, prompt: `${k}B ${PROMPT}`, max_tokens: 1, temperature: 0 });
       resident.push(performance.now() - t);
       await post("/v1/unload_lora_adapter", { lora_name: id });
     }

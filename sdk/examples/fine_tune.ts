@@ -2,6 +2,9 @@
 // with the fine-tuned model (servable at once, no restart).
 //
 //   deno run --allow-net --allow-env sdk/examples/fine_tune.ts
+//
+// (On the tiny default model of `deno task start`, random weights and a few steps, the loss goes
+// down but the answer stays noise; on a real base model it learns the phrase.)
 import { QloraClient, toFile } from "../mod.ts";
 
 const client = new QloraClient();

@@ -5,7 +5,14 @@ import { type APIPromise, type RequestOptions, seg } from "../core.ts";
 import { Page, type PagePromise } from "../pagination.ts";
 import { APIResource } from "../resource.ts";
 import { appendFile } from "../uploads.ts";
-import type { Adapter, AdapterCreateParams, AdapterDeleted, AdapterUploadParams } from "../types.ts";
+import type {
+  Adapter,
+  AdapterCreateParams,
+  AdapterDeleted,
+  AdapterUploadParams,
+  LoadLoraAdapterParams,
+  UnloadLoraAdapterParams,
+} from "../types.ts";
 
 export class Adapters extends APIResource {
   /** Registers a PEFT adapter folder (a path relative to the server's adapter root). */
@@ -57,6 +64,26 @@ export class Adapters extends APIResource {
 
   retrieve(id: string, options?: RequestOptions): APIPromise<Adapter> {
     return this._client.get(`/adapters/${seg(id)}`, options);
+  }
+
+  /** vLLM's POST /load_lora_adapter: registers `lora_path` (under the adapter root) as `lora_name` and loads it; resolves to the server's message. */
+  load(body: LoadLoraAdapterParams, options?: RequestOptions): APIPromise<string> {
+    return this._client.post("/load_lora_adapter", {
+      ...options,
+      body,
+      text: true,
+      headers: { accept: "text/plain", ...(options?.headers ?? {}) },
+    });
+  }
+
+  /** vLLM's POST /unload_lora_adapter (running requests finish first); resolves to the server's message. */
+  unload(body: UnloadLoraAdapterParams, options?: RequestOptions): APIPromise<string> {
+    return this._client.post("/unload_lora_adapter", {
+      ...options,
+      body,
+      text: true,
+      headers: { accept: "text/plain", ...(options?.headers ?? {}) },
+    });
   }
 
   /** Unregisters an adapter; requests already using it finish first. */

@@ -21,9 +21,11 @@ export function backendsUnderTest(): BackendName[] {
   return builtBackends().filter((b) => b !== "cuda" || hasGpu);
 }
 
-/** A context on the named backend (2 threads unless given). */
+/** A context on the named backend (2 threads unless given). QLORA_BACKEND / QLORA_LIB, when
+ * set, override the name: a test that runs on one backend runs on the one asked for. */
 export function openContext(backend: BackendName, threads = 2): Context {
-  const path = Deno.env.get("QLORA_LIB") ?? libraryPath(backend);
+  const chosen = (Deno.env.get("QLORA_BACKEND") as BackendName | undefined) ?? backend;
+  const path = Deno.env.get("QLORA_LIB") ?? libraryPath(chosen);
   return new Context({ libraryPath: path, threads });
 }
 

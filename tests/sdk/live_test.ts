@@ -181,6 +181,12 @@ Deno.test({
         assert.ok(denied instanceof PermissionDeniedError, String(denied));
         assert.equal(denied.status, 403);
 
+        // vLLM's load/unload endpoints
+        assert.match(await client.adapters.load({ lora_name: "sdk-vllm", lora_path: "acme/a1" }), /Success/);
+        assert.equal((await client.adapters.retrieve("sdk-vllm")).resident, true);
+        assert.match(await client.adapters.unload({ lora_name: "sdk-vllm" }), /Success/);
+        await assert.rejects(client.adapters.retrieve("sdk-vllm"), NotFoundError);
+
         const del = await client.adapters.delete("sdk-a1");
         assert.deepEqual({ ...del }, { id: "sdk-a1", object: "adapter", deleted: true });
         await client.adapters.delete("sdk-up");
@@ -283,15 +289,20 @@ Deno.test({
             });
             assert.equal(job.object, "fine_tuning.job");
             const events: string[] = [];
+            const losses: number[] = [];
             const statuses: string[] = [];
             const done = await client.fineTuning.jobs.wait(job.id, {
               pollInterval: 200,
-              onEvent: (e) => events.push(e.id),
+              onEvent: (e) => {
+                events.push(e.id);
+                if (e.type === "metrics" && typeof e.data?.train_loss === "number") losses.push(e.data.train_loss);
+              },
               onStatus: (j) => statuses.push(j.status),
             });
             assert.equal(done.status, "succeeded", JSON.stringify(done.error));
             assert.ok(done.fine_tuned_model);
             assert.equal(new Set(events).size, events.length, "each event reported once");
+            assert.ok(losses.length >= 2 && losses.at(-1)! < losses[0], `training loss goes down: ${losses}`);
             const listed: string[] = [];
             for await (const e of client.fineTuning.jobs.events(job.id, { limit: 2 })) listed.push(e.id);
             assert.deepEqual([...listed].sort(), [...events].sort(), "wait() reported every event");
