@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -102,11 +103,72 @@ static std::vector<float> to_f32(const void* p, int64_t n, int nthreads) {
   return out;
 }
 
+// Few rows against a stored-transposed weight (decode's lm_head: x [m, k] · W[n, k]ᵀ with
+// m ≤ 8): bandwidth-bound, so W is streamed once, each row dotted with all m activation rows in
+// float32 FMAs (bf16 W widened in registers; never converted as a whole). Rows of W are split
+// across threads. Exact float32 arithmetic, like the general path.
+static constexpr int64_t kGemvMaxRows = 8;
+
+static inline __m256 load8_as_f32(const void* p, int32_t dtype, int64_t i) {
+  if (dtype == QL_F32) return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline float hsum(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+static void gemv_rows(int nthreads, void* c, int32_t c_dtype, const void* a, int32_t a_dtype,
+                      const void* b, int32_t b_dtype, int64_t m, int64_t n, int64_t k, float alpha,
+                      float beta) {
+  // activations widened once (m·k floats, small)
+  std::vector<float> x(size_t(m * k));
+  for (int64_t i = 0; i < m * k; i++) x[size_t(i)] = load_as_f32(a, a_dtype, i);
+  const int64_t k8 = k & ~int64_t(7);
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (n * k > 65536)
+  for (int64_t j = 0; j < n; j++) {
+    const int64_t row = j * k;
+    __m256 acc[kGemvMaxRows];
+    for (int64_t r = 0; r < m; r++) acc[r] = _mm256_setzero_ps();
+    int64_t i0 = 0;
+    if (m == 1) {
+      // one row: four independent chains, or the FMA latency (not memory) sets the pace
+      __m256 a1 = _mm256_setzero_ps(), a2 = a1, a3 = a1;
+      for (; i0 + 32 <= k8; i0 += 32) {
+        acc[0] = _mm256_fmadd_ps(load8_as_f32(b, b_dtype, row + i0), _mm256_loadu_ps(&x[size_t(i0)]), acc[0]);
+        a1 = _mm256_fmadd_ps(load8_as_f32(b, b_dtype, row + i0 + 8), _mm256_loadu_ps(&x[size_t(i0 + 8)]), a1);
+        a2 = _mm256_fmadd_ps(load8_as_f32(b, b_dtype, row + i0 + 16), _mm256_loadu_ps(&x[size_t(i0 + 16)]), a2);
+        a3 = _mm256_fmadd_ps(load8_as_f32(b, b_dtype, row + i0 + 24), _mm256_loadu_ps(&x[size_t(i0 + 24)]), a3);
+      }
+      acc[0] = _mm256_add_ps(_mm256_add_ps(acc[0], a1), _mm256_add_ps(a2, a3));
+    }
+    for (int64_t i = i0; i < k8; i += 8) {
+      const __m256 w = load8_as_f32(b, b_dtype, row + i);
+      for (int64_t r = 0; r < m; r++) acc[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(&x[size_t(r * k + i)]), acc[r]);
+    }
+    for (int64_t r = 0; r < m; r++) {
+      float sum = hsum(acc[r]);
+      for (int64_t i = k8; i < k; i++) sum += load_as_f32(b, b_dtype, row + i) * x[size_t(r * k + i)];
+      const int64_t e = r * n + j;
+      const float prev = beta != 0.0f ? beta * load_as_f32(c, c_dtype, e) : 0.0f;
+      store_from_f32(c, c_dtype, e, alpha * sum + prev);
+    }
+  }
+}
+
 ql_status gemm(ql_ctx* ctx, void* c, int32_t c_dtype, const void* a, int32_t a_dtype,
                const void* b, int32_t b_dtype, int64_t m, int64_t n, int64_t k, int32_t trans_a,
                int32_t trans_b, float alpha, float beta) {
   const int nth = threads(ctx);
   const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  if (m <= kGemvMaxRows && !trans_a && trans_b && n * k >= (int64_t(1) << 20)) {
+    gemv_rows(nth, c, c_dtype, a, a_dtype, b, b_dtype, m, n, k, alpha, beta);
+    return QL_OK;
+  }
   // bf16 x bf16 on oneDNN's bf16 matmul where the CPU has AVX-512 BF16 (elsewhere oneDNN would
   // fall back to a slow reference kernel, so the float32 path below is used instead).
   if (a_dtype == QL_BF16 && b_dtype == QL_BF16 && state(ctx).avx512) {
