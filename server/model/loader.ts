@@ -18,7 +18,9 @@ export interface LoadOptions {
   /** Storage of embeddings and lm_head: "bf16" (default when quantizing) or "f32";
    * with quant "none" the default keeps the source precision. */
   embedDtype?: "bf16" | "f32";
-  /** Activations and KV cache for inference: "f32" (default) or "bf16". */
+  /** Activations and KV cache for inference: "bf16" (default with a 4-bit base: bf16 GEMMs for
+   * prefill, the int8 fused matvec for decode, half the KV memory) or "f32" (default with quant
+   * "none", where the computation stays exact float32). */
   activations?: "f32" | "bf16";
 }
 
@@ -164,7 +166,8 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
     const lmHead = config.tieWordEmbeddings && !st.has("lm_head.weight") ? null : await dense("lm_head.weight", [shape.vocab, C], embedTarget);
     const invFreq = ctx.upload(ropeInvFreq(config));
     owned.push(invFreq);
-    const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq, opts.activations === "bf16" ? DType.BF16 : DType.F32);
+    const activations = opts.activations ?? (quant === "none" && !prequantized ? "f32" : "bf16");
+    const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq, activations === "bf16" ? DType.BF16 : DType.F32);
     owned.length = 0; // the model owns everything now
     return { dir, config, model, quant: prequantized ? "nf4" : quant, prequantized };
   } catch (e) {
