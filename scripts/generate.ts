@@ -19,7 +19,7 @@ const { values } = parseArgs({
     "top-k": { type: "string", default: "0" },
     seed: { type: "string" },
     quant: { type: "string", default: "nf4" },
-    activations: { type: "string", default: "f32" },
+    activations: { type: "string" },
     threads: { type: "string" },
     stats: { type: "boolean", default: false },
   },
@@ -39,11 +39,11 @@ const num = (name: string, v: string | undefined) => {
 };
 
 using ctx = new Context({ threads: values.threads ? num("threads", values.threads) : 0 });
-if (values.activations !== "f32" && values.activations !== "bf16") {
+if (values.activations !== undefined && values.activations !== "f32" && values.activations !== "bf16") {
   console.error(`--activations must be f32 or bf16 (got ${values.activations})`);
   Deno.exit(2);
 }
-const bundle = await openModel(ctx, values.model, { quant: values.quant as QuantChoice, activations: values.activations });
+const bundle = await openModel(ctx, values.model, { quant: values.quant as QuantChoice, activations: values.activations as "f32" | "bf16" | undefined });
 const promptIds = bundle.tokenizer.encode(values.prompt, { addSpecialTokens: true });
 const engine = new Engine(bundle.loaded.model, bundle.tokenizer, { maxModelLen: bundle.maxModelLen, maxNumSeqs: 1 });
 const t0 = performance.now();
