@@ -89,15 +89,25 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
       }
       return info;
     };
+    // One host buffer, grown to the largest tensor, receives every tensor's bytes in turn: the
+    // loader never holds more than that one buffer, and leaves no per-tensor garbage behind.
+    let scratch = new Uint8Array(0);
+    const readRaw = async (name: string): Promise<Uint8Array> => {
+      const n = st.info(name).byteLength;
+      if (scratch.byteLength < n) scratch = new Uint8Array(n);
+      const view = scratch.subarray(0, n);
+      await st.readInto(name, view);
+      return view;
+    };
     const floatTensor = async (name: string, dims: number[]): Promise<DeviceBuffer> => {
       const info = expect(name, dims);
-      const buf = ctx.upload(toFloat32(await st.read(name), info.dtype));
+      const buf = ctx.upload(toFloat32(await readRaw(name), info.dtype));
       owned.push(buf);
       return buf;
     };
     const dense = async (name: string, dims: number[], target: "bf16" | "f32" | "source"): Promise<DenseMatrix> => {
       const info = expect(name, dims);
-      const raw = await st.read(name);
+      const raw = await readRaw(name);
       let m: DenseMatrix;
       const want = target === "source" ? (info.dtype === "BF16" ? "bf16" : "f32") : target;
       if (want === "bf16" && info.dtype === "BF16") m = { buf: ctx.upload(raw), dtype: DType.BF16 };
@@ -120,8 +130,8 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
         lin = new Linear(rows, cols, { kind: "q4", q }, bias);
       } else if (quant !== "none") {
         const info = expect(name, [rows, cols]);
-        const raw = await st.read(name);
-        const src = info.dtype === "F32" ? toFloat32(raw, "F32") : info.dtype === "BF16" || info.dtype === "F16" ? u16(raw) : null;
+        const raw = await readRaw(name);
+        const src = info.dtype === "F32" ? new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) : info.dtype === "BF16" || info.dtype === "F16" ? u16(raw) : null;
         if (!src) throw new ModelLoadError(`${name}: dtype ${info.dtype} cannot be quantized (F32, F16 or BF16)`);
         const dt = info.dtype === "F32" ? DType.F32 : info.dtype === "BF16" ? DType.BF16 : DType.F16;
         const q = QWeight.quantize(ctx, src, dt, rows, cols, { quantType: quant, blocksize: opts.blocksize ?? 64, doubleQuant: opts.doubleQuant ?? true });
