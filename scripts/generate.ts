@@ -26,7 +26,9 @@ const { values } = parseArgs({
   strict: true,
 });
 if (!values.model || values.prompt === undefined) {
-  console.error("usage: deno task generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--quant nf4|fp4|int4|none]");
+  console.error(
+    "usage: deno task generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--quant nf4|fp4|int4|none]",
+  );
   Deno.exit(2);
 }
 const num = (name: string, v: string | undefined) => {
@@ -43,7 +45,10 @@ if (values.activations !== undefined && values.activations !== "f32" && values.a
   console.error(`--activations must be f32 or bf16 (got ${values.activations})`);
   Deno.exit(2);
 }
-const bundle = await openModel(ctx, values.model, { quant: values.quant as QuantChoice, activations: values.activations as "f32" | "bf16" | undefined });
+const bundle = await openModel(ctx, values.model, {
+  quant: values.quant as QuantChoice,
+  activations: values.activations as "f32" | "bf16" | undefined,
+});
 const promptIds = bundle.tokenizer.encode(values.prompt, { addSpecialTokens: true });
 const engine = new Engine(bundle.loaded.model, bundle.tokenizer, { maxModelLen: bundle.maxModelLen, maxNumSeqs: 1 });
 const t0 = performance.now();
@@ -70,7 +75,11 @@ try {
       Deno.stdout.writeSync(out.encode("\n"));
       if (values.stats) {
         const s = (performance.now() - t0) / 1000, decode = (performance.now() - first) / 1000;
-        console.error(`[${e.promptTokens} prompt + ${e.completionTokens} tokens, ${e.finishReason}; ${s.toFixed(2)} s, decode ${((n - 1) / decode).toFixed(1)} tok/s]`);
+        console.error(
+          `[${e.promptTokens} prompt + ${e.completionTokens} tokens, ${e.finishReason}; ${s.toFixed(2)} s, decode ${
+            ((n - 1) / decode).toFixed(1)
+          } tok/s]`,
+        );
       }
     }
   }

@@ -85,9 +85,30 @@ export async function run(): Promise<Row[]> {
         const bound = (bandwidth * 1e9) / bytesPerToken;
         const tag = `${shape.name} ${activations} act.`;
         rows.push(
-          { name: `${tag} decode tok/s vs llama.cpp Q4_0`, ours: decode, reference: peer.decodeTokS, ratio: decode / peer.decodeTokS, target: ">= 2.0", unit: "tok/s" },
-          { name: `${tag} decode vs DRAM bound (${(bytesPerToken / 1e6).toFixed(0)} MB/token)`, ours: decode, reference: bound, ratio: decode / bound, target: ">= 0.75", unit: "tok/s" },
-          { name: `${tag} prefill tok/s vs llama.cpp Q4_0`, ours: prefill, reference: peer.prefillTokS, ratio: prefill / peer.prefillTokS, target: ">= 1.2", unit: "tok/s" },
+          {
+            name: `${tag} decode tok/s vs llama.cpp Q4_0`,
+            ours: decode,
+            reference: peer.decodeTokS,
+            ratio: decode / peer.decodeTokS,
+            target: ">= 2.0",
+            unit: "tok/s",
+          },
+          {
+            name: `${tag} decode vs DRAM bound (${(bytesPerToken / 1e6).toFixed(0)} MB/token)`,
+            ours: decode,
+            reference: bound,
+            ratio: decode / bound,
+            target: ">= 0.75",
+            unit: "tok/s",
+          },
+          {
+            name: `${tag} prefill tok/s vs llama.cpp Q4_0`,
+            ours: prefill,
+            reference: peer.prefillTokS,
+            ratio: prefill / peer.prefillTokS,
+            target: ">= 1.2",
+            unit: "tok/s",
+          },
         );
         if (shape.name === "1.1B" && activations === "f32") {
           rows.push({

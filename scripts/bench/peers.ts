@@ -66,7 +66,9 @@ export async function llamaCpp(shape: "135m" | "1.1b" | "7b", threads = 2, pp = 
   const dir = await ensureLlamaCpp();
   const gguf = `${dir}/r${shape}.gguf`;
   if (!(await exists(gguf))) await run(await pythonWithNumpy(), [`${SHARED}make_gguf.py`, shape, gguf, "q4_0"]);
-  const line = (await run("node", ["bench.mjs", gguf, String(threads), String(pp), String(tg), String(reps)], { cwd: dir })).trim().split("\n").pop()!;
+  const line = (await run("node", ["bench.mjs", gguf, String(threads), String(pp), String(tg), String(reps)], { cwd: dir })).trim().split(
+    "\n",
+  ).pop()!;
   const ppM = line.match(/pp\d+: median ([\d.]+)/), tgM = line.match(/tg\d+: median ([\d.]+)/);
   if (!ppM || !tgM) throw new Error(`llama.cpp bench printed: ${line}`);
   return { prefillTokS: Number(ppM[1]), decodeTokS: Number(tgM[1]), line };

@@ -64,7 +64,9 @@ export function checkCase(ctx: Context, c: VectorCase, index: number): CaseResul
   };
   const expectBytes = (label: string, got: Uint8Array, want: Uint8Array) => {
     const i = firstByteDiff(got, want);
-    if (i >= 0) failures.push(`${label}: first difference at byte ${i} (got ${got[i]}, want ${want[i]}; lengths ${got.length}/${want.length})`);
+    if (i >= 0) {
+      failures.push(`${label}: first difference at byte ${i} (got ${got[i]}, want ${want[i]}; lengths ${got.length}/${want.length})`);
+    }
   };
   try {
     const x = f32FromB64(c.input_f32_b64);

@@ -5,7 +5,7 @@ import { setImmediate } from "node:timers";
 import type { LlamaModel } from "../model/llama.ts";
 import { BlockManager } from "./kv_blocks.ts";
 import { type AdapterBinder, ModelRunner } from "./runner.ts";
-import { Scheduler, type ScheduledChunk } from "./scheduler.ts";
+import { type ScheduledChunk, Scheduler } from "./scheduler.ts";
 import { type FinishReason, Sequence, type StoppingParams } from "./sequence.ts";
 import type { SamplingParams, TopLogprob } from "./sampling.ts";
 import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
@@ -83,7 +83,11 @@ export class Engine {
     const numBlocks = opts.numBlocks ?? Math.ceil((maxNumSeqs * Math.min(512, opts.maxModelLen)) / blockSize);
     this.maxModelLen = opts.maxModelLen;
     this.blocks = new BlockManager(numBlocks, blockSize);
-    this.scheduler = new Scheduler(this.blocks, { maxNumSeqs, maxBatchedTokens: opts.maxBatchedTokens ?? 2048, maxModelLen: opts.maxModelLen });
+    this.scheduler = new Scheduler(this.blocks, {
+      maxNumSeqs,
+      maxBatchedTokens: opts.maxBatchedTokens ?? 2048,
+      maxModelLen: opts.maxModelLen,
+    });
     this.runner = new ModelRunner(model, model.newKvCache(numBlocks, blockSize), this.blocks, adapters);
     this.#onStep = opts.onStep;
   }
@@ -105,13 +109,18 @@ export class Engine {
     if (req.promptIds.length === 0) throw new EngineError("the prompt is empty", "invalid_request");
     const maxTokens = req.stopping?.maxTokens ?? 16;
     if (req.promptIds.length >= this.maxModelLen) {
-      throw new EngineError(`the prompt has ${req.promptIds.length} tokens; this model's context is ${this.maxModelLen}`, "context_length_exceeded");
+      throw new EngineError(
+        `the prompt has ${req.promptIds.length} tokens; this model's context is ${this.maxModelLen}`,
+        "context_length_exceeded",
+      );
     }
     if (req.promptIds.length > this.blocks.numBlocks * this.blocks.blockSize) {
       throw new EngineError(`the prompt needs more KV cache than the server has`, "context_length_exceeded");
     }
     for (const id of req.promptIds) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.model.shape.vocab) throw new EngineError(`token id ${id} is outside the vocabulary`, "invalid_request");
+      if (!Number.isInteger(id) || id < 0 || id >= this.model.shape.vocab) {
+        throw new EngineError(`token id ${id} is outside the vocabulary`, "invalid_request");
+      }
     }
     if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new EngineError("max_tokens must be a positive integer", "invalid_request");
   }
@@ -121,7 +130,12 @@ export class Engine {
     if (this.#stopped) throw new EngineError("the engine is stopped", "engine_stopped");
     this.validate(req);
     const maxTokens = Math.min(req.stopping?.maxTokens ?? 16, this.maxModelLen - req.promptIds.length);
-    const seq = new Sequence({ promptIds: req.promptIds, sampling: req.sampling, stopping: { ...req.stopping, maxTokens }, adapterId: req.adapterId ?? null });
+    const seq = new Sequence({
+      promptIds: req.promptIds,
+      sampling: req.sampling,
+      stopping: { ...req.stopping, maxTokens },
+      adapterId: req.adapterId ?? null,
+    });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,
       includeStopString: req.includeStopString,
@@ -137,7 +151,7 @@ export class Engine {
       else req.signal.addEventListener("abort", abort, { once: true });
     }
     this.#ensureLoop();
-    const self = this;
+    const finish = (reason: FinishReason) => this.#finish(p, reason, null);
     async function* events(): AsyncGenerator<GenerateEvent> {
       try {
         while (true) {
@@ -152,7 +166,7 @@ export class Engine {
         }
       } finally {
         // the consumer stopped early (e.g. client disconnected): cancel the sequence
-        if (!p.done) self.#finish(p, "abort", null);
+        if (!p.done) finish("abort");
         req.signal?.removeEventListener("abort", abort);
       }
     }

@@ -3,7 +3,7 @@
 // Selection: QLORA_LIB=path loads that file; QLORA_BACKEND=cpu|cuda|cudaemu picks a library
 // from the build folder (native/build, or QLORA_BUILD_DIR); otherwise the CUDA library when an
 // NVIDIA GPU is present and it was built, else the CPU library.
-import { ABI_VERSION, symbols, type Symbols } from "./symbols.ts";
+import { ABI_VERSION, type Symbols, symbols } from "./symbols.ts";
 import { NativeError, NativeLibraryError } from "./errors.ts";
 
 export type BackendName = "cpu" | "cuda" | "cudaemu";
@@ -67,7 +67,8 @@ function cString(p: Deno.PointerValue): string {
 
 /** Loads a library (cached per path). With no argument, follows QLORA_LIB / QLORA_BACKEND. */
 export function loadLibrary(choice?: { backend?: BackendName; path?: string }): NativeLibrary {
-  const path = choice?.path ?? (choice?.backend ? libraryPath(choice.backend) : (Deno.env.get("QLORA_LIB") ?? libraryPath(defaultBackend())));
+  const path = choice?.path ??
+    (choice?.backend ? libraryPath(choice.backend) : (Deno.env.get("QLORA_LIB") ?? libraryPath(defaultBackend())));
   const cached = loaded.get(path);
   if (cached) return cached;
   if (!exists(path)) {

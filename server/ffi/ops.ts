@@ -19,7 +19,10 @@ export function matmul4bit(ctx: Context, y: Dev, x: Dev, w: QWeight, m: number, 
 
 /** dx [m, cols] (=|+=) dy [m, rows] · W */
 export function matmul4bitBackward(ctx: Context, dx: Dev, dy: Dev, w: QWeight, m: number, dtype: DType, accumulate = false): void {
-  ctx.lib.check(ctx.lib.symbols.ql_matmul_4bit_backward(ctx.ptr, p(dx), p(dy), w.ptr, I(m), dtype, accumulate ? 1 : 0), "ql_matmul_4bit_backward");
+  ctx.lib.check(
+    ctx.lib.symbols.ql_matmul_4bit_backward(ctx.ptr, p(dx), p(dy), w.ptr, I(m), dtype, accumulate ? 1 : 0),
+    "ql_matmul_4bit_backward",
+  );
 }
 
 export interface GemmArgs {
@@ -61,16 +64,35 @@ export function gemm(ctx: Context, g: GemmArgs): void {
   );
 }
 
-export function embedding(ctx: Context, out: Dev, ids: Dev, table: Dev, T: number, V: number, C: number, dtype: DType, tableType: DType): void {
-  ctx.lib.check(ctx.lib.symbols.ql_embedding_forward(ctx.ptr, p(out), p(ids), p(table), I(T), I(V), I(C), dtype, tableType), "ql_embedding_forward");
+export function embedding(
+  ctx: Context,
+  out: Dev,
+  ids: Dev,
+  table: Dev,
+  T: number,
+  V: number,
+  C: number,
+  dtype: DType,
+  tableType: DType,
+): void {
+  ctx.lib.check(
+    ctx.lib.symbols.ql_embedding_forward(ctx.ptr, p(out), p(ids), p(table), I(T), I(V), I(C), dtype, tableType),
+    "ql_embedding_forward",
+  );
 }
 
 export function embeddingBackward(ctx: Context, dtable: Dev, dout: Dev, ids: Dev, T: number, V: number, C: number, dtype: DType): void {
-  ctx.lib.check(ctx.lib.symbols.ql_embedding_backward(ctx.ptr, p(dtable), p(dout), p(ids), I(T), I(V), I(C), dtype), "ql_embedding_backward");
+  ctx.lib.check(
+    ctx.lib.symbols.ql_embedding_backward(ctx.ptr, p(dtable), p(dout), p(ids), I(T), I(V), I(C), dtype),
+    "ql_embedding_backward",
+  );
 }
 
 export function rmsnorm(ctx: Context, out: Dev, rstd: Opt, x: Dev, weight: Dev, T: number, C: number, eps: number, dtype: DType): void {
-  ctx.lib.check(ctx.lib.symbols.ql_rmsnorm_forward(ctx.ptr, p(out), p(rstd), p(x), p(weight), I(T), I(C), eps, dtype), "ql_rmsnorm_forward");
+  ctx.lib.check(
+    ctx.lib.symbols.ql_rmsnorm_forward(ctx.ptr, p(out), p(rstd), p(x), p(weight), I(T), I(C), eps, dtype),
+    "ql_rmsnorm_forward",
+  );
 }
 
 export function rmsnormBackward(
@@ -91,12 +113,38 @@ export function rmsnormBackward(
   );
 }
 
-export function rope(ctx: Context, out: Dev, x: Dev, positions: Dev, invFreq: Dev, T: number, heads: number, D: number, dtype: DType): void {
-  ctx.lib.check(ctx.lib.symbols.ql_rope_forward(ctx.ptr, p(out), p(x), p(positions), p(invFreq), I(T), I(heads), I(D), dtype), "ql_rope_forward");
+export function rope(
+  ctx: Context,
+  out: Dev,
+  x: Dev,
+  positions: Dev,
+  invFreq: Dev,
+  T: number,
+  heads: number,
+  D: number,
+  dtype: DType,
+): void {
+  ctx.lib.check(
+    ctx.lib.symbols.ql_rope_forward(ctx.ptr, p(out), p(x), p(positions), p(invFreq), I(T), I(heads), I(D), dtype),
+    "ql_rope_forward",
+  );
 }
 
-export function ropeBackward(ctx: Context, dx: Dev, dout: Dev, positions: Dev, invFreq: Dev, T: number, heads: number, D: number, dtype: DType): void {
-  ctx.lib.check(ctx.lib.symbols.ql_rope_backward(ctx.ptr, p(dx), p(dout), p(positions), p(invFreq), I(T), I(heads), I(D), dtype), "ql_rope_backward");
+export function ropeBackward(
+  ctx: Context,
+  dx: Dev,
+  dout: Dev,
+  positions: Dev,
+  invFreq: Dev,
+  T: number,
+  heads: number,
+  D: number,
+  dtype: DType,
+): void {
+  ctx.lib.check(
+    ctx.lib.symbols.ql_rope_backward(ctx.ptr, p(dx), p(dout), p(positions), p(invFreq), I(T), I(heads), I(D), dtype),
+    "ql_rope_backward",
+  );
 }
 
 export interface CacheShape {
@@ -106,9 +154,32 @@ export interface CacheShape {
   headDim: number;
 }
 
-export function kvCacheWrite(ctx: Context, kCache: Dev, vCache: Dev, k: Dev, v: Dev, slots: Dev, T: number, c: CacheShape, dtype: DType): void {
+export function kvCacheWrite(
+  ctx: Context,
+  kCache: Dev,
+  vCache: Dev,
+  k: Dev,
+  v: Dev,
+  slots: Dev,
+  T: number,
+  c: CacheShape,
+  dtype: DType,
+): void {
   ctx.lib.check(
-    ctx.lib.symbols.ql_kv_cache_write(ctx.ptr, p(kCache), p(vCache), p(k), p(v), p(slots), I(T), I(c.numBlocks), I(c.blockSize), I(c.kvHeads), I(c.headDim), dtype),
+    ctx.lib.symbols.ql_kv_cache_write(
+      ctx.ptr,
+      p(kCache),
+      p(vCache),
+      p(k),
+      p(v),
+      p(slots),
+      I(T),
+      I(c.numBlocks),
+      I(c.blockSize),
+      I(c.kvHeads),
+      I(c.headDim),
+      dtype,
+    ),
     "ql_kv_cache_write",
   );
 }
@@ -168,7 +239,22 @@ export interface PackedShape {
 export function attention(ctx: Context, out: Dev, lse: Dev, q: Dev, k: Dev, v: Dev, s: PackedShape, scale: number, dtype: DType): void {
   const S = s.cuSeqlens.length - 1;
   ctx.lib.check(
-    ctx.lib.symbols.ql_attention_forward(ctx.ptr, p(out), p(lse), p(q), p(k), p(v), s.cuSeqlens, I(S), I(s.T), I(s.heads), I(s.kvHeads), I(s.headDim), scale, dtype),
+    ctx.lib.symbols.ql_attention_forward(
+      ctx.ptr,
+      p(out),
+      p(lse),
+      p(q),
+      p(k),
+      p(v),
+      s.cuSeqlens,
+      I(S),
+      I(s.T),
+      I(s.heads),
+      I(s.kvHeads),
+      I(s.headDim),
+      scale,
+      dtype,
+    ),
     "ql_attention_forward",
   );
 }
@@ -217,7 +303,10 @@ export function siluMul(ctx: Context, out: Dev, gate: Dev, up: Dev, n: number, d
 }
 
 export function siluMulBackward(ctx: Context, dgate: Dev, dup: Dev, dout: Dev, gate: Dev, up: Dev, n: number, dtype: DType): void {
-  ctx.lib.check(ctx.lib.symbols.ql_silu_mul_backward(ctx.ptr, p(dgate), p(dup), p(dout), p(gate), p(up), I(n), dtype), "ql_silu_mul_backward");
+  ctx.lib.check(
+    ctx.lib.symbols.ql_silu_mul_backward(ctx.ptr, p(dgate), p(dup), p(dout), p(gate), p(up), I(n), dtype),
+    "ql_silu_mul_backward",
+  );
 }
 
 /** out = a + alpha · b */
@@ -256,12 +345,39 @@ export interface LoraShape {
 /** y [T, out] += scale · (drop(x) · Aᵀ) · Bᵀ; xa [T, r] saved when given. */
 export function loraForward(ctx: Context, y: Dev, xa: Opt, x: Dev, A: Dev, B: Dev, s: LoraShape, dtype: DType): void {
   ctx.lib.check(
-    ctx.lib.symbols.ql_lora_forward(ctx.ptr, p(y), p(xa), p(x), p(A), p(B), I(s.T), I(s.inF), I(s.outF), I(s.r), s.scale, s.dropout, s.seed, dtype),
+    ctx.lib.symbols.ql_lora_forward(
+      ctx.ptr,
+      p(y),
+      p(xa),
+      p(x),
+      p(A),
+      p(B),
+      I(s.T),
+      I(s.inF),
+      I(s.outF),
+      I(s.r),
+      s.scale,
+      s.dropout,
+      s.seed,
+      dtype,
+    ),
     "ql_lora_forward",
   );
 }
 
-export function loraBackward(ctx: Context, dx: Opt, dA: Dev, dB: Dev, dy: Dev, x: Dev, xa: Dev, A: Dev, B: Dev, s: LoraShape, dtype: DType): void {
+export function loraBackward(
+  ctx: Context,
+  dx: Opt,
+  dA: Dev,
+  dB: Dev,
+  dy: Dev,
+  x: Dev,
+  xa: Dev,
+  A: Dev,
+  B: Dev,
+  s: LoraShape,
+  dtype: DType,
+): void {
   ctx.lib.check(
     ctx.lib.symbols.ql_lora_backward(
       ctx.ptr,
@@ -294,7 +410,17 @@ export interface AdapterSlots {
 }
 
 /** y [T, out] += per-row adapter products; rowAdapter[t] = index into slots or -1. */
-export function loraMulti(ctx: Context, y: Dev, x: Dev, rowAdapter: Int32Array, slots: AdapterSlots, T: number, inF: number, outF: number, dtype: DType): void {
+export function loraMulti(
+  ctx: Context,
+  y: Dev,
+  x: Dev,
+  rowAdapter: Int32Array,
+  slots: AdapterSlots,
+  T: number,
+  inF: number,
+  outF: number,
+  dtype: DType,
+): void {
   ctx.lib.check(
     ctx.lib.symbols.ql_lora_multi_forward(
       ctx.ptr,

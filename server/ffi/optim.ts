@@ -38,7 +38,19 @@ export class Optimizer implements Disposable {
 
   step(index: number, param: DeviceBuffer, grad: DeviceBuffer, h: AdamWHyper, gradScale: number, step: number): void {
     this.ctx.lib.check(
-      this.ctx.lib.symbols.ql_optimizer_step(this.ptr, BigInt(index), param.ptr, grad.ptr, h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, gradScale, BigInt(step)),
+      this.ctx.lib.symbols.ql_optimizer_step(
+        this.ptr,
+        BigInt(index),
+        param.ptr,
+        grad.ptr,
+        h.lr,
+        h.beta1,
+        h.beta2,
+        h.eps,
+        h.weightDecay,
+        gradScale,
+        BigInt(step),
+      ),
       "ql_optimizer_step",
     );
   }

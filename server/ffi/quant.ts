@@ -20,7 +20,10 @@ export function quantize4bit(ctx: Context, x: Float32Array, blocksize: number, q
   using dx = ctx.upload(x);
   using dp = ctx.alloc(Math.ceil(n / 2) || 1);
   using da = ctx.alloc(nb * 4 || 4);
-  ctx.lib.check(ctx.lib.symbols.ql_quantize_4bit(ctx.ptr, dp.ptr, da.ptr, dx.ptr, BigInt(n), blocksize, QuantType[quantType]), "ql_quantize_4bit");
+  ctx.lib.check(
+    ctx.lib.symbols.ql_quantize_4bit(ctx.ptr, dp.ptr, da.ptr, dx.ptr, BigInt(n), blocksize, QuantType[quantType]),
+    "ql_quantize_4bit",
+  );
   return { packed: dp.readBytes(0, Math.ceil(n / 2)), absmax: da.readF32(0, nb) };
 }
 
@@ -28,7 +31,10 @@ export function dequantize4bit(ctx: Context, q: Quantized4bit, n: number, blocks
   using dp = ctx.upload(q.packed);
   using da = ctx.upload(q.absmax);
   using dout = ctx.alloc(n * 4 || 4);
-  ctx.lib.check(ctx.lib.symbols.ql_dequantize_4bit(ctx.ptr, dout.ptr, dp.ptr, da.ptr, BigInt(n), blocksize, QuantType[quantType]), "ql_dequantize_4bit");
+  ctx.lib.check(
+    ctx.lib.symbols.ql_dequantize_4bit(ctx.ptr, dout.ptr, dp.ptr, da.ptr, BigInt(n), blocksize, QuantType[quantType]),
+    "ql_dequantize_4bit",
+  );
   return dout.readF32(0, n);
 }
 

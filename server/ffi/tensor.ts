@@ -1,7 +1,7 @@
 // tensor.ts — typed handles over the native library: a Context (one backend instance), device
 // buffers and frozen 4-bit weights. Handles keep their pointers private and are released with
 // dispose() (or `using`).
-import { loadLibrary, type BackendName, type NativeLibrary } from "./library.ts";
+import { type BackendName, loadLibrary, type NativeLibrary } from "./library.ts";
 
 export const DType = { F32: 0, BF16: 1, F16: 2, U8: 3, I32: 4 } as const;
 export type DType = (typeof DType)[keyof typeof DType];
@@ -108,17 +108,24 @@ export class DeviceBuffer implements Disposable {
   }
 
   write(data: ArrayBufferView, byteOffset = 0): void {
-    if (byteOffset + data.byteLength > this.bytes) throw new RangeError(`write of ${data.byteLength} bytes at ${byteOffset} overruns ${this.bytes}`);
+    if (byteOffset + data.byteLength > this.bytes) {
+      throw new RangeError(`write of ${data.byteLength} bytes at ${byteOffset} overruns ${this.bytes}`);
+    }
     if (data.byteLength === 0) return;
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    this.ctx.lib.check(this.ctx.lib.symbols.ql_copy_to_device(this.ctx.ptr, this.at(byteOffset), bytes, BigInt(bytes.length)), "ql_copy_to_device");
+    this.ctx.lib.check(
+      this.ctx.lib.symbols.ql_copy_to_device(this.ctx.ptr, this.at(byteOffset), bytes, BigInt(bytes.length)),
+      "ql_copy_to_device",
+    );
   }
 
   /** Copies bytes [byteOffset, byteOffset + length) to a new host array. */
   readBytes(byteOffset = 0, length = this.bytes - byteOffset): Uint8Array {
     if (byteOffset < 0 || length < 0 || byteOffset + length > this.bytes) throw new RangeError("read outside buffer");
     const out = new Uint8Array(length);
-    if (length > 0) this.ctx.lib.check(this.ctx.lib.symbols.ql_copy_to_host(this.ctx.ptr, out, this.at(byteOffset), BigInt(length)), "ql_copy_to_host");
+    if (length > 0) {
+      this.ctx.lib.check(this.ctx.lib.symbols.ql_copy_to_host(this.ctx.ptr, out, this.at(byteOffset), BigInt(length)), "ql_copy_to_host");
+    }
     return out;
   }
 
@@ -194,7 +201,17 @@ export class QWeight implements Disposable {
     if (w.length !== rows * cols) throw new RangeError(`weight has ${w.length} elements, expected ${rows}x${cols}`);
     const cell = new BigUint64Array(1);
     ctx.lib.check(
-      ctx.lib.symbols.ql_qweight_quantize(ctx.ptr, w, dtype, BigInt(rows), BigInt(cols), QuantType[opts.quantType ?? "nf4"], opts.blocksize ?? 64, opts.doubleQuant === false ? 0 : 1, cell),
+      ctx.lib.symbols.ql_qweight_quantize(
+        ctx.ptr,
+        w,
+        dtype,
+        BigInt(rows),
+        BigInt(cols),
+        QuantType[opts.quantType ?? "nf4"],
+        opts.blocksize ?? 64,
+        opts.doubleQuant === false ? 0 : 1,
+        cell,
+      ),
       "ql_qweight_quantize",
     );
     return new QWeight(ctx, outPointer(cell));
@@ -207,7 +224,12 @@ export class QWeight implements Disposable {
     cols: number,
     quantType: QuantTypeName,
     blocksize: number,
-    state: { packed: Uint8Array; absmax?: Float32Array; nested?: { qabsmax: Uint8Array; absmax2: Float32Array; offset: number; blocksize: number }; code: Float32Array },
+    state: {
+      packed: Uint8Array;
+      absmax?: Float32Array;
+      nested?: { qabsmax: Uint8Array; absmax2: Float32Array; offset: number; blocksize: number };
+      code: Float32Array;
+    },
   ): QWeight {
     const cell = new BigUint64Array(1);
     ctx.lib.check(
@@ -251,7 +273,10 @@ export class QWeight implements Disposable {
       absmax2 = new Float32Array(Math.ceil(this.blocks / this.info.nestedBlocksize));
       offset = new Float32Array(1);
     }
-    this.ctx.lib.check(this.ctx.lib.symbols.ql_qweight_export(this.ctx.ptr, this.ptr, packed, absmax, qabsmax, absmax2, offset), "ql_qweight_export");
+    this.ctx.lib.check(
+      this.ctx.lib.symbols.ql_qweight_export(this.ctx.ptr, this.ptr, packed, absmax, qabsmax, absmax2, offset),
+      "ql_qweight_export",
+    );
     if (qabsmax && absmax2 && offset) nested = { qabsmax, absmax2, offset: offset[0], blocksize: this.info.nestedBlocksize };
     return { packed, absmax, nested };
   }

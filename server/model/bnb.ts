@@ -60,7 +60,9 @@ export async function readBnbWeight(ctx: Context, src: TensorSource, weightName:
   const n = rows * cols, nb = Math.ceil(n / blocksize);
   const packedInfo = src.info(weightName);
   if (packedInfo.dtype !== "U8" || packedInfo.byteLength !== Math.ceil(n / 2)) {
-    throw new BnbFormatError(`${weightName}: expected ${Math.ceil(n / 2)} bytes of U8 packed codes, found ${packedInfo.byteLength} of ${packedInfo.dtype}`);
+    throw new BnbFormatError(
+      `${weightName}: expected ${Math.ceil(n / 2)} bytes of U8 packed codes, found ${packedInfo.byteLength} of ${packedInfo.dtype}`,
+    );
   }
   const packed = await src.read(weightName);
   const code = f32(await src.read(`${weightName}.quant_map`));

@@ -35,7 +35,9 @@ export class Linear {
       });
     }
     // bias as a rank-1 update: y += ones[m, 1] · bias[1, rows]
-    if (this.bias) gemm(ctx, { c: y, cType: dtype, a: ones, aType: DType.F32, b: this.bias, bType: DType.F32, m, n: this.rows, k: 1, beta: 1 });
+    if (this.bias) {
+      gemm(ctx, { c: y, cType: dtype, a: ones, aType: DType.F32, b: this.bias, bType: DType.F32, m, n: this.rows, k: 1, beta: 1 });
+    }
   }
 
   /** dx [m, cols] (=|+=) dy [m, rows] · W (the weight is frozen). */

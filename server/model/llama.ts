@@ -146,7 +146,9 @@ export class LlamaModel {
   forward(batch: ForwardBatch, cache: KvCache): Float32Array {
     const { ctx, shape: s } = this;
     const T = batch.tokens.length, R = batch.logitRows.length;
-    if (batch.positions.length !== T || batch.slots.length !== T) throw new RangeError("tokens, positions and slots must have the same length");
+    if (batch.positions.length !== T || batch.slots.length !== T) {
+      throw new RangeError("tokens, positions and slots must have the same length");
+    }
     this.#ws.ensure(T, R);
     const w = this.#ws.bufs;
     const F = this.activationDtype;
@@ -193,7 +195,18 @@ export class LlamaModel {
     }
     ops.rmsnorm(ctx, w.selNorm, null, w.sel, this.finalNorm, R, s.hidden, s.rmsEps, F);
     const head = this.lmHead ?? this.embed;
-    ops.gemm(ctx, { c: w.logits, cType: DType.F32, a: w.selNorm, aType: F, b: head.buf, bType: head.dtype, m: R, n: s.vocab, k: s.hidden, transB: true });
+    ops.gemm(ctx, {
+      c: w.logits,
+      cType: DType.F32,
+      a: w.selNorm,
+      aType: F,
+      b: head.buf,
+      bType: head.dtype,
+      m: R,
+      n: s.vocab,
+      k: s.hidden,
+      transB: true,
+    });
     return w.logits.readF32(0, R * s.vocab);
   }
 

@@ -2,12 +2,12 @@
 // weights quantized at load (or read pre-quantized from a bnb-4bit checkpoint), norms in f32,
 // embeddings and lm_head 16-bit by default. Tensors are read one at a time so the host never
 // holds more than one tensor's source bytes.
-import { type Context, type DeviceBuffer, DType, QWeight, type QuantTypeName } from "../ffi/tensor.ts";
-import { type ModelConfig, loadModelConfig, ropeInvFreq } from "./config.ts";
+import { type Context, type DeviceBuffer, DType, type QuantTypeName, QWeight } from "../ffi/tensor.ts";
+import { loadModelConfig, type ModelConfig, ropeInvFreq } from "./config.ts";
 import { float32ToBf16Bytes, SafetensorsModel, toFloat32 } from "./safetensors.ts";
 import { bnbStateKey, readBnbWeight } from "./bnb.ts";
 import { Linear } from "./linear.ts";
-import { type DenseMatrix, LlamaModel, type LlamaLayer, type LlamaShape, LORA_MODULES, type LoraModule } from "./llama.ts";
+import { type DenseMatrix, type LlamaLayer, LlamaModel, type LlamaShape, LORA_MODULES, type LoraModule } from "./llama.ts";
 
 export type QuantChoice = QuantTypeName | "none";
 
@@ -131,10 +131,18 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
       } else if (quant !== "none") {
         const info = expect(name, [rows, cols]);
         const raw = await readRaw(name);
-        const src = info.dtype === "F32" ? new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4) : info.dtype === "BF16" || info.dtype === "F16" ? u16(raw) : null;
+        const src = info.dtype === "F32"
+          ? new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4)
+          : info.dtype === "BF16" || info.dtype === "F16"
+          ? u16(raw)
+          : null;
         if (!src) throw new ModelLoadError(`${name}: dtype ${info.dtype} cannot be quantized (F32, F16 or BF16)`);
         const dt = info.dtype === "F32" ? DType.F32 : info.dtype === "BF16" ? DType.BF16 : DType.F16;
-        const q = QWeight.quantize(ctx, src, dt, rows, cols, { quantType: quant, blocksize: opts.blocksize ?? 64, doubleQuant: opts.doubleQuant ?? true });
+        const q = QWeight.quantize(ctx, src, dt, rows, cols, {
+          quantType: quant,
+          blocksize: opts.blocksize ?? 64,
+          doubleQuant: opts.doubleQuant ?? true,
+        });
         lin = new Linear(rows, cols, { kind: "q4", q }, bias);
       } else {
         const m = await dense(name, [rows, cols], "source");
@@ -173,7 +181,9 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
       });
     }
     const finalNorm = await floatTensor("model.norm.weight", [C]);
-    const lmHead = config.tieWordEmbeddings && !st.has("lm_head.weight") ? null : await dense("lm_head.weight", [shape.vocab, C], embedTarget);
+    const lmHead = config.tieWordEmbeddings && !st.has("lm_head.weight")
+      ? null
+      : await dense("lm_head.weight", [shape.vocab, C], embedTarget);
     const invFreq = ctx.upload(ropeInvFreq(config));
     owned.push(invFreq);
     const activations = opts.activations ?? (quant === "none" && !prequantized ? "f32" : "bf16");

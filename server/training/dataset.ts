@@ -40,17 +40,25 @@ export function parseExample(text: string, line: number): Example {
     msgs.forEach((m, i) => {
       if (m === null || typeof m !== "object" || Array.isArray(m)) throw new DatasetError(`messages[${i}] must be an object`, line);
       const mm = m as Record<string, unknown>;
-      if (typeof mm.role !== "string" || !ROLES.has(mm.role)) throw new DatasetError(`messages[${i}].role must be one of ${[...ROLES].join(", ")}`, line);
+      if (typeof mm.role !== "string" || !ROLES.has(mm.role)) {
+        throw new DatasetError(`messages[${i}].role must be one of ${[...ROLES].join(", ")}`, line);
+      }
       if (typeof mm.content !== "string") throw new DatasetError(`messages[${i}].content must be a string`, line);
       if ("weight" in mm && mm.weight !== 0 && mm.weight !== 1) throw new DatasetError(`messages[${i}].weight must be 0 or 1`, line);
-      if ("weight" in mm && mm.role !== "assistant") throw new DatasetError(`messages[${i}].weight is only allowed on assistant messages`, line);
+      if ("weight" in mm && mm.role !== "assistant") {
+        throw new DatasetError(`messages[${i}].weight is only allowed on assistant messages`, line);
+      }
     });
-    if (!msgs.some((m) => (m as { role: string }).role === "assistant")) throw new DatasetError("the conversation has no assistant message to learn from", line);
+    if (!msgs.some((m) => (m as { role: string }).role === "assistant")) {
+      throw new DatasetError("the conversation has no assistant message to learn from", line);
+    }
     return { kind: "chat", messages: msgs as (ChatMessage & { weight?: number })[] };
   }
   if ("prompt" in o || "completion" in o) {
     if (typeof o.prompt !== "string") throw new DatasetError(`"prompt" must be a string`, line);
-    if (typeof o.completion !== "string" || o.completion.length === 0) throw new DatasetError(`"completion" must be a non-empty string`, line);
+    if (typeof o.completion !== "string" || o.completion.length === 0) {
+      throw new DatasetError(`"completion" must be a non-empty string`, line);
+    }
     return { kind: "prompt", prompt: o.prompt, completion: o.completion };
   }
   throw new DatasetError(`expected {"messages": [...]} or {"prompt": ..., "completion": ...}`, line);
@@ -81,7 +89,11 @@ function isPrefix(a: number[], b: number[]): boolean {
   return true;
 }
 
-export function tokenizeExample(tok: Tokenizer, ex: Example, opts: { trainOnInputs?: boolean; eosTokenId?: number | null } = {}): TokenizedExample {
+export function tokenizeExample(
+  tok: Tokenizer,
+  ex: Example,
+  opts: { trainOnInputs?: boolean; eosTokenId?: number | null } = {},
+): TokenizedExample {
   const all = opts.trainOnInputs ?? false;
   if (ex.kind === "prompt") {
     const p = tok.encode(ex.prompt, { addSpecialTokens: true });
@@ -108,7 +120,9 @@ export function tokenizeExample(tok: Tokenizer, ex: Example, opts: { trainOnInpu
       }
     }
     const cur = applyChatTemplate(tok, msgs.slice(0, i + 1) as ChatMessage[], { addGenerationPrompt: false }).ids;
-    if (!isPrefix(prev, cur)) throw new DatasetError(`the chat template does not render message ${i} as an extension of the ones before it`);
+    if (!isPrefix(prev, cur)) {
+      throw new DatasetError(`the chat template does not render message ${i} as an extension of the ones before it`);
+    }
     const w = m.role === "assistant" ? (m.weight ?? 1) : all ? 1 : 0;
     for (let j = prev.length; j < cur.length; j++) {
       ids.push(cur[j]);
@@ -149,7 +163,12 @@ export function packBatch(examples: TokenizedExample[], maxSeqLen: number): Trai
  * maxSeqLen tokens (each a separate attention segment), `batchSize` rows per micro-batch;
  * without, each micro-batch holds `batchSize` examples. Order is the given order.
  */
-export function makeMicroBatches(examples: TokenizedExample[], batchSize: number, maxSeqLen: number, packing: boolean): TokenizedExample[][] {
+export function makeMicroBatches(
+  examples: TokenizedExample[],
+  batchSize: number,
+  maxSeqLen: number,
+  packing: boolean,
+): TokenizedExample[][] {
   const out: TokenizedExample[][] = [];
   if (!packing) {
     for (let i = 0; i < examples.length; i += batchSize) out.push(examples.slice(i, i + batchSize));

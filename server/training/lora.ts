@@ -45,7 +45,9 @@ export class LoraWeights {
   readonly scale: number;
 
   constructor(readonly ctx: Context, model: LlamaModel, readonly spec: LoraSpec, seed: number) {
-    if (!Number.isInteger(spec.r) || spec.r < 1 || spec.r > 1024) throw new RangeError(`lora r must be an integer in [1, 1024] (got ${spec.r})`);
+    if (!Number.isInteger(spec.r) || spec.r < 1 || spec.r > 1024) {
+      throw new RangeError(`lora r must be an integer in [1, 1024] (got ${spec.r})`);
+    }
     this.scale = loraScale(spec);
     const rand = uniform(seed);
     for (let l = 0; l < model.layers.length; l++) {

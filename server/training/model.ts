@@ -54,14 +54,40 @@ class TrainWorkspace {
     const f = (n: number) => this.ctx.alloc(n * 4); // f32 / i32
     const a = (n: number) => this.ctx.alloc(n * dtypeSize(this.dtype)); // activations
     this.b = {
-      ids: f(T), targets: f(T), weights: f(T), pos: f(T), losses: f(T), ones: this.ctx.upload(new Float32Array(T).fill(1)),
-      dx: a(T * C), dh: a(T * C), dq: a(T * Q), dk: a(T * KV), dv: a(T * KV), dattn: a(T * Q),
-      dgate: a(T * I), dup: a(T * I), dact: a(T * I),
-      logits: f(T * s.vocab), hn: a(T * C), rstdF: f(T), scratch: a(T * C),
+      ids: f(T),
+      targets: f(T),
+      weights: f(T),
+      pos: f(T),
+      losses: f(T),
+      ones: this.ctx.upload(new Float32Array(T).fill(1)),
+      dx: a(T * C),
+      dh: a(T * C),
+      dq: a(T * Q),
+      dk: a(T * KV),
+      dv: a(T * KV),
+      dattn: a(T * Q),
+      dgate: a(T * I),
+      dup: a(T * I),
+      dact: a(T * I),
+      logits: f(T * s.vocab),
+      hn: a(T * C),
+      rstdF: f(T),
+      scratch: a(T * C),
     };
     const layerActs = (): Acts => ({
-      h1: a(T * C), rstd1: f(T), q: a(T * Q), k: a(T * KV), v: a(T * KV), attn: a(T * Q), lse: f(T * s.heads),
-      x2: a(T * C), h2: a(T * C), rstd2: f(T), gate: a(T * I), up: a(T * I), act: a(T * I),
+      h1: a(T * C),
+      rstd1: f(T),
+      q: a(T * Q),
+      k: a(T * KV),
+      v: a(T * KV),
+      attn: a(T * Q),
+      lse: f(T * s.heads),
+      x2: a(T * C),
+      h2: a(T * C),
+      rstd2: f(T),
+      gate: a(T * I),
+      up: a(T * I),
+      act: a(T * I),
       // LoRA drop(x)·Aᵀ per module [T, r], kept for backward
       ...Object.fromEntries(LORA_MODULES.map((m) => [`xa_${m}`, f(T * this.r)])),
     });
@@ -120,7 +146,16 @@ export class LoraTrainingModel {
   }
 
   /** dx (=|+=) from dy through the frozen weight and the LoRA term; accumulates dA, dB. */
-  #linearBackward(l: number, m: LoraModule, acts: Acts, dx: DeviceBuffer, dy: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
+  #linearBackward(
+    l: number,
+    m: LoraModule,
+    acts: Acts,
+    dx: DeviceBuffer,
+    dy: DeviceBuffer,
+    x: DeviceBuffer,
+    T: number,
+    accumulate: boolean,
+  ): void {
     this.model.layers[l].proj[m].backward(this.ctx, dx, dy, T, accumulate, this.dtype);
     const p = this.lora.get(l, m);
     if (p) ops.loraBackward(this.ctx, dx, p.dA, p.dB, dy, x, acts[`xa_${m}`], p.A, p.B, this.#shape(p, T), this.dtype);
@@ -167,7 +202,19 @@ export class LoraTrainingModel {
     ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, acts.x2, L.postNorm, acts.rstd2, T, C, dt); // dx2 = dx3 + ...
     // attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1)))
     this.#linearBackward(l, "o_proj", acts, w.dattn, w.dx, acts.attn, T, false);
-    ops.attentionBackward(this.ctx, { dq: w.dq, dk: w.dk, dv: w.dv }, w.dattn, acts.attn, acts.lse, acts.q, acts.k, acts.v, this.#cu(batch, T), 1 / Math.sqrt(s.headDim), dt);
+    ops.attentionBackward(
+      this.ctx,
+      { dq: w.dq, dk: w.dk, dv: w.dv },
+      w.dattn,
+      acts.attn,
+      acts.lse,
+      acts.q,
+      acts.k,
+      acts.v,
+      this.#cu(batch, T),
+      1 / Math.sqrt(s.headDim),
+      dt,
+    );
     ops.ropeBackward(this.ctx, w.dq, w.dq, w.pos, this.model.invFreq, T, s.heads, s.headDim, dt);
     ops.ropeBackward(this.ctx, w.dk, w.dk, w.pos, this.model.invFreq, T, s.kvHeads, s.headDim, dt);
     this.#linearBackward(l, "q_proj", acts, w.dh, w.dq, acts.h1, T, false);
@@ -179,7 +226,9 @@ export class LoraTrainingModel {
   /** Uploads the batch, runs embedding, every layer, the final norm, lm_head and the loss. */
   #forward(batch: TrainBatch, gradScale: number | null): StepResult {
     const T = batch.tokens.length;
-    if (batch.targets.length !== T || batch.positions.length !== T) throw new RangeError("tokens, targets and positions must have the same length");
+    if (batch.targets.length !== T || batch.positions.length !== T) {
+      throw new RangeError("tokens, targets and positions must have the same length");
+    }
     const s = this.model.shape, ws = this.#ws, dt = this.dtype;
     ws.ensure(T);
     const w = ws.b;
@@ -195,7 +244,18 @@ export class LoraTrainingModel {
     // head: loss = Σ w·nll / Σ w; dlogits (in place, f32) scaled accordingly
     const head = this.model.lmHead ?? this.model.embed;
     ops.rmsnorm(this.ctx, w.hn, w.rstdF, ws.layerInputs[s.layers], this.model.finalNorm, T, s.hidden, s.rmsEps, dt);
-    ops.gemm(this.ctx, { c: w.logits, cType: F32, a: w.hn, aType: dt, b: head.buf, bType: head.dtype, m: T, n: s.vocab, k: s.hidden, transB: true });
+    ops.gemm(this.ctx, {
+      c: w.logits,
+      cType: F32,
+      a: w.hn,
+      aType: dt,
+      b: head.buf,
+      bType: head.dtype,
+      m: T,
+      n: s.vocab,
+      k: s.hidden,
+      transB: true,
+    });
     const scale = gradScale !== null && weightSum > 0 ? gradScale / weightSum : 0;
     ops.crossEntropy(this.ctx, w.losses, gradScale !== null ? w.logits : null, w.logits, w.targets, w.weights, scale, T, s.vocab, F32);
     const losses = w.losses.readF32(0, T);

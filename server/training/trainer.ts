@@ -102,7 +102,13 @@ export class Trainer {
   step = 0;
 
   constructor(readonly ctx: Context, readonly model: LlamaModel, readonly h: TrainHyper, spillDir: string | null = null) {
-    this.lora = new LoraWeights(ctx, model, { r: h.loraR, alpha: h.loraAlpha, dropout: h.loraDropout, targetModules: h.targetModules, useRslora: h.useRslora }, h.seed);
+    this.lora = new LoraWeights(ctx, model, {
+      r: h.loraR,
+      alpha: h.loraAlpha,
+      dropout: h.loraDropout,
+      targetModules: h.targetModules,
+      useRslora: h.useRslora,
+    }, h.seed);
     this.#net = new LoraTrainingModel(ctx, model, this.lora, {
       computeDtype: (h.computeDtype ?? "bf16") === "bf16" ? DType.BF16 : DType.F32,
       recompute: h.gradientCheckpointing ?? true,
@@ -178,7 +184,15 @@ export class Trainer {
           this.optimizer.step(this.slots[i][1], p.B, p.dB, hyper, clip, this.step);
         });
         const seconds = (performance.now() - t0) / 1000;
-        const event: StepEvent = { step: this.step, totalSteps: total, epoch, loss: lossSum / group.length, lr, gradNorm, tokensPerSecond: tokens / seconds };
+        const event: StepEvent = {
+          step: this.step,
+          totalSteps: total,
+          epoch,
+          loss: lossSum / group.length,
+          lr,
+          gradNorm,
+          tokensPerSecond: tokens / seconds,
+        };
         const evalNow = validation && validation.length > 0 &&
           (h.evalEvery > 0 ? this.step % h.evalEvery === 0 : s === perEpoch - 1);
         if (evalNow) event.validationLoss = this.evaluate(validation!);

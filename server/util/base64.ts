@@ -13,7 +13,7 @@ export function decodeBase64(s: string): Uint8Array {
     let v = 0;
     for (let j = 0; j < 4; j++) {
       const ch = clean.charCodeAt(i + j);
-      let d = ch === 61 /* = */ && i + j >= clean.length - pad ? 0 : ch < 128 ? LOOKUP[ch] : -1;
+      const d = ch === 61 /* = */ && i + j >= clean.length - pad ? 0 : ch < 128 ? LOOKUP[ch] : -1;
       if (d < 0) throw new Error(`invalid base64 character at ${i + j}`);
       v = (v << 6) | d;
     }

@@ -31,7 +31,7 @@ async function collect(it: AsyncIterable<GenerateEvent>): Promise<Result> {
 
 async function withEngine(
   opts: Partial<ConstructorParameters<typeof Engine>[2]>,
-  fn: (e: Engine, b: ModelBundle, ctx: Context) => Promise<void>,
+  fn: (e: Engine, b: ModelBundle, ctx: Context) => void | Promise<void>,
   quant: "none" | "nf4" = "none",
 ) {
   const ctx = openContext("cpu", 1);
@@ -132,7 +132,7 @@ Deno.test("an aborted request finishes with 'abort' and frees its blocks; others
 });
 
 Deno.test("prompts beyond the context are refused before they are queued", async () => {
-  await withEngine({}, async (engine, bundle) => {
+  await withEngine({}, (engine, bundle) => {
     assert.throws(() => engine.generate({ promptIds: new Array(bundle.maxModelLen).fill(5) }), /context is 512/);
     assert.throws(() => engine.generate({ promptIds: [1, 99999] }), /outside the vocabulary/);
   });

@@ -7,7 +7,7 @@ import { makeModel } from "../../scripts/make_model.ts";
 import { loadModel, moduleWeightName } from "../../server/model/loader.ts";
 import { bnbTensors } from "../../server/model/bnb.ts";
 import { SafetensorsModel, type TensorToWrite, writeSafetensors } from "../../server/model/safetensors.ts";
-import { LORA_MODULES, type LlamaModel } from "../../server/model/llama.ts";
+import { type LlamaModel, LORA_MODULES } from "../../server/model/llama.ts";
 import { loadReferenceWeights, referenceForward } from "./reference_llama.ts";
 import { Rng } from "../native/rng.ts";
 
@@ -29,7 +29,9 @@ function lastLogits(model: LlamaModel, tokens: number[]): Float32Array {
 
 async function copyDir(from: string, to: string, skip: string[]): Promise<void> {
   await Deno.mkdir(to, { recursive: true });
-  for await (const e of Deno.readDir(from)) if (e.isFile && !skip.includes(e.name)) await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+  for await (const e of Deno.readDir(from)) {
+    if (e.isFile && !skip.includes(e.name)) await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+  }
 }
 
 const TOKENS = [1, 40, 41, 42, 100, 7, 8, 200, 201, 5];

@@ -115,7 +115,10 @@ testEachBackend("a batch of different-length sequences equals each run alone", a
   const { model } = await loadModel(ctx, STORIES, { quant: "nf4", activations: "f32" });
   const cache = model.newKvCache(32, BLOCK);
   try {
-    const prompts = [[1, 403, 407, 261, 378], [1, 274, 287, 269, 368, 302, 382, 276, 337, 299, 322, 265, 282, 295, 433, 426, 342, 397], [1, 300]];
+    const prompts = [[1, 403, 407, 261, 378], [1, 274, 287, 269, 368, 302, 382, 276, 337, 299, 322, 265, 282, 295, 433, 426, 342, 397], [
+      1,
+      300,
+    ]];
     const alone = prompts.map((p, i) => step(model, cache, [{ tokens: p, start: 0, firstBlock: 8 * i }], 8)[0].slice());
     // mixed: sequence 0 decodes one token after its prompt, 1 and 2 prefill fresh in other blocks
     const next0 = argmax(alone[0]);
@@ -128,7 +131,9 @@ testEachBackend("a batch of different-length sequences equals each run alone", a
     // Batching changes which matmul kernel a row goes through (few-row fused vs tiled GEMM),
     // so rows agree to rounding, not bit for bit; a mixed-up row would be off by far more.
     const close = (a: Float32Array, b: Float32Array, what: string) => {
-      for (let v = 0; v < a.length; v++) assert.ok(Math.abs(a[v] - b[v]) <= 1e-3 * (1 + Math.abs(b[v])), `${what} at ${v}: ${a[v]} vs ${b[v]}`);
+      for (let v = 0; v < a.length; v++) {
+        assert.ok(Math.abs(a[v] - b[v]) <= 1e-3 * (1 + Math.abs(b[v])), `${what} at ${v}: ${a[v]} vs ${b[v]}`);
+      }
     };
     close(mixed[0], decodeAlone, "decode in batch");
     close(mixed[1], alone[1], "prefill in batch");
@@ -150,14 +155,21 @@ function logSoftmax(x: ArrayLike<number>): Float64Array {
 
 Deno.test("4-bit against unquantized: KL divergence and top-1 agreement per quant type (NF4 closest)", async () => {
   using ctx = openContext("cpu");
-  const sequence = [...REFERENCE.cases[0].prompt_ids, ...REFERENCE.cases[0].generated_ids, ...REFERENCE.cases[1].prompt_ids.slice(1), ...REFERENCE.cases[1].generated_ids];
+  const sequence = [
+    ...REFERENCE.cases[0].prompt_ids,
+    ...REFERENCE.cases[0].generated_ids,
+    ...REFERENCE.cases[1].prompt_ids.slice(1),
+    ...REFERENCE.cases[1].generated_ids,
+  ];
   const positionsOf = async (quant: "none" | "nf4" | "fp4" | "int4") => {
     const { model } = await loadModel(ctx, STORIES, { quant, embedDtype: "f32" });
     const cache = model.newKvCache(16, BLOCK);
     try {
       // teacher forcing: the logits at every position of one long sequence
       const rows: Float32Array[] = [];
-      for (let i = 0; i < sequence.length; i++) rows.push(step(model, cache, [{ tokens: [sequence[i]], start: i, firstBlock: 0 }], 16)[0].slice());
+      for (let i = 0; i < sequence.length; i++) {
+        rows.push(step(model, cache, [{ tokens: [sequence[i]], start: i, firstBlock: 0 }], 16)[0].slice());
+      }
       return rows;
     } finally {
       cache.dispose();

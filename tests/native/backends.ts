@@ -1,7 +1,7 @@
 // backends.ts — which native backends the backend-dependent tests run on.
 // QLORA_BACKEND=name (or QLORA_LIB=path) runs them on that one; otherwise on every library in the
 // build folder that loads here (the real CUDA library only where a GPU is present).
-import { BACKENDS, type BackendName, builtBackends, libraryPath } from "../../server/ffi/library.ts";
+import { type BackendName, BACKENDS, builtBackends, libraryPath } from "../../server/ffi/library.ts";
 import { Context } from "../../server/ffi/tensor.ts";
 
 export function backendsUnderTest(): BackendName[] {

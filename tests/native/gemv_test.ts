@@ -39,7 +39,10 @@ testEachBackend("gemm few-row path (lm_head of a decode step) matches float64", 
               }
               const want = 0.5 * s + beta * c0v[r * n + j];
               const tol = cType === DType.BF16 ? 8e-3 * (Math.abs(want) + 0.5 * mag) : 1e-5 * (mag + Math.abs(c0v[r * n + j]));
-              assert.ok(Math.abs(got[r * n + j] - want) <= tol, `m ${m} b ${bType} c ${cType} beta ${beta} [${r},${j}]: ${got[r * n + j]} vs ${want}`);
+              assert.ok(
+                Math.abs(got[r * n + j] - want) <= tol,
+                `m ${m} b ${bType} c ${cType} beta ${beta} [${r},${j}]: ${got[r * n + j]} vs ${want}`,
+              );
             }
           }
         }

@@ -17,8 +17,10 @@ Deno.test("the CPU library loads, reports its backend and ABI, and describes its
 });
 
 Deno.test("a missing library is a clear error", () => {
-  assert.throws(() => loadLibrary({ path: "/nonexistent/libqlora_cpu.so" }), (e: unknown) =>
-    e instanceof NativeLibraryError && /not found.*deno task build/.test((e as Error).message));
+  assert.throws(
+    () => loadLibrary({ path: "/nonexistent/libqlora_cpu.so" }),
+    (e: unknown) => e instanceof NativeLibraryError && /not found.*deno task build/.test((e as Error).message),
+  );
 });
 
 Deno.test("a library of another ABI is refused", async () => {
@@ -28,8 +30,10 @@ Deno.test("a library of another ABI is refused", async () => {
   await Deno.writeTextFile(src, 'unsigned ql_abi_version(void){return 999;}\nconst char* ql_backend_name(void){return "fake";}\n');
   const { code } = await new Deno.Command("cc", { args: ["-shared", "-fPIC", "-o", `${dir}/libfake.so`, src] }).output();
   assert.equal(code, 0);
-  assert.throws(() => loadLibrary({ path: `${dir}/libfake.so` }), (e: unknown) =>
-    e instanceof NativeLibraryError && /ABI version 999, this server needs 1/.test((e as Error).message));
+  assert.throws(
+    () => loadLibrary({ path: `${dir}/libfake.so` }),
+    (e: unknown) => e instanceof NativeLibraryError && /ABI version 999, this server needs 1/.test((e as Error).message),
+  );
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -4,7 +4,7 @@ import { testEachBackend } from "./backends.ts";
 import { Rng } from "./rng.ts";
 import { checkVectorFile } from "../../scripts/lib/vectors.ts";
 import { dequantize4bit, dequantizeAbsmax8bit, quantize4bit, quantizeAbsmax8bit } from "../../server/ffi/quant.ts";
-import { DType, QWeight, type QuantTypeName } from "../../server/ffi/tensor.ts";
+import { DType, type QuantTypeName, QWeight } from "../../server/ffi/tensor.ts";
 import { NativeError } from "../../server/ffi/errors.ts";
 
 const VECTORS = new URL("../../../shared/reference/nf4_vectors.json", import.meta.url).pathname;

@@ -23,7 +23,12 @@ function batch(): TrainBatch {
     });
     cu.push(tokens.length);
   }
-  return { tokens: Int32Array.from(tokens), targets: Int32Array.from(targets), positions: Int32Array.from(positions), cuSeqlens: Int32Array.from(cu) };
+  return {
+    tokens: Int32Array.from(tokens),
+    targets: Int32Array.from(targets),
+    positions: Int32Array.from(positions),
+    cuSeqlens: Int32Array.from(cu),
+  };
 }
 
 for (const quant of ["none", "nf4"] as const) {

@@ -8,7 +8,7 @@ import { openModel } from "../../server/model/bundle.ts";
 import { applyChatTemplate } from "../../server/model/chat_template.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { parseJsonl, tokenizeExample } from "../../server/training/dataset.ts";
-import { learningRateAt, type TrainHyper, Trainer } from "../../server/training/trainer.ts";
+import { learningRateAt, Trainer, type TrainHyper } from "../../server/training/trainer.ts";
 import type { LlamaModel } from "../../server/model/llama.ts";
 import type { LoraWeights } from "../../server/training/lora.ts";
 import type { AdapterSlots } from "../../server/ffi/ops.ts";
@@ -21,7 +21,13 @@ export function syntheticChatJsonl(n = 24): string {
   const lines: string[] = [];
   for (let i = 0; i < n; i++) {
     lines.push(JSON.stringify({ messages: [{ role: "user", content: QUESTION }, { role: "assistant", content: ANSWER }] }));
-    if (i % 3 === 0) lines.push(JSON.stringify({ messages: [{ role: "user", content: fillers[i % fillers.length] }, { role: "assistant", content: "ok", weight: 0 }] }));
+    if (i % 3 === 0) {
+      lines.push(
+        JSON.stringify({
+          messages: [{ role: "user", content: fillers[i % fillers.length] }, { role: "assistant", content: "ok", weight: 0 }],
+        }),
+      );
+    }
   }
   return lines.join("\n") + "\n";
 }
@@ -79,7 +85,13 @@ function greedyIds(model: LlamaModel, prompt: number[], n: number, lora?: LoraWe
         tokens: Int32Array.from(tokens),
         positions: Int32Array.from(tokens, (_, j) => start + j),
         slots: Int32Array.from(tokens, (_, j) => start + j),
-        paged: { blockTables: Int32Array.from({ length: 8 }, (_, j) => j), qStart: Int32Array.of(0, T), ctxLens: Int32Array.of(start + T), S: 1, maxBlocks: 8 },
+        paged: {
+          blockTables: Int32Array.from({ length: 8 }, (_, j) => j),
+          qStart: Int32Array.of(0, T),
+          ctxLens: Int32Array.of(start + T),
+          S: 1,
+          maxBlocks: 8,
+        },
         logitRows: Int32Array.of(T - 1),
         adapters,
       }, cache);
