@@ -3,6 +3,7 @@
 // kaiming_uniform(a = √5) = U(−1/√in, 1/√in), B zero, so the adapter starts as a no-op.
 import type { Context, DeviceBuffer } from "../ffi/tensor.ts";
 import type { LlamaModel, LoraModule } from "../model/llama.ts";
+import { mulberry32 } from "../util/rng.ts";
 
 export interface LoraSpec {
   r: number;
@@ -28,17 +29,6 @@ export interface LoraPair {
   dB: DeviceBuffer;
 }
 
-/** Deterministic uniform numbers (mulberry32). */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    let t = (s = (s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export class LoraWeights {
   readonly pairs: LoraPair[] = [];
   readonly #byKey = new Map<string, LoraPair>();
@@ -49,7 +39,7 @@ export class LoraWeights {
       throw new RangeError(`lora r must be an integer in [1, 1024] (got ${spec.r})`);
     }
     this.scale = loraScale(spec);
-    const rand = uniform(seed);
+    const rand = mulberry32(seed);
     for (let l = 0; l < model.layers.length; l++) {
       for (const m of spec.targetModules) {
         const lin = model.layers[l].proj[m];

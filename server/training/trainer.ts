@@ -8,6 +8,7 @@ import * as ops from "../ffi/ops.ts";
 import { Optimizer, type OptimizerKindName } from "../ffi/optim.ts";
 import type { LlamaModel, LoraModule } from "../model/llama.ts";
 import { LoraWeights } from "./lora.ts";
+import { mulberry32 } from "../util/rng.ts";
 import { LoraTrainingModel } from "./model.ts";
 import { makeMicroBatches, packBatch, type TokenizedExample } from "./dataset.ts";
 
@@ -76,15 +77,9 @@ export function learningRateAt(step: number, total: number, h: Pick<TrainHyper, 
   return h.learningRate * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, progress)));
 }
 
-/** Fisher-Yates with a seeded generator (mulberry32). */
+/** Fisher-Yates with a seeded generator. */
 function shuffled<T>(xs: T[], seed: number): T[] {
-  let s = seed >>> 0;
-  const rand = () => {
-    let t = (s = (s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seed);
   const out = xs.slice();
   for (let i = out.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
