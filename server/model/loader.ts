@@ -79,6 +79,7 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
   const shape = llamaShape(config);
   const st = await SafetensorsModel.open(dir);
   const owned: { dispose(): void }[] = [];
+  let scratchBuf: DeviceBuffer | null = null;
   let prequantized = false;
   try {
     const expect = (name: string, dims: number[]) => {
@@ -89,12 +90,20 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
       }
       return info;
     };
-    // One host buffer, grown to the largest tensor, receives every tensor's bytes in turn: the
-    // loader never holds more than that one buffer, and leaves no per-tensor garbage behind.
-    let scratch = new Uint8Array(0);
+    // One host buffer the size of the largest tensor receives every tensor's bytes in turn: the
+    // loader never holds more than that one buffer and leaves no per-tensor garbage behind. On
+    // host-visible backends it is native memory, freed when loading ends (a JS buffer would stay
+    // resident until the garbage collector runs).
+    const largest = Math.max(1, ...st.names.map((n) => st.info(n).byteLength));
+    let scratch: Uint8Array;
+    if (ctx.hostVisible) {
+      scratchBuf = ctx.alloc(largest);
+      scratch = new Uint8Array(scratchBuf.view());
+    } else {
+      scratch = new Uint8Array(largest);
+    }
     const readRaw = async (name: string): Promise<Uint8Array> => {
       const n = st.info(name).byteLength;
-      if (scratch.byteLength < n) scratch = new Uint8Array(n);
       const view = scratch.subarray(0, n);
       await st.readInto(name, view);
       return view;
@@ -194,6 +203,7 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
     for (const o of owned) o.dispose();
     throw e;
   } finally {
+    scratchBuf?.dispose();
     st.close();
   }
 }
