@@ -1,5 +1,7 @@
 // quant.cpp — blockwise 4-bit quantization with double quantization (bitsandbytes semantics,
 // rules in common/quant_math.h) and the CPU storage of frozen 4-bit weights.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -24,8 +26,32 @@ void quantize_4bit(uint8_t* packed, float* absmax, const float* x, uint64_t n, i
     for (uint64_t i = start; i < end; i++) amax = std::max(amax, std::fabs(x[i]));
     absmax[b] = amax;
     const bool full = end - start == uint64_t(blocksize);
+    // Full blocks, 8 elements at a time: code rank = number of midpoints strictly below the
+    // scaled value, counted with 15 vector compares (the same comparisons as the scalar binary
+    // search, so the same codes, bit for bit). Partial blocks and NaN handling as in the scalar
+    // path: the clamp is written with compares so a NaN stays NaN and ranks 0.
+    uint64_t i0 = start;
+    if (full) {
+      const float a = amax > 1e-38f ? amax : 1e-38f;
+      const __m256 inv = _mm256_set1_ps(1.0f / a);
+      const __m256 one = _mm256_set1_ps(1.0f), minus_one = _mm256_set1_ps(-1.0f);
+      alignas(32) int32_t rank[8];
+      for (; i0 + 8 <= end; i0 += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i0), inv);
+        v = _mm256_blendv_ps(v, minus_one, _mm256_cmp_ps(v, minus_one, _CMP_LT_OQ));
+        v = _mm256_blendv_ps(v, one, _mm256_cmp_ps(v, one, _CMP_GT_OQ));
+        __m256i count = _mm256_setzero_si256();
+        for (int m = 0; m < 15; m++) {
+          const __m256 below = _mm256_cmp_ps(_mm256_set1_ps(cb.midpoint[m]), v, _CMP_LT_OQ);
+          count = _mm256_sub_epi32(count, _mm256_castps_si256(below));  // true lanes are -1
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(rank), count);
+        for (int e = 0; e < 8; e += 2)
+          packed[(i0 + e) / 2] = uint8_t(cb.sorted_code[rank[e]] << 4 | cb.sorted_code[rank[e + 1]]);
+      }
+    }
     // blocksize is even, so a block's bytes are its own (only the very last byte may be half).
-    for (uint64_t i = start; i < end; i += 2) {
+    for (uint64_t i = i0; i < end; i += 2) {
       uint8_t hi = quantize_4bit_value(cb.midpoint, cb.sorted_code, scale_into_unit(x[i], amax, full));
       uint8_t lo = i + 1 < end
                        ? quantize_4bit_value(cb.midpoint, cb.sorted_code, scale_into_unit(x[i + 1], amax, full))
