@@ -206,3 +206,24 @@ export function usageOf(finishes: FinishEvent[], promptTokensPerPrompt: number[]
 export function tokenText(deps: AppDeps, id: number): { text: string; bytes: number[] } {
   return { text: deps.tokenizer.decode([id], { skipSpecialTokens: false }), bytes: Array.from(deps.tokenizer.tokenBytes(id)) };
 }
+
+/** Starts the choices with the client's connection as their lifetime: a disconnect aborts them
+ * (so does `abort`, e.g. when an SSE stream is closed); `unlink` detaches the listener once the
+ * response is complete. */
+export async function startForRequest(
+  deps: AppDeps,
+  reqs: WorkerGenerate[],
+  request: Request,
+  t0: number,
+): Promise<{ choices: Choice[]; unlink: () => void; abort: () => void }> {
+  const ac = new AbortController();
+  const onGone = () => ac.abort();
+  request.signal.addEventListener("abort", onGone, { once: true });
+  const unlink = () => request.signal.removeEventListener("abort", onGone);
+  try {
+    return { choices: await startChoices(deps, reqs, ac.signal, t0), unlink, abort: () => ac.abort() };
+  } catch (e) {
+    unlink();
+    throw e;
+  }
+}

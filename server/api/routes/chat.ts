@@ -15,7 +15,7 @@ import {
   finishReason,
   resolveModel,
   samplingOf,
-  startChoices,
+  startForRequest,
   stoppingOf,
   type TokenEvent,
   tokenText,
@@ -97,17 +97,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
         adapter: adapter ? { uid: adapter.uid, dir: adapter.dir } : null,
       });
     }
-    const ac = new AbortController();
-    const onGone = () => ac.abort();
-    c.req.raw.signal.addEventListener("abort", onGone, { once: true });
-    const unlink = () => c.req.raw.signal.removeEventListener("abort", onGone);
-    let choices;
-    try {
-      choices = await startChoices(deps, reqs, ac.signal, t0);
-    } catch (e) {
-      unlink();
-      throw e;
-    }
+    const { choices, unlink, abort } = await startForRequest(deps, reqs, c.req.raw, t0);
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
 
@@ -148,7 +138,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
 
     const includeUsage = body.stream_options?.include_usage === true;
     return streamSSE(c, async (stream) => {
-      stream.onAbort(() => ac.abort());
+      stream.onAbort(abort);
       const finishes: FinishEvent[] = [];
       const chunk = (index: number, delta: Record<string, string>, lp: unknown, finish: string | null) => ({
         id,

@@ -14,7 +14,7 @@ import {
   finishReason,
   resolveModel,
   samplingOf,
-  startChoices,
+  startForRequest,
   stoppingOf,
   type TokenEvent,
   tokenText,
@@ -110,17 +110,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
         });
       }
     }
-    const ac = new AbortController();
-    const onGone = () => ac.abort();
-    c.req.raw.signal.addEventListener("abort", onGone, { once: true });
-    const unlink = () => c.req.raw.signal.removeEventListener("abort", onGone);
-    let choices;
-    try {
-      choices = await startChoices(deps, reqs, ac.signal, t0);
-    } catch (e) {
-      unlink();
-      throw e;
-    }
+    const { choices, unlink, abort } = await startForRequest(deps, reqs, c.req.raw, t0);
     const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const echoText = (i: number) => body.echo ? deps.tokenizer.decode(prompts[Math.floor(i / n)]) : "";
@@ -162,7 +152,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
 
     const includeUsage = body.stream_options?.include_usage === true;
     return streamSSE(c, async (stream) => {
-      stream.onAbort(() => ac.abort());
+      stream.onAbort(abort);
       const finishes: FinishEvent[] = [];
       const chunk = (index: number, text: string, lp: unknown, finish: string | null) => ({
         id,
