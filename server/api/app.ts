@@ -7,6 +7,7 @@ import { bodyLimit } from "hono/body-limit";
 import { Scalar } from "@scalar/hono-api-reference";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { ApiError, errorResponse } from "./errors.ts";
+import { ClientError } from "../util/errors.ts";
 import { authMiddleware } from "./auth.ts";
 import { registerCompletions } from "./routes/completions.ts";
 import { registerChat } from "./routes/chat.ts";
@@ -132,6 +133,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   app.notFound((c) => errorResponse(c, new ApiError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found")));
   app.onError((err, c) => {
     if (err instanceof ApiError) return errorResponse(c, err);
+    if (err instanceof ClientError) return errorResponse(c, new ApiError(err.status, err.message, err.code, err.param));
     if (err instanceof HTTPException) {
       const status = err.status;
       const malformed = status === 400 && /json/i.test(err.message);

@@ -3,24 +3,10 @@
 // file in SQLite. Scoped by tenant: another tenant's file looks exactly like a missing one.
 import { DatasetError, parseJsonl } from "../training/dataset.ts";
 import { newId, nowSeconds, type Store } from "./db.ts";
-
-export interface Caller {
-  tenant: string;
-  admin: boolean;
-}
-
-/** An error the API shows to the caller as is. */
-export class ClientError extends Error {
-  override name = "ClientError";
-  constructor(
-    readonly status: 400 | 404 | 409 | 413,
-    message: string,
-    readonly code: string | null = null,
-    readonly param: string | null = null,
-  ) {
-    super(message);
-  }
-}
+import { ClientError } from "../util/errors.ts";
+import type { Caller } from "../util/caller.ts";
+export { ClientError };
+export type { Caller };
 
 export interface FileRecord {
   id: string;
