@@ -96,11 +96,16 @@ export function tokenizeExample(
 ): TokenizedExample {
   const all = opts.trainOnInputs ?? false;
   if (ex.kind === "prompt") {
+    // One text, as generation will see it: encoding the completion alone would give it a
+    // SentencePiece dummy-prefix space (and split merges at the seam). The loss starts at the
+    // first token that differs from the prompt's own encoding, so a token straddling the seam
+    // (it carries completion text) is learned.
     const p = tok.encode(ex.prompt, { addSpecialTokens: true });
-    let c = tok.encode(ex.completion, { addSpecialTokens: false });
-    if (opts.eosTokenId !== undefined && opts.eosTokenId !== null) c = [...c, opts.eosTokenId];
-    const ids = [...p, ...c];
-    return { ids, weights: ids.map((_, i) => (i >= p.length || (all && i > 0) ? 1 : 0)) };
+    const ids = tok.encode(ex.prompt + ex.completion, { addSpecialTokens: true });
+    let seam = 0;
+    while (seam < p.length && seam < ids.length && p[seam] === ids[seam]) seam++;
+    if (opts.eosTokenId !== undefined && opts.eosTokenId !== null) ids.push(opts.eosTokenId);
+    return { ids, weights: ids.map((_, i) => (i >= seam || (all && i > 0) ? 1 : 0)) };
   }
   const ids: number[] = [];
   const weights: number[] = [];
