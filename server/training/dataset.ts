@@ -164,6 +164,55 @@ export function packBatch(examples: TokenizedExample[], maxSeqLen: number): Trai
 }
 
 /**
+ * One epoch's optimizer steps. A step is `batchSize` examples, as in OpenAI's API ("number of
+ * examples in each batch"); the last step of an epoch may hold fewer. Packing is only how a
+ * step is cut for memory: its examples go first-fit, in order, into micro-batches of at most
+ * `microBatchTokens` tokens (an example alone may exceed it up to maxSeqLen), and at least
+ * `minMicroBatches` of them when the step has that many examples.
+ */
+export function makeSteps(
+  examples: TokenizedExample[],
+  batchSize: number,
+  maxSeqLen: number,
+  opts: { microBatchTokens: number; minMicroBatches?: number },
+): TokenizedExample[][][] {
+  const steps: TokenizedExample[][][] = [];
+  for (let i = 0; i < examples.length; i += batchSize) {
+    const group = examples.slice(i, i + batchSize);
+    const parts = Math.min(group.length, Math.max(1, opts.minMicroBatches ?? 1));
+    const perPart = Math.ceil(group.length / parts);
+    const micro: TokenizedExample[][] = [];
+    for (let p = 0; p < group.length; p += perPart) {
+      let cur: TokenizedExample[] = [];
+      let used = 0;
+      for (const ex of group.slice(p, p + perPart)) {
+        const n = Math.min(ex.ids.length, maxSeqLen);
+        if (used + n > opts.microBatchTokens && cur.length > 0) {
+          micro.push(cur);
+          cur = [];
+          used = 0;
+        }
+        cur.push(ex);
+        used += n;
+      }
+      if (cur.length > 0) micro.push(cur);
+    }
+    steps.push(micro);
+  }
+  return steps;
+}
+
+/** Tokens that carry loss in a micro-batch (how a step's micro-batches are weighted). */
+export function lossTokenCount(examples: TokenizedExample[], maxSeqLen: number): number {
+  let n = 0;
+  for (const ex of examples) {
+    const len = Math.min(ex.ids.length, maxSeqLen);
+    for (let i = 1; i < len; i++) if (ex.weights[i] > 0) n++;
+  }
+  return n;
+}
+
+/**
  * Groups examples into micro-batches. With packing, examples are placed first-fit into rows of
  * maxSeqLen tokens (each a separate attention segment), `batchSize` rows per micro-batch;
  * without, each micro-batch holds `batchSize` examples. Order is the given order.

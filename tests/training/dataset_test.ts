@@ -24,3 +24,27 @@ Deno.test("prompt/completion: the completion is tokenized with its prompt (no du
   assert.equal(withInputs.weights[0], 0);
   assert.ok(withInputs.weights.slice(1).every((w) => w === 1));
 });
+
+const ex = (n: number, tag: number): { ids: number[]; weights: number[] } => ({
+  ids: Array.from({ length: n }, () => tag),
+  weights: Array.from({ length: n }, (_, i) => (i === 0 ? 0 : 1)),
+});
+
+Deno.test("makeSteps: a step is batch_size examples (OpenAI's meaning); packing only cuts a step into micro-batches", async () => {
+  const { makeSteps, lossTokenCount } = await import("../../server/training/dataset.ts");
+  // 32 short examples at batch_size 4: 8 steps an epoch, whatever the sequence length
+  const short = Array.from({ length: 32 }, (_, i) => ex(12, i));
+  const steps = makeSteps(short, 4, 64, { microBatchTokens: 256 });
+  assert.equal(steps.length, 8);
+  for (const s of steps) assert.deepEqual(s.flat().length, 4);
+  assert.deepEqual(steps.flat(2).map((e) => e.ids[0]), short.map((e) => e.ids[0]), "order kept, every example once");
+  // long examples: a step is cut into micro-batches within the token budget, examples stay whole
+  const long = Array.from({ length: 6 }, (_, i) => ex(100, i));
+  const cut = makeSteps(long, 4, 64, { microBatchTokens: 128 });
+  assert.equal(cut.length, 2, "6 examples at batch 4: a full step and a last step of 2");
+  assert.deepEqual(cut.map((s) => s.map((m) => m.length)), [[2, 2], [2]], "64-token (truncated) examples, 128 tokens a micro-batch");
+  // at least minMicroBatches micro-batches per step (gradient accumulation as a memory knob)
+  const split = makeSteps(short.slice(0, 8), 8, 64, { microBatchTokens: 10_000, minMicroBatches: 4 });
+  assert.deepEqual(split.map((s) => s.map((m) => m.length)), [[2, 2, 2, 2]]);
+  assert.equal(lossTokenCount([ex(12, 0), ex(100, 1)], 64), 11 + 63);
+});
