@@ -211,36 +211,3 @@ export function lossTokenCount(examples: TokenizedExample[], maxSeqLen: number):
   }
   return n;
 }
-
-/**
- * Groups examples into micro-batches. With packing, examples are placed first-fit into rows of
- * maxSeqLen tokens (each a separate attention segment), `batchSize` rows per micro-batch;
- * without, each micro-batch holds `batchSize` examples. Order is the given order.
- */
-export function makeMicroBatches(
-  examples: TokenizedExample[],
-  batchSize: number,
-  maxSeqLen: number,
-  packing: boolean,
-): TokenizedExample[][] {
-  const out: TokenizedExample[][] = [];
-  if (!packing) {
-    for (let i = 0; i < examples.length; i += batchSize) out.push(examples.slice(i, i + batchSize));
-    return out;
-  }
-  const budget = batchSize * maxSeqLen;
-  let cur: TokenizedExample[] = [];
-  let used = 0;
-  for (const ex of examples) {
-    const n = Math.min(ex.ids.length, maxSeqLen);
-    if (used + n > budget && cur.length > 0) {
-      out.push(cur);
-      cur = [];
-      used = 0;
-    }
-    cur.push(ex);
-    used += n;
-  }
-  if (cur.length > 0) out.push(cur);
-  return out;
-}

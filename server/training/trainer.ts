@@ -1,5 +1,6 @@
-// trainer.ts — the QLoRA training loop: epochs of shuffled micro-batches, gradient
-// accumulation, global gradient-norm clipping, warmup + linear/cosine/constant decay, AdamW
+// trainer.ts — the QLoRA training loop: epochs of shuffled examples, `batchSize` examples per
+// optimizer step (OpenAI's meaning) cut into micro-batches whose gradients accumulate weighted by
+// their loss tokens (so a step's loss is the mean over its tokens), global gradient-norm clipping, warmup + linear/cosine/constant decay, AdamW
 // (plain, paged, or paged 8-bit) on the LoRA weights only, periodic validation and checkpoints.
 // Deterministic for a given seed. Yields to the event loop between micro-batches.
 import { setImmediate } from "node:timers";
@@ -10,7 +11,7 @@ import type { LlamaModel, LoraModule } from "../model/llama.ts";
 import { LoraWeights } from "./lora.ts";
 import { mulberry32 } from "../util/rng.ts";
 import { LoraTrainingModel } from "./model.ts";
-import { makeMicroBatches, packBatch, type TokenizedExample } from "./dataset.ts";
+import { lossTokenCount, makeSteps, packBatch, type TokenizedExample } from "./dataset.ts";
 
 export interface TrainHyper {
   nEpochs: number;
@@ -24,9 +25,13 @@ export interface TrainHyper {
   warmupRatio: number;
   lrScheduler: "linear" | "cosine" | "constant";
   maxGradNorm: number; // 0 disables clipping
+  /** At least this many micro-batches per step (a memory knob; a step is still batchSize examples). */
   gradientAccumulationSteps: number;
   maxSeqLen: number;
+  /** Several examples share a micro-batch (each its own attention segment); false: one per micro-batch. */
   packing: boolean;
+  /** Tokens per packed micro-batch (default 4 × maxSeqLen): bounds activation memory. */
+  microBatchTokens?: number;
   weightDecay: number;
   optimizer: OptimizerKindName;
   /** Bytes of optimizer state kept resident for the paged optimizers (0 = no limit). */
@@ -117,19 +122,27 @@ export class Trainer {
     return { step: this.step, lora: this.lora, optimizer: this.optimizer, slots: this.slots };
   }
 
-  /** Micro-batches of one epoch, in the seeded order of that epoch. */
-  epochBatches(examples: TokenizedExample[], epoch: number): TokenizedExample[][] {
-    return makeMicroBatches(shuffled(examples, this.h.seed * 7919 + epoch), this.h.batchSize, this.h.maxSeqLen, this.h.packing);
+  /** How a group of examples is cut into micro-batches. */
+  #steps(examples: TokenizedExample[], batchSize: number): TokenizedExample[][][] {
+    const h = this.h;
+    return makeSteps(examples, batchSize, h.maxSeqLen, {
+      microBatchTokens: h.packing ? (h.microBatchTokens ?? 4 * h.maxSeqLen) : 1,
+      minMicroBatches: h.gradientAccumulationSteps,
+    });
+  }
+
+  /** The optimizer steps of one epoch (each a list of micro-batches), in that epoch's seeded order. */
+  epochSteps(examples: TokenizedExample[], epoch: number): TokenizedExample[][][] {
+    return this.#steps(shuffled(examples, this.h.seed * 7919 + epoch), this.h.batchSize);
   }
 
   totalSteps(examples: TokenizedExample[]): number {
-    const perEpoch = Math.ceil(this.epochBatches(examples, 0).length / this.h.gradientAccumulationSteps);
-    return perEpoch * this.h.nEpochs;
+    return Math.ceil(examples.length / this.h.batchSize) * this.h.nEpochs;
   }
 
   evaluate(examples: TokenizedExample[]): number {
     let total = 0, weight = 0;
-    for (const mb of makeMicroBatches(examples, this.h.batchSize, this.h.maxSeqLen, this.h.packing)) {
+    for (const mb of this.#steps(examples, Math.max(1, examples.length)).flat()) {
       const r = this.#net.evaluate(packBatch(mb, this.h.maxSeqLen));
       total += r.loss * r.lossTokens;
       weight += r.lossTokens;
@@ -141,25 +154,26 @@ export class Trainer {
   async run(train: TokenizedExample[], validation: TokenizedExample[] | null, hooks: TrainerHooks = {}): Promise<"completed" | "stopped"> {
     const h = this.h;
     const total = this.totalSteps(train);
-    const accum = h.gradientAccumulationSteps;
     const perEpoch = total / h.nEpochs;
     for (let epoch = Math.floor(this.step / perEpoch); epoch < h.nEpochs; epoch++) {
-      const batches = this.epochBatches(train, epoch);
-      // skip the micro-batches of steps already done in this epoch (resume)
+      const steps = this.epochSteps(train, epoch);
+      // skip the steps already done in this epoch (resume)
       const firstStep = epoch * perEpoch;
       for (let s = this.step - firstStep; s < perEpoch; s++) {
-        const group = batches.slice(s * accum, (s + 1) * accum);
-        if (group.length === 0) break;
+        const group = steps[s];
         const t0 = performance.now();
         this.lora.zeroGrad();
-        let lossSum = 0, lossTokens = 0, tokens = 0;
-        for (const mb of group) {
+        // each micro-batch's mean-loss gradient weighted by its share of the step's loss tokens
+        const counts = group.map((mb) => lossTokenCount(mb, h.maxSeqLen));
+        const stepTokens = counts.reduce((a, b) => a + b, 0);
+        let lossSum = 0, tokens = 0;
+        for (const [i, mb] of group.entries()) {
           if (hooks.shouldStop?.()) return "stopped";
           const batch = packBatch(mb, h.maxSeqLen);
           this.#net.step = this.step;
-          const r = this.#net.forwardBackward(batch, 1 / group.length);
-          lossSum += r.loss;
-          lossTokens += r.lossTokens;
+          const share = stepTokens > 0 ? counts[i] / stepTokens : 1 / group.length;
+          const r = this.#net.forwardBackward(batch, share);
+          lossSum += r.loss * share;
           tokens += batch.tokens.length;
           await new Promise((res) => setImmediate(res));
         }
@@ -183,7 +197,7 @@ export class Trainer {
           step: this.step,
           totalSteps: total,
           epoch,
-          loss: lossSum / group.length,
+          loss: lossSum,
           lr,
           gradNorm,
           tokensPerSecond: tokens / seconds,
