@@ -27,6 +27,18 @@ export interface StepResult {
   lossTokens: number;
 }
 
+/** One DPO micro-batch's outcome (pairs packed as sequences chosen₀, rejected₀, chosen₁, …). */
+export interface DpoResult {
+  /** Mean over pairs of −log σ(β·((π_c − ref_c) − (π_r − ref_r))). */
+  loss: number;
+  pairs: number;
+  /** Σ over pairs of the implicit rewards β·(π − ref), chosen and rejected, and of chosen > rejected. */
+  chosenReward: number;
+  rejectedReward: number;
+  correct: number;
+  lossTokens: number;
+}
+
 export interface TrainingModelOptions {
   computeDtype?: DType; // F32 (default) or BF16
   recompute?: boolean; // gradient checkpointing per layer (default true)
@@ -117,6 +129,8 @@ export class LoraTrainingModel {
   step = 0;
   /** Evaluation turns dropout off. */
   #eval = false;
+  /** The frozen base alone (LoRA terms skipped): DPO's reference model, with no second copy of weights. */
+  #adapterOff = false;
 
   constructor(readonly ctx: Context, readonly model: LlamaModel, readonly lora: LoraWeights, opts: TrainingModelOptions = {}) {
     this.dtype = opts.computeDtype ?? F32;
@@ -141,7 +155,7 @@ export class LoraTrainingModel {
   /** y (=|+=) x·Wᵀ (+bias), plus the LoRA term; its drop(x)·Aᵀ is kept for backward. */
   #linear(l: number, m: LoraModule, acts: Acts, y: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
     this.model.layers[l].proj[m].forward(this.ctx, y, x, T, accumulate, this.#ws.b.ones, this.dtype);
-    const p = this.lora.get(l, m);
+    const p = this.#adapterOff ? undefined : this.lora.get(l, m);
     if (p) ops.loraForward(this.ctx, y, acts[`xa_${m}`], x, p.A, p.B, this.#shape(p, T), this.dtype);
   }
 
@@ -225,6 +239,30 @@ export class LoraTrainingModel {
 
   /** Uploads the batch, runs embedding, every layer, the final norm, lm_head and the loss. */
   #forward(batch: TrainBatch, gradScale: number | null): StepResult {
+    const { weightSum } = this.#logits(batch);
+    const T = batch.tokens.length, w = this.#ws.b;
+    // head: loss = Σ w·nll / Σ w; dlogits (in place, f32) scaled accordingly
+    const scale = gradScale !== null && weightSum > 0 ? gradScale / weightSum : 0;
+    ops.crossEntropy(
+      this.ctx,
+      w.losses,
+      gradScale !== null ? w.logits : null,
+      w.logits,
+      w.targets,
+      w.weights,
+      scale,
+      T,
+      this.model.shape.vocab,
+      F32,
+    );
+    const losses = w.losses.readF32(0, T);
+    let total = 0;
+    for (let i = 0; i < T; i++) total += losses[i];
+    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum };
+  }
+
+  /** Uploads the batch (tokens, targets, positions, weights) and runs it up to the logits. */
+  #logits(batch: TrainBatch): { weightSum: number } {
     const T = batch.tokens.length;
     if (batch.targets.length !== T || batch.positions.length !== T) {
       throw new RangeError("tokens, targets and positions must have the same length");
@@ -241,7 +279,6 @@ export class LoraTrainingModel {
     w.weights.write(weights);
     ops.embedding(this.ctx, ws.layerInputs[0], w.ids, this.model.embed.buf, T, s.vocab, s.hidden, dt, this.model.embed.dtype);
     for (let l = 0; l < s.layers; l++) this.#layerForward(l, ws.actsOf(l), ws.layerInputs[l], ws.layerInputs[l + 1], batch, T);
-    // head: loss = Σ w·nll / Σ w; dlogits (in place, f32) scaled accordingly
     const head = this.model.lmHead ?? this.model.embed;
     ops.rmsnorm(this.ctx, w.hn, w.rstdF, ws.layerInputs[s.layers], this.model.finalNorm, T, s.hidden, s.rmsEps, dt);
     ops.gemm(this.ctx, {
@@ -256,24 +293,91 @@ export class LoraTrainingModel {
       k: s.hidden,
       transB: true,
     });
-    const scale = gradScale !== null && weightSum > 0 ? gradScale / weightSum : 0;
-    ops.crossEntropy(this.ctx, w.losses, gradScale !== null ? w.logits : null, w.logits, w.targets, w.weights, scale, T, s.vocab, F32);
-    const losses = w.losses.readF32(0, T);
-    let total = 0;
-    for (let i = 0; i < T; i++) total += losses[i];
-    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum };
+    return { weightSum };
+  }
+
+  /** Σ weight·log p(target) of each packed sequence, from the losses of the last forward. */
+  #sequenceLogprobs(batch: TrainBatch): Float64Array {
+    const losses = this.#ws.b.losses.readF32(0, batch.tokens.length);
+    const S = batch.cuSeqlens.length - 1;
+    const out = new Float64Array(S);
+    for (let i = 0; i < S; i++) for (let t = batch.cuSeqlens[i]; t < batch.cuSeqlens[i + 1]; t++) out[i] -= losses[t];
+    return out;
   }
 
   /** Forward + backward of one micro-batch; LoRA gradients accumulate (scaled by gradScale). */
   forwardBackward(batch: TrainBatch, gradScale = 1): StepResult {
     const result = this.#forward(batch, gradScale);
+    this.#backward(batch);
+    return result;
+  }
+
+  /** From dlogits (in w.logits) back through lm_head, the final norm and every layer into dA, dB. */
+  #backward(batch: TrainBatch): void {
     const T = batch.tokens.length, s = this.model.shape, ws = this.#ws, w = ws.b, dt = this.dtype;
     const head = this.model.lmHead ?? this.model.embed;
     ops.gemm(this.ctx, { c: w.dh, cType: dt, a: w.logits, aType: F32, b: head.buf, bType: head.dtype, m: T, n: s.hidden, k: s.vocab });
     ops.fillZero(this.ctx, w.dx, T * s.hidden * dtypeSize(dt));
     ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, ws.layerInputs[s.layers], this.model.finalNorm, w.rstdF, T, s.hidden, dt);
     for (let l = s.layers - 1; l >= 0; l--) this.#layerBackward(l, ws.layerInputs[l], batch, T);
-    return result;
+  }
+
+  /** Log-probability of each packed sequence's loss tokens (weighted), no gradients, no dropout;
+   * `adapter: false` runs the frozen base alone (DPO's reference). */
+  sequenceLogprobs(batch: TrainBatch, adapter = true): Float64Array {
+    this.#eval = true;
+    this.#adapterOff = !adapter;
+    try {
+      this.#forward(batch, null);
+      return this.#sequenceLogprobs(batch);
+    } finally {
+      this.#eval = false;
+      this.#adapterOff = false;
+    }
+  }
+
+  /**
+   * DPO (Rafailov et al. 2023) forward + backward on pairs packed as sequences [chosen₀,
+   * rejected₀, chosen₁, …] with `reference` = sequenceLogprobs(batch, false). Per pair
+   * z = β·((π_c − ref_c) − (π_r − ref_r)) and loss = −log σ(z) = softplus(−z); dloss/dπ_c =
+   * −β·σ(−z) and dloss/dπ_r = +β·σ(−z). Since π = −Σ w·nll, the backward is the cross-entropy
+   * backward with per-token weights +β·σ(−z)·w on the chosen tokens and −β·σ(−z)·w on the rejected,
+   * averaged over pairs and scaled by gradScale: one policy forward, then the loss op again on the
+   * kept logits with those weights, then the usual backward.
+   */
+  dpoForwardBackward(batch: TrainBatch, reference: Float64Array, beta: number, gradScale = 1): DpoResult {
+    const S = batch.cuSeqlens.length - 1;
+    if (S % 2 !== 0 || reference.length !== S) {
+      throw new RangeError("DPO batches hold pairs: an even number of sequences and a reference per sequence");
+    }
+    const pairs = S / 2, T = batch.tokens.length, w = this.#ws.b;
+    this.#logits(batch);
+    ops.crossEntropy(this.ctx, w.losses, null, w.logits, w.targets, w.weights, 0, T, this.model.shape.vocab, F32);
+    const policy = this.#sequenceLogprobs(batch);
+    const base = batch.lossWeights ?? Float32Array.from(batch.targets, (t) => (t >= 0 ? 1 : 0));
+    const weights = new Float32Array(T);
+    const r: DpoResult = { loss: 0, pairs, chosenReward: 0, rejectedReward: 0, correct: 0, lossTokens: 0 };
+    for (let i = 0; i < pairs; i++) {
+      const chosen = beta * (policy[2 * i] - reference[2 * i]);
+      const rejected = beta * (policy[2 * i + 1] - reference[2 * i + 1]);
+      const z = chosen - rejected;
+      r.loss += (z > 0 ? Math.log1p(Math.exp(-z)) : -z + Math.log1p(Math.exp(z))) / pairs; // softplus(−z), stable
+      r.chosenReward += chosen;
+      r.rejectedReward += rejected;
+      if (z > 0) r.correct++;
+      const g = (beta / (1 + Math.exp(z))) * gradScale / pairs; // β·σ(−z)
+      for (const [seq, sign] of [[2 * i, 1], [2 * i + 1, -1]]) {
+        for (let t = batch.cuSeqlens[seq]; t < batch.cuSeqlens[seq + 1]; t++) {
+          if (batch.targets[t] < 0) continue;
+          weights[t] = sign * g * base[t];
+          r.lossTokens += base[t];
+        }
+      }
+    }
+    w.weights.write(weights);
+    ops.crossEntropy(this.ctx, w.losses, w.logits, w.logits, w.targets, w.weights, 1, T, this.model.shape.vocab, F32);
+    this.#backward(batch);
+    return r;
   }
 
   /** Loss only (validation): no gradients, no dropout. */
