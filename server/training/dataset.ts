@@ -2,8 +2,10 @@
 // per-token loss weights, and packing into fixed-size micro-batches.
 //
 // Formats (one JSON object per line):
-//   chat:   {"messages": [{"role": "system"|"user"|"assistant", "content": "...", "weight"?: 0|1}, ...]}
-//   prompt: {"prompt": "...", "completion": "..."}
+//   chat:       {"messages": [{"role": "system"|"user"|"assistant", "content": "...", "weight"?: 0|1}, ...]}
+//   prompt:     {"prompt": "...", "completion": "..."}
+//   preference: {"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", ...}],
+//                "non_preferred_output": [{"role": "assistant", ...}]}   (OpenAI's DPO format)
 // Loss is taken on assistant messages (weight 1 by default, "weight": 0 skips one) and on the
 // completion; with trainOnInputs every token counts. The chat template renders the messages; a
 // message's tokens are the ones its rendering adds to the previous messages' rendering.
@@ -20,7 +22,11 @@ export class DatasetError extends Error {
 
 export type Example =
   | { kind: "chat"; messages: (ChatMessage & { weight?: number })[] }
-  | { kind: "prompt"; prompt: string; completion: string };
+  | { kind: "prompt"; prompt: string; completion: string }
+  | { kind: "preference"; messages: ChatMessage[]; preferred: ChatMessage[]; rejected: ChatMessage[] };
+
+/** Which training method an example serves. */
+export const exampleMethod = (ex: Example): "supervised" | "dpo" => (ex.kind === "preference" ? "dpo" : "supervised");
 
 const ROLES = new Set(["system", "user", "assistant", "tool", "developer"]);
 
@@ -34,21 +40,11 @@ export function parseExample(text: string, line: number): Example {
   }
   if (obj === null || typeof obj !== "object" || Array.isArray(obj)) throw new DatasetError("each line must be a JSON object", line);
   const o = obj as Record<string, unknown>;
+  if ("input" in o || "preferred_output" in o || "non_preferred_output" in o) return parsePreference(o, line);
   if ("messages" in o) {
     const msgs = o.messages;
     if (!Array.isArray(msgs) || msgs.length === 0) throw new DatasetError(`"messages" must be a non-empty array`, line);
-    msgs.forEach((m, i) => {
-      if (m === null || typeof m !== "object" || Array.isArray(m)) throw new DatasetError(`messages[${i}] must be an object`, line);
-      const mm = m as Record<string, unknown>;
-      if (typeof mm.role !== "string" || !ROLES.has(mm.role)) {
-        throw new DatasetError(`messages[${i}].role must be one of ${[...ROLES].join(", ")}`, line);
-      }
-      if (typeof mm.content !== "string") throw new DatasetError(`messages[${i}].content must be a string`, line);
-      if ("weight" in mm && mm.weight !== 0 && mm.weight !== 1) throw new DatasetError(`messages[${i}].weight must be 0 or 1`, line);
-      if ("weight" in mm && mm.role !== "assistant") {
-        throw new DatasetError(`messages[${i}].weight is only allowed on assistant messages`, line);
-      }
-    });
+    checkMessages(msgs, "messages", line);
     if (!msgs.some((m) => (m as { role: string }).role === "assistant")) {
       throw new DatasetError("the conversation has no assistant message to learn from", line);
     }
@@ -62,6 +58,43 @@ export function parseExample(text: string, line: number): Example {
     return { kind: "prompt", prompt: o.prompt, completion: o.completion };
   }
   throw new DatasetError(`expected {"messages": [...]} or {"prompt": ..., "completion": ...}`, line);
+}
+
+/** Every message an object with a known role and string content; `weight` 0|1 on assistants only. */
+function checkMessages(msgs: unknown[], field: string, line: number): void {
+  msgs.forEach((m, i) => {
+    if (m === null || typeof m !== "object" || Array.isArray(m)) throw new DatasetError(`${field}[${i}] must be an object`, line);
+    const mm = m as Record<string, unknown>;
+    if (typeof mm.role !== "string" || !ROLES.has(mm.role)) {
+      throw new DatasetError(`${field}[${i}].role must be one of ${[...ROLES].join(", ")}`, line);
+    }
+    if (typeof mm.content !== "string") throw new DatasetError(`${field}[${i}].content must be a string`, line);
+    if ("weight" in mm && mm.weight !== 0 && mm.weight !== 1) throw new DatasetError(`${field}[${i}].weight must be 0 or 1`, line);
+    if ("weight" in mm && mm.role !== "assistant") {
+      throw new DatasetError(`${field}[${i}].weight is only allowed on assistant messages`, line);
+    }
+  });
+}
+
+/** OpenAI's preference format: one conversation, then the preferred and the non-preferred last turn. */
+function parsePreference(o: Record<string, unknown>, line: number): Example {
+  const input = o.input as Record<string, unknown> | undefined;
+  if (input === null || typeof input !== "object" || Array.isArray(input)) throw new DatasetError(`"input" must be an object`, line);
+  if (!Array.isArray(input.messages) || input.messages.length === 0) {
+    throw new DatasetError(`"input.messages" must be a non-empty array`, line);
+  }
+  checkMessages(input.messages, "input.messages", line);
+  const outputs = (["preferred_output", "non_preferred_output"] as const).map((field) => {
+    const out = o[field];
+    if (!Array.isArray(out) || out.length === 0) throw new DatasetError(`"${field}" must be a non-empty array`, line);
+    checkMessages(out, field, line);
+    out.forEach((m, i) => {
+      if ((m as ChatMessage).role !== "assistant") throw new DatasetError(`${field}[${i}].role must be assistant`, line);
+    });
+    return out as ChatMessage[];
+  });
+  const messages = (input.messages as (ChatMessage & { weight?: number })[]).map(({ role, content }) => ({ role, content }));
+  return { kind: "preference", messages, preferred: outputs[0], rejected: outputs[1] };
 }
 
 /** Validates a whole JSONL file; returns the examples (blank lines are skipped). */
@@ -83,6 +116,13 @@ export interface TokenizedExample {
   weights: number[]; // loss weight of predicting ids[i] (i ≥ 1) from ids[< i]
 }
 
+/** A DPO pair: the same conversation ending in the preferred and in the non-preferred turn, the
+ * loss tokens being those turns' tokens. */
+export interface TokenizedPair {
+  chosen: TokenizedExample;
+  rejected: TokenizedExample;
+}
+
 function isPrefix(a: number[], b: number[]): boolean {
   if (a.length > b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -95,6 +135,7 @@ export function tokenizeExample(
   opts: { trainOnInputs?: boolean; eosTokenId?: number | null } = {},
 ): TokenizedExample {
   const all = opts.trainOnInputs ?? false;
+  if (ex.kind === "preference") throw new DatasetError("a preference example trains with DPO (tokenizePair), not supervised");
   if (ex.kind === "prompt") {
     // One text, as generation will see it: encoding the completion alone would give it a
     // SentencePiece dummy-prefix space (and split merges at the seam). The loss starts at the
@@ -139,6 +180,17 @@ export function tokenizeExample(
   return { ids, weights };
 }
 
+/** A preference example as a DPO pair; only the final (preferred / non-preferred) turns carry loss. */
+export function tokenizePair(tok: Tokenizer, ex: Example, opts: { eosTokenId?: number | null } = {}): TokenizedPair {
+  if (ex.kind !== "preference") throw new DatasetError(`a ${ex.kind} example trains supervised, not with DPO`);
+  const side = (out: ChatMessage[]) =>
+    tokenizeExample(tok, {
+      kind: "chat",
+      messages: [...ex.messages.map((m) => ({ ...m, weight: 0 })), ...out.map((m) => ({ ...m, weight: 1 }))],
+    }, { eosTokenId: opts.eosTokenId });
+  return { chosen: side(ex.preferred), rejected: side(ex.rejected) };
+}
+
 /** A micro-batch of packed examples, ready for LoraTrainingModel.forwardBackward. */
 export function packBatch(examples: TokenizedExample[], maxSeqLen: number): TrainBatch {
   const tokens: number[] = [], targets: number[] = [], positions: number[] = [], lossWeights: number[] = [];
@@ -164,35 +216,35 @@ export function packBatch(examples: TokenizedExample[], maxSeqLen: number): Trai
 }
 
 /**
- * One epoch's optimizer steps. A step is `batchSize` examples, as in OpenAI's API ("number of
- * examples in each batch"); the last step of an epoch may hold fewer. Packing is only how a
- * step is cut for memory: its examples go first-fit, in order, into micro-batches of at most
- * `microBatchTokens` tokens (an example alone may exceed it up to maxSeqLen), and at least
- * `minMicroBatches` of them when the step has that many examples.
+ * One epoch's optimizer steps. A step is `batchSize` items (examples, or DPO pairs), as in
+ * OpenAI's API ("number of examples in each batch"); the last step of an epoch may hold fewer.
+ * Packing is only how a step is cut for memory: its items go first-fit, in order, into
+ * micro-batches of at most `microBatchTokens` tokens (`tokensOf` an item; one item alone may
+ * exceed it), and at least `minMicroBatches` of them when the step has that many items.
  */
-export function makeSteps(
-  examples: TokenizedExample[],
+export function makeSteps<T>(
+  items: T[],
   batchSize: number,
-  maxSeqLen: number,
+  tokensOf: (item: T) => number,
   opts: { microBatchTokens: number; minMicroBatches?: number },
-): TokenizedExample[][][] {
-  const steps: TokenizedExample[][][] = [];
-  for (let i = 0; i < examples.length; i += batchSize) {
-    const group = examples.slice(i, i + batchSize);
+): T[][][] {
+  const steps: T[][][] = [];
+  for (let i = 0; i < items.length; i += batchSize) {
+    const group = items.slice(i, i + batchSize);
     const parts = Math.min(group.length, Math.max(1, opts.minMicroBatches ?? 1));
     const perPart = Math.ceil(group.length / parts);
-    const micro: TokenizedExample[][] = [];
+    const micro: T[][] = [];
     for (let p = 0; p < group.length; p += perPart) {
-      let cur: TokenizedExample[] = [];
+      let cur: T[] = [];
       let used = 0;
-      for (const ex of group.slice(p, p + perPart)) {
-        const n = Math.min(ex.ids.length, maxSeqLen);
+      for (const item of group.slice(p, p + perPart)) {
+        const n = tokensOf(item);
         if (used + n > opts.microBatchTokens && cur.length > 0) {
           micro.push(cur);
           cur = [];
           used = 0;
         }
-        cur.push(ex);
+        cur.push(item);
         used += n;
       }
       if (cur.length > 0) micro.push(cur);

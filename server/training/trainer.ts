@@ -11,7 +11,11 @@ import type { LlamaModel, LoraModule } from "../model/llama.ts";
 import { LoraWeights } from "./lora.ts";
 import { mulberry32 } from "../util/rng.ts";
 import { LoraTrainingModel } from "./model.ts";
-import { lossTokenCount, makeSteps, packBatch, type TokenizedExample } from "./dataset.ts";
+import { lossTokenCount, makeSteps, packBatch, type TokenizedExample, type TokenizedPair } from "./dataset.ts";
+
+/** What a job trains on: examples (supervised) or preference pairs (DPO). */
+export type TrainItem = TokenizedExample | TokenizedPair;
+const isPair = (x: TrainItem): x is TokenizedPair => "chosen" in x;
 
 export interface TrainHyper {
   nEpochs: number;
@@ -43,6 +47,18 @@ export interface TrainHyper {
   computeDtype?: "bf16" | "f32";
   /** Recompute each layer in backward instead of keeping its activations (default true). */
   gradientCheckpointing?: boolean;
+  /** Supervised cross-entropy (default), or DPO on preference pairs against the base (adapter off). */
+  method?: "supervised" | "dpo";
+  /** DPO's β: how far the policy may move from the reference (default 0.1). */
+  dpoBeta?: number;
+}
+
+/** DPO's per-step metrics, averaged over the step's pairs (TRL's rewards/*). */
+export interface DpoMetrics {
+  chosenReward: number;
+  rejectedReward: number;
+  margin: number;
+  accuracy: number;
 }
 
 export interface StepEvent {
@@ -54,6 +70,7 @@ export interface StepEvent {
   gradNorm: number;
   tokensPerSecond: number;
   validationLoss?: number;
+  dpo?: DpoMetrics;
 }
 
 export interface TrainerHooks {
@@ -122,37 +139,63 @@ export class Trainer {
     return { step: this.step, lora: this.lora, optimizer: this.optimizer, slots: this.slots };
   }
 
-  /** How a group of examples is cut into micro-batches. */
-  #steps(examples: TokenizedExample[], batchSize: number): TokenizedExample[][][] {
+  /** How a group of items is cut into micro-batches. */
+  #steps(items: TrainItem[], batchSize: number): TrainItem[][][] {
     const h = this.h;
-    return makeSteps(examples, batchSize, h.maxSeqLen, {
+    const len = (ex: TokenizedExample) => Math.min(ex.ids.length, h.maxSeqLen);
+    return makeSteps(items, batchSize, (x) => (isPair(x) ? len(x.chosen) + len(x.rejected) : len(x)), {
       microBatchTokens: h.packing ? (h.microBatchTokens ?? 4 * h.maxSeqLen) : 1,
       minMicroBatches: h.gradientAccumulationSteps,
     });
   }
 
+  /** A micro-batch's packed sequences: each example, or each pair as [chosen, rejected]. */
+  #pack(items: TrainItem[]) {
+    return packBatch(items.flatMap((x) => (isPair(x) ? [x.chosen, x.rejected] : [x])), this.h.maxSeqLen);
+  }
+
+  /** How much of its step a micro-batch weighs: its loss tokens (supervised) or its pairs (DPO). */
+  #weight(items: TrainItem[]): number {
+    return items.reduce((n, x) => n + (isPair(x) ? 1 : lossTokenCount([x], this.h.maxSeqLen)), 0);
+  }
+
   /** The optimizer steps of one epoch (each a list of micro-batches), in that epoch's seeded order. */
-  epochSteps(examples: TokenizedExample[], epoch: number): TokenizedExample[][][] {
-    return this.#steps(shuffled(examples, this.h.seed * 7919 + epoch), this.h.batchSize);
+  epochSteps(items: TrainItem[], epoch: number): TrainItem[][][] {
+    return this.#steps(shuffled(items, this.h.seed * 7919 + epoch), this.h.batchSize);
   }
 
-  totalSteps(examples: TokenizedExample[]): number {
-    return Math.ceil(examples.length / this.h.batchSize) * this.h.nEpochs;
+  totalSteps(items: TrainItem[]): number {
+    return Math.ceil(items.length / this.h.batchSize) * this.h.nEpochs;
   }
 
-  evaluate(examples: TokenizedExample[]): number {
+  /** Validation loss: token-mean cross-entropy, or pair-mean DPO loss (no dropout). */
+  evaluate(items: TrainItem[]): number {
     let total = 0, weight = 0;
-    for (const mb of this.#steps(examples, Math.max(1, examples.length)).flat()) {
-      const r = this.#net.evaluate(packBatch(mb, this.h.maxSeqLen));
-      total += r.loss * r.lossTokens;
-      weight += r.lossTokens;
+    const beta = this.h.dpoBeta ?? 0.1;
+    for (const mb of this.#steps(items, Math.max(1, items.length)).flat()) {
+      const batch = this.#pack(mb);
+      if (this.h.method === "dpo") {
+        const ref = this.#net.sequenceLogprobs(batch, false), pol = this.#net.sequenceLogprobs(batch, true);
+        for (let i = 0; i < ref.length; i += 2) {
+          const z = beta * ((pol[i] - ref[i]) - (pol[i + 1] - ref[i + 1]));
+          total += z > 0 ? Math.log1p(Math.exp(-z)) : -z + Math.log1p(Math.exp(z));
+          weight++;
+        }
+      } else {
+        const r = this.#net.evaluate(batch);
+        total += r.loss * r.lossTokens;
+        weight += r.lossTokens;
+      }
     }
     return weight > 0 ? total / weight : 0;
   }
 
   /** Runs training from this.step (0, or a restored checkpoint's step) to the end. */
-  async run(train: TokenizedExample[], validation: TokenizedExample[] | null, hooks: TrainerHooks = {}): Promise<"completed" | "stopped"> {
+  async run(train: TrainItem[], validation: TrainItem[] | null, hooks: TrainerHooks = {}): Promise<"completed" | "stopped"> {
     const h = this.h;
+    if (train.some((x) => isPair(x) !== (h.method === "dpo"))) {
+      throw new RangeError(h.method === "dpo" ? "DPO trains on preference pairs only" : "supervised training takes examples, not pairs");
+    }
     const total = this.totalSteps(train);
     const perEpoch = total / h.nEpochs;
     for (let epoch = Math.floor(this.step / perEpoch); epoch < h.nEpochs; epoch++) {
@@ -164,16 +207,28 @@ export class Trainer {
         const t0 = performance.now();
         this.lora.zeroGrad();
         // each micro-batch's mean-loss gradient weighted by its share of the step's loss tokens
-        const counts = group.map((mb) => lossTokenCount(mb, h.maxSeqLen));
-        const stepTokens = counts.reduce((a, b) => a + b, 0);
+        // (supervised) or pairs (DPO), so the step's loss is the mean over all of them
+        const counts = group.map((mb) => this.#weight(mb));
+        const stepWeight = counts.reduce((a, b) => a + b, 0);
         let lossSum = 0, tokens = 0;
+        const dpo: DpoMetrics | undefined = h.method === "dpo" ? { chosenReward: 0, rejectedReward: 0, margin: 0, accuracy: 0 } : undefined;
         for (const [i, mb] of group.entries()) {
           if (hooks.shouldStop?.()) return "stopped";
-          const batch = packBatch(mb, h.maxSeqLen);
+          const batch = this.#pack(mb);
           this.#net.step = this.step;
-          const share = stepTokens > 0 ? counts[i] / stepTokens : 1 / group.length;
-          const r = this.#net.forwardBackward(batch, share);
-          lossSum += r.loss * share;
+          const share = stepWeight > 0 ? counts[i] / stepWeight : 1 / group.length;
+          if (dpo) {
+            const reference = this.#net.sequenceLogprobs(batch, false);
+            const r = this.#net.dpoForwardBackward(batch, reference, h.dpoBeta ?? 0.1, share);
+            lossSum += r.loss * share;
+            const perPair = share / r.pairs;
+            dpo.chosenReward += r.chosenReward * perPair;
+            dpo.rejectedReward += r.rejectedReward * perPair;
+            dpo.accuracy += r.correct * perPair;
+          } else {
+            const r = this.#net.forwardBackward(batch, share);
+            lossSum += r.loss * share;
+          }
           tokens += batch.tokens.length;
           await new Promise((res) => setImmediate(res));
         }
@@ -202,6 +257,7 @@ export class Trainer {
           gradNorm,
           tokensPerSecond: tokens / seconds,
         };
+        if (dpo) event.dpo = { ...dpo, margin: dpo.chosenReward - dpo.rejectedReward };
         const evalNow = validation && validation.length > 0 &&
           (h.evalEvery > 0 ? this.step % h.evalEvery === 0 : s === perEpoch - 1);
         if (evalNow) event.validationLoss = this.evaluate(validation!);

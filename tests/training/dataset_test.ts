@@ -32,19 +32,52 @@ const ex = (n: number, tag: number): { ids: number[]; weights: number[] } => ({
 
 Deno.test("makeSteps: a step is batch_size examples (OpenAI's meaning); packing only cuts a step into micro-batches", async () => {
   const { makeSteps, lossTokenCount } = await import("../../server/training/dataset.ts");
+  const len64 = (e: { ids: number[] }) => Math.min(e.ids.length, 64);
   // 32 short examples at batch_size 4: 8 steps an epoch, whatever the sequence length
   const short = Array.from({ length: 32 }, (_, i) => ex(12, i));
-  const steps = makeSteps(short, 4, 64, { microBatchTokens: 256 });
+  const steps = makeSteps(short, 4, len64, { microBatchTokens: 256 });
   assert.equal(steps.length, 8);
   for (const s of steps) assert.deepEqual(s.flat().length, 4);
   assert.deepEqual(steps.flat(2).map((e) => e.ids[0]), short.map((e) => e.ids[0]), "order kept, every example once");
   // long examples: a step is cut into micro-batches within the token budget, examples stay whole
   const long = Array.from({ length: 6 }, (_, i) => ex(100, i));
-  const cut = makeSteps(long, 4, 64, { microBatchTokens: 128 });
+  const cut = makeSteps(long, 4, len64, { microBatchTokens: 128 });
   assert.equal(cut.length, 2, "6 examples at batch 4: a full step and a last step of 2");
   assert.deepEqual(cut.map((s) => s.map((m) => m.length)), [[2, 2], [2]], "64-token (truncated) examples, 128 tokens a micro-batch");
   // at least minMicroBatches micro-batches per step (gradient accumulation as a memory knob)
-  const split = makeSteps(short.slice(0, 8), 8, 64, { microBatchTokens: 10_000, minMicroBatches: 4 });
+  const split = makeSteps(short.slice(0, 8), 8, len64, { microBatchTokens: 10_000, minMicroBatches: 4 });
   assert.deepEqual(split.map((s) => s.map((m) => m.length)), [[2, 2, 2, 2]]);
   assert.equal(lossTokenCount([ex(12, 0), ex(100, 1)], 64), 11 + 63);
+});
+
+Deno.test("preference examples (OpenAI's DPO format): validated with the line named; pairs learn only the final turns", async () => {
+  const { tokenizePair, exampleMethod } = await import("../../server/training/dataset.ts");
+  const { makeModel } = await import("../../scripts/make_model.ts");
+  const dir = await Deno.makeTempDir();
+  await makeModel({ shape: "tiny", out: dir }); // a byte-level BPE tokenizer with a chat template
+  const tok = await Tokenizer.load(dir);
+  await Deno.remove(dir, { recursive: true });
+  const line = {
+    input: { messages: [{ role: "user", content: "Once upon a time" }], tools: [], parallel_tool_calls: true },
+    preferred_output: [{ role: "assistant", content: "there was a little girl." }],
+    non_preferred_output: [{ role: "assistant", content: "no." }],
+  };
+  const [ex] = parseJsonl(JSON.stringify(line));
+  assert.equal(exampleMethod(ex), "dpo");
+  const pair = tokenizePair(tok, ex, { eosTokenId: 2 });
+  const learned = (t: { ids: number[]; weights: number[] }) => t.ids.filter((_, i) => t.weights[i] > 0);
+  // the final turn's text and the template's end of turn (a newline in this template)
+  assert.equal(tok.decode(learned(pair.chosen)), "there was a little girl.\n");
+  assert.equal(tok.decode(learned(pair.rejected)), "no.\n");
+  const firstChosen = pair.chosen.weights.findIndex((w) => w > 0), firstRejected = pair.rejected.weights.findIndex((w) => w > 0);
+  assert.deepEqual(pair.chosen.ids.slice(0, firstChosen), pair.rejected.ids.slice(0, firstRejected), "one shared prompt");
+  assert.throws(() => tokenizeExample(tok, ex), /DPO/);
+  for (
+    const [bad, msg] of [
+      [{ ...line, input: [] }, /line 1: "input" must be an object/],
+      [{ ...line, preferred_output: [] }, /line 1: "preferred_output" must be a non-empty array/],
+      [{ ...line, non_preferred_output: [{ role: "user", content: "x" }] }, /line 1: non_preferred_output\[0\].role must be assistant/],
+      [{ ...line, input: { messages: [{ role: "user", content: 3 }] } }, /line 1: input.messages\[0\].content must be a string/],
+    ] as const
+  ) assert.throws(() => parseJsonl(JSON.stringify(bad)), msg);
 });

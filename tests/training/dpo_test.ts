@@ -142,3 +142,57 @@ testEachBackend("DPO: steps grow the preferred answer's margin over the rejected
     model.dispose();
   }
 });
+
+testEachBackend("DPO through the trainer: batch_size pairs a step, loss log 2 at the start, rewards and accuracy per step", async (ctx) => {
+  const { Trainer } = await import("../../server/training/trainer.ts");
+  const { model } = await loadModel(ctx, STORIES, { quant: "nf4" });
+  const pair = (prompt: number[], chosen: number[], rejected: number[]) => {
+    const side = (answer: number[]) => ({ ids: [...prompt, ...answer], weights: [...prompt.map(() => 0), ...answer.map(() => 1)] });
+    return { chosen: side(chosen), rejected: side(rejected) };
+  };
+  const pairs = [
+    pair([1, 403, 407, 261], [378, 432], [274]),
+    pair([1, 274, 287], [269, 368], [261, 378]),
+    pair([1, 403, 407, 261], [378, 432], [286]),
+    pair([1, 274, 287], [269, 368], [432]),
+  ];
+  const trainer = new Trainer(ctx, model, {
+    method: "dpo",
+    dpoBeta: 0.5,
+    nEpochs: 6,
+    batchSize: 2,
+    learningRate: 2e-2,
+    loraR: 8,
+    loraAlpha: 16,
+    loraDropout: 0,
+    targetModules: [...LORA_MODULES],
+    useRslora: false,
+    warmupRatio: 0,
+    lrScheduler: "constant",
+    maxGradNorm: 1,
+    gradientAccumulationSteps: 1,
+    maxSeqLen: 64,
+    packing: true,
+    weightDecay: 0,
+    optimizer: "adamw",
+    optimizerBudgetBytes: 0,
+    seed: 3,
+    checkpointEvery: 0,
+    evalEvery: 0,
+  });
+  try {
+    const events: import("../../server/training/trainer.ts").StepEvent[] = [];
+    assert.equal(trainer.totalSteps(pairs), 12, "4 pairs at batch_size 2 for 6 epochs");
+    await trainer.run(pairs, pairs, { onStep: (e) => void events.push(e) });
+    assert.equal(events.length, 12);
+    assert.ok(Math.abs(events[0].loss - Math.LN2) < 1e-4, `the policy starts as the reference: loss ln 2, got ${events[0].loss}`);
+    assert.equal(events[0].dpo!.margin, 0);
+    const last = events.at(-1)!;
+    assert.ok(last.dpo!.margin > 0.5 && last.dpo!.accuracy === 1, `margin ${last.dpo!.margin}, accuracy ${last.dpo!.accuracy}`);
+    assert.ok(last.validationLoss! < Math.LN2 / 2, `validation DPO loss falls (${last.validationLoss})`);
+    await assert.rejects(trainer.run([pairs[0].chosen], null), /DPO trains on preference pairs only/);
+  } finally {
+    trainer.dispose();
+    model.dispose();
+  }
+});
