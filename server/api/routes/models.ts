@@ -4,7 +4,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { ModelDetailSchema, ModelListSchema } from "../schemas/models.ts";
 import { ErrorSchema } from "../schemas/common.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
+import { ClientError } from "../../util/errors.ts";
 import type { AdapterRecord } from "../../adapters/registry.ts";
 
 const listRoute = createRoute({
@@ -66,7 +66,7 @@ export function registerModels(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       }, 200);
     }
     const a = deps.registry.get(c.get("principal"), id);
-    if (!a) throw new ApiError(404, `The model \`${id}\` does not exist.`, "model_not_found", "id");
+    if (!a) throw new ClientError(404, `The model \`${id}\` does not exist.`, "model_not_found", "id");
     return c.json({
       ...adapterCard(a),
       adapter: { r: a.r, lora_alpha: a.loraAlpha, target_modules: a.targetModules, device_bytes: a.deviceBytes },
