@@ -2,8 +2,8 @@
 // stories260K and on the tiny chat model, greedy references.
 import { type LlamaShape, LORA_MODULES, type LoraModule } from "../../server/model/llama.ts";
 import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
-import { createServer, type Server, type ServerOptions } from "../../server/serving/server.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import { createServer, type Server, type ServerOptions } from "../../server/server.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 
 export const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 export const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { IncrementalDetokenizer } from "../../server/engine/detokenize.ts";
 import { Rng } from "../../server/engine/sampling.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 
 const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 const REF = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {

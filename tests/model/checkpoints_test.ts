@@ -3,7 +3,7 @@
 // and Qwen2-style q/k/v biases (against the float64 reference).
 import assert from "node:assert/strict";
 import { openContext } from "../native/backends.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { loadModel, moduleWeightName } from "../../server/model/loader.ts";
 import { bnbTensors } from "../../server/model/bnb.ts";
 import { SafetensorsModel, type TensorToWrite, writeSafetensors } from "../../server/model/safetensors.ts";
