@@ -34,7 +34,7 @@ export interface GenerateRequest {
   promptIds: number[];
   sampling?: Partial<SamplingParams>;
   stopping?: Partial<StoppingParams>;
-  adapterId?: string | null;
+  adapterUid?: string | null;
   signal?: AbortSignal;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
@@ -98,9 +98,9 @@ export class Engine {
   get numRunning(): number {
     return this.scheduler.running.length;
   }
-  /** Adapter ids of running and waiting sequences (for metrics). */
-  adapterIds(): { running: string[]; waiting: string[] } {
-    const ids = (xs: Sequence[]) => [...new Set(xs.map((s) => s.adapterId).filter((a): a is string => a !== null))];
+  /** Adapter uids of running and waiting sequences (for metrics). */
+  adapterUids(): { running: string[]; waiting: string[] } {
+    const ids = (xs: Sequence[]) => [...new Set(xs.map((s) => s.adapterUid).filter((a): a is string => a !== null))];
     return { running: ids(this.scheduler.running), waiting: ids(this.scheduler.waiting) };
   }
 
@@ -134,7 +134,7 @@ export class Engine {
       promptIds: req.promptIds,
       sampling: req.sampling,
       stopping: { ...req.stopping, maxTokens },
-      adapterId: req.adapterId ?? null,
+      adapterUid: req.adapterUid ?? null,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,

@@ -72,7 +72,7 @@ Deno.test("adapter cache: LRU by bytes, pinned adapters stay, unload waits for t
     const q = await cache.acquire("q", `${dir}/q`);
     const b = await cache.acquire("b", `${dir}/b`);
     const binder = new CacheBinder(cache);
-    const seq = (adapterId: string | null) => new Sequence({ promptIds: [1, 2], adapterId });
+    const seq = (adapterUid: string | null) => new Sequence({ promptIds: [1, 2], adapterUid });
     const chunks = [seq("q"), seq(null), seq("b")].map((s) => ({ seq: s, start: 0, end: 2 }));
     const bound = binder.bind(chunks, Int32Array.of(0, 0, 1, 1, 2, 2))!;
     assert.deepEqual([...bound.rowAdapter], [0, 0, -1, -1, 1, 1]);
