@@ -1,6 +1,11 @@
 // chat.ts — POST /v1/chat/completions.
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { type ChatCompletionRequest, ChatCompletionRequestSchema, ChatCompletionSchema } from "../schemas/chat.ts";
+import {
+  ChatCompletionChunkSchema,
+  type ChatCompletionRequest,
+  ChatCompletionRequestSchema,
+  ChatCompletionSchema,
+} from "../schemas/chat.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
 import { type ChatMessage, ChatTemplateError, renderChatTemplate } from "../../model/chat_template.ts";
@@ -28,7 +33,7 @@ const route = createRoute({
   responses: {
     200: {
       description: "The chat completion (JSON), or chat.completion.chunk objects (SSE) when stream is true.",
-      content: { "application/json": { schema: ChatCompletionSchema }, "text/event-stream": { schema: ChatCompletionSchema } },
+      content: { "application/json": { schema: ChatCompletionSchema }, "text/event-stream": { schema: ChatCompletionChunkSchema } },
     },
     ...GENERATION_ERRORS,
   },
