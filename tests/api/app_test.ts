@@ -3,7 +3,7 @@
 // to requests alone, unload while in use), OpenAI-shaped errors, queue limits, metrics, docs.
 import assert from "node:assert/strict";
 import type { Server } from "../../server/server.ts";
-import { json, makeAdapter, REFERENCE, sseData, STORIES_SHAPE, storiesServer } from "./helpers.ts";
+import { json, makeAdapter, REFERENCE, sseData, STORIES_SHAPE, storiesServer } from "../helpers.ts";
 
 const MODEL = "stories260K";
 

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { createServer, type Server } from "../../server/server.ts";
-import { makeAdapter, REFERENCE, STORIES_SHAPE, storiesServer, tinyModel } from "../api/helpers.ts";
+import { makeAdapter, REFERENCE, STORIES_SHAPE, storiesServer, tinyModel } from "../helpers.ts";
 
 const KEY = "sk-e2e-tenant-key";
 

@@ -8,7 +8,7 @@ import { CacheBinder } from "../../server/adapters/binder.ts";
 import { inspectPeftAdapter, peftKey } from "../../server/adapters/peft.ts";
 import { float32ToBf16Bytes, writeSafetensors } from "../../server/model/safetensors.ts";
 import { Sequence } from "../../server/engine/sequence.ts";
-import { makeAdapter, STORIES_SHAPE } from "./helpers.ts";
+import { makeAdapter, STORIES_SHAPE } from "../helpers.ts";
 
 Deno.test("adapter cache: LRU by bytes, pinned adapters stay, unload waits for the last request", async () => {
   const dir = await Deno.makeTempDir({ prefix: "qlora-cache-" });
