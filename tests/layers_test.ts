@@ -1,5 +1,6 @@
 // layers_test.ts — imports in server/ run one way, down this list (a module may import its own
-// layer and any layer below it; util/ is below everything and imports nothing else of ours).
+// layer and any layer below it; util/ is below everything and imports nothing else of ours), and
+// route modules do not import one another.
 // Every import counts: type-only ones, re-exports, dynamic import() and worker URLs too.
 import assert from "node:assert/strict";
 import { dirname, join, relative } from "node:path";
@@ -57,6 +58,10 @@ Deno.test("layers: every import in server/ runs down the layer order", async () 
       assert.ok(LAYERS.includes(to), `server/${file} imports ${spec}: layer "${to}" is not in the layer order`);
       if (LAYERS.indexOf(to) < LAYERS.indexOf(from) && !TEMPORARY_EXCEPTIONS.has(file)) {
         violations.push(`server/${file} (${from}) imports server/${target} (${to})`);
+      }
+      // route modules are siblings: what they share lives in routes/shared.ts
+      if (file.startsWith("api/routes/") && target.startsWith("api/routes/") && target !== "api/routes/shared.ts") {
+        violations.push(`server/${file} imports the route module server/${target}`);
       }
     }
   }
