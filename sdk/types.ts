@@ -29,21 +29,9 @@ export type ChatCompletionCreateParamsStreaming = ChatCompletionCreateParams & {
 };
 export type ChatCompletion = Schemas["ChatCompletion"];
 export type ChatLogprobs = Schemas["ChatLogprobs"];
-export type ChatCompletionChunk = Schema<"ChatCompletionChunk", {
-  id: string;
-  object: "chat.completion.chunk";
-  created: number;
-  model: string;
-  system_fingerprint?: string;
-  choices: {
-    index: number;
-    delta: { role?: "assistant"; content?: string };
-    logprobs: ChatLogprobs | null;
-    finish_reason: ChatCompletion["choices"][number]["finish_reason"];
-  }[];
-  /** Only on the last chunk, when stream_options.include_usage is true (null on the others). */
-  usage?: Usage | null;
-}>;
+/** One SSE chunk of a streamed chat completion (the last, with stream_options.include_usage,
+ * carries usage and no choices). */
+export type ChatCompletionChunk = Schemas["ChatCompletionChunk"];
 
 // ---- completions
 export type CompletionCreateParams = Schemas["CompletionRequest"];
@@ -55,7 +43,7 @@ export type CompletionCreateParamsStreaming = CompletionCreateParams & {
 };
 export type Completion = Schemas["Completion"];
 /** Streamed completions are text_completion objects, each with the new text of its choice. */
-export type CompletionChunk = Schema<"CompletionChunk", Completion>;
+export type CompletionChunk = Completion;
 
 // ---- models
 export type Model = Schemas["Model"];
@@ -81,19 +69,9 @@ export interface AdapterUploadParams {
 /** What an upload accepts: a Blob or File, bytes, or text. */
 export type Uploadable = Blob | ArrayBuffer | ArrayBufferView | string;
 
-// ---- files (fallbacks: the server's schemas in server/api/schemas/files.ts)
-export type FileObject = Schema<"FileObject", {
-  id: string;
-  object: "file";
-  bytes: number;
-  created_at: number;
-  filename: string;
-  purpose: string;
-  status: "processed";
-  status_details: string | null;
-  expires_at: number | null;
-}>;
-export type FileDeleted = Schema<"FileDeleted", { id: string; object: "file"; deleted: boolean }>;
+// ---- files
+export type FileObject = Schemas["FileObject"];
+export type FileDeleted = Schemas["FileDeleted"];
 export interface FileCreateParams {
   /** The JSONL file: a File/Blob, bytes or text (name it with `filename`, or use toFile). */
   file: Uploadable;
@@ -101,12 +79,7 @@ export interface FileCreateParams {
   /** The file name to send (default: the File's name, else "file.jsonl"). */
   filename?: string;
 }
-export type FileListParams = QueryOf<"/v1/files", {
-  purpose?: string;
-  after?: string;
-  limit?: number;
-  order?: "asc" | "desc";
-}>;
+export type FileListParams = NonNullable<paths["/v1/files"]["get"]["parameters"]["query"]>;
 
 // ---- fine-tuning (fallbacks: the server's schemas in server/api/schemas/fine_tuning.ts)
 export type FineTuningJobStatus = "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled";

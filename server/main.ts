@@ -3,8 +3,8 @@
 // With no --model it serves the small model scripts/make_model.ts makes (created once under the
 // data folder). With no API keys configured it binds to localhost only.
 import { parseArgs } from "node:util";
-import { createServer } from "./serving/server.ts";
-import { makeModel } from "../scripts/make_model.ts";
+import { createServer } from "./server.ts";
+import { makeModel } from "./model/make_model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

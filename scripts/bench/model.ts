@@ -4,7 +4,7 @@
 // bound of decode, and the resident memory of the loaded 1.1B model against its memory report.
 import type { Row } from "./main.ts";
 import { llamaCpp, readBandwidth } from "./peers.ts";
-import { makeModel } from "../make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { Context } from "../../server/ffi/tensor.ts";
 import { loadModel, memoryReport } from "../../server/model/loader.ts";
 import type { KvCache, LlamaModel } from "../../server/model/llama.ts";

@@ -9,10 +9,10 @@
 //   - registering an adapter and its first use, minus the same request on a resident adapter
 //     (best of 5 each; target < 20 ms).
 import type { Row } from "./main.ts";
-import { makeModel } from "../make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { type LlamaShape, LORA_MODULES } from "../../server/model/llama.ts";
 import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
-import { createServer } from "../../server/serving/server.ts";
+import { createServer } from "../../server/server.ts";
 
 const DIR = "/tmp/qlora-bench";
 const MODEL = `${DIR}/smollm-135m`;

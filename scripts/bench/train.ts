@@ -11,7 +11,7 @@
 // script by default runs the blocks only). Steps as in the torch script: 2 warmup, 8 timed, median.
 import type { Row } from "./main.ts";
 import { torchLora } from "./peers.ts";
-import { makeModel, SHAPES } from "../make_model.ts";
+import { makeModel, SHAPES } from "../../server/model/make_model.ts";
 import { Context } from "../../server/ffi/tensor.ts";
 import { openModel } from "../../server/model/bundle.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";

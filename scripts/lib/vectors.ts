@@ -1,6 +1,6 @@
 // vectors.ts — runs a reference-vector file (shared/reference/nf4_vectors.json format) through
 // the native quantizer and compares every field bit for bit.
-import { decodeBase64 } from "../../server/util/base64.ts";
+import { decodeBase64 } from "./base64.ts";
 import type { Context, QuantTypeName } from "../../server/ffi/tensor.ts";
 import { dequantize4bit, dequantizeAbsmax8bit, quantize4bit, quantizeAbsmax8bit } from "../../server/ffi/quant.ts";
 

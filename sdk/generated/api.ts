@@ -295,7 +295,7 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["ChatCompletion"];
-                        "text/event-stream": components["schemas"]["ChatCompletion"];
+                        "text/event-stream": components["schemas"]["ChatCompletionChunk"];
                     };
                 };
                 /** @description Invalid request */
@@ -1297,6 +1297,25 @@ export interface components {
                 /** @enum {string|null} */
                 finish_reason: "stop" | "length" | "abort" | null;
                 stop_reason?: string | number | null;
+            }[];
+            usage?: components["schemas"]["Usage"];
+        };
+        ChatCompletionChunk: {
+            id: string;
+            /** @enum {string} */
+            object: "chat.completion.chunk";
+            created: number;
+            model: string;
+            choices: {
+                index: number;
+                delta: {
+                    /** @enum {string} */
+                    role?: "assistant";
+                    content?: string;
+                };
+                logprobs: components["schemas"]["ChatLogprobs"];
+                /** @enum {string|null} */
+                finish_reason: "stop" | "length" | "abort" | null;
             }[];
             usage?: components["schemas"]["Usage"];
         };

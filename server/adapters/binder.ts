@@ -24,10 +24,10 @@ export class CacheBinder implements AdapterBinder {
     const uids: string[] = [];
     const chunkSlot = new Int32Array(chunks.length).fill(-1);
     chunks.forEach((c, i) => {
-      const id = c.seq.adapterId;
-      if (id === null) return;
-      let k = uids.indexOf(id);
-      if (k < 0) k = uids.push(id) - 1;
+      const uid = c.seq.adapterUid;
+      if (uid === null) return;
+      let k = uids.indexOf(uid);
+      if (k < 0) k = uids.push(uid) - 1;
       chunkSlot[i] = k;
     });
     if (uids.length === 0) return undefined;

@@ -4,6 +4,8 @@
 // device cache, so a name registered again never reuses stale weights. Names are unique within a
 // tenant; another tenant's adapter is invisible (looks the same as a missing one).
 import type { LlamaShape } from "../model/llama.ts";
+import type { Caller } from "../util/caller.ts";
+import { ClientError } from "../util/errors.ts";
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, inspectPeftAdapter, PeftError } from "./peft.ts";
 
 export interface AdapterRecord {
@@ -21,19 +23,7 @@ export interface AdapterRecord {
   deviceBytes: number;
 }
 
-export class RegistryError extends Error {
-  override name = "RegistryError";
-  constructor(message: string, readonly status: 400 | 404 | 409, readonly code: string, readonly param: string | null = null) {
-    super(message);
-  }
-}
-
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
-
-export interface Caller {
-  tenant: string;
-  admin: boolean;
-}
 
 export class AdapterRegistry {
   readonly #byTenant = new Map<string, Map<string, AdapterRecord>>();
@@ -108,7 +98,7 @@ export class AdapterRegistry {
     const top = await this.#realRoot();
     const root = caller.admin ? top : `${top}/${caller.tenant}`;
     if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
-      throw new RegistryError("lora_path must be a non-empty path", 400, "invalid_path", "lora_path");
+      throw new ClientError(400, "lora_path must be a non-empty path", "invalid_path", "lora_path");
     }
     const joined = path.startsWith("/") ? path : `${top}/${path}`;
     let real: string;
@@ -116,26 +106,26 @@ export class AdapterRegistry {
       real = await Deno.realPath(joined);
     } catch {
       // say the same thing for missing and forbidden paths
-      throw new RegistryError(`no adapter folder at "${path}" under the adapter root`, 400, "invalid_path", "lora_path");
+      throw new ClientError(400, `no adapter folder at "${path}" under the adapter root`, "invalid_path", "lora_path");
     }
     if (real !== root && !real.startsWith(root + "/")) {
-      throw new RegistryError(
-        `"${path}" is outside the adapter root${caller.admin ? "" : ` (tenants register from <root>/${caller.tenant}/)`}`,
+      throw new ClientError(
         400,
+        `"${path}" is outside the adapter root${caller.admin ? "" : ` (tenants register from <root>/${caller.tenant}/)`}`,
         "path_outside_root",
         "lora_path",
       );
     }
-    if (!(await Deno.stat(real)).isDirectory) throw new RegistryError(`"${path}" is not a folder`, 400, "invalid_path", "lora_path");
+    if (!(await Deno.stat(real)).isDirectory) throw new ClientError(400, `"${path}" is not a folder`, "invalid_path", "lora_path");
     // the files themselves must not be symlinks out of the root either
     for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
       try {
         const rf = await Deno.realPath(`${real}/${f}`);
         if (!rf.startsWith(root + "/")) {
-          throw new RegistryError(`"${path}/${f}" is outside the adapter root`, 400, "path_outside_root", "lora_path");
+          throw new ClientError(400, `"${path}/${f}" is outside the adapter root`, "path_outside_root", "lora_path");
         }
       } catch (e) {
-        if (e instanceof RegistryError) throw e;
+        if (e instanceof ClientError) throw e;
       }
     }
     return real;
@@ -143,10 +133,10 @@ export class AdapterRegistry {
 
   #checkId(caller: Caller, id: string): void {
     if (typeof id !== "string" || !ID_RE.test(id)) {
-      throw new RegistryError("adapter ids are 1-128 characters: letters, digits, '.', '_', ':', '-'", 400, "invalid_id", "id");
+      throw new ClientError(400, "adapter ids are 1-128 characters: letters, digits, '.', '_', ':', '-'", "invalid_id", "id");
     }
-    if (this.reservedIds.includes(id)) throw new RegistryError(`"${id}" is the base model's id`, 409, "conflict", "id");
-    if (this.#byTenant.get(caller.tenant)?.has(id)) throw new RegistryError(`adapter "${id}" already exists`, 409, "conflict", "id");
+    if (this.reservedIds.includes(id)) throw new ClientError(409, `"${id}" is the base model's id`, "conflict", "id");
+    if (this.#byTenant.get(caller.tenant)?.has(id)) throw new ClientError(409, `adapter "${id}" already exists`, "conflict", "id");
   }
 
   async #add(caller: Caller, id: string, dir: string, source: AdapterRecord["source"], created?: number): Promise<AdapterRecord> {
@@ -154,7 +144,7 @@ export class AdapterRegistry {
     try {
       info = await inspectPeftAdapter(dir, this.shape);
     } catch (e) {
-      if (e instanceof PeftError) throw new RegistryError(`invalid adapter: ${e.message}`, 400, "invalid_adapter");
+      if (e instanceof PeftError) throw new ClientError(400, `invalid adapter: ${e.message}`, "invalid_adapter");
       throw e;
     }
     this.#checkId(caller, id); // again: another registration may have raced us
@@ -232,7 +222,7 @@ export class AdapterRegistry {
   /** Removes the registration (uploaded files are deleted); returns the record. */
   async remove(caller: Caller, id: string): Promise<AdapterRecord> {
     const rec = this.get(caller, id);
-    if (!rec) throw new RegistryError(`adapter "${id}" does not exist`, 404, "adapter_not_found", "id");
+    if (!rec) throw new ClientError(404, `adapter "${id}" does not exist`, "adapter_not_found", "id");
     this.#byTenant.get(rec.tenant)?.delete(id);
     this.#byUid.delete(rec.uid);
     if (rec.source === "upload") await Deno.remove(rec.dir, { recursive: true }).catch(() => {});

@@ -1,12 +1,11 @@
-// app.ts — the Hono application: request ids and structured logs, body limit, auth, the zod
-// validation hook (one place turns schema violations into OpenAI-shaped 400s), the routes, the
+// app.ts — the Hono application: request ids and structured logs, body limit, auth, error
+// handling (every error, including schema violations, answers through errors.ts), the routes, the
 // OpenAPI 3.1 document (/openapi.json), the API reference (/docs), /health and /metrics.
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { Scalar } from "@scalar/hono-api-reference";
 import type { AppDeps, AppEnv } from "./deps.ts";
-import { ApiError, errorResponse } from "./errors.ts";
+import { errorResponse, openAiError, validationHook } from "./errors.ts";
 import { ClientError } from "../util/errors.ts";
 import { authMiddleware } from "./auth.ts";
 import { registerCompletions } from "./routes/completions.ts";
@@ -20,52 +19,8 @@ export type { AppDeps } from "./deps.ts";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
 
-/** The issue path of a zod error ("messages.0.role"), for OpenAI's `param`. */
-function issueParam(path: PropertyKey[]): string | null {
-  return path.length ? path.map(String).join(".") : null;
-}
-
-interface Issue {
-  code: string;
-  path: PropertyKey[];
-  message: string;
-  errors?: Issue[][];
-  keys?: string[];
-}
-
-/** The most specific form of a zod issue: inside a union, the branch issue that got furthest
- * (its path made absolute); an unknown key names the key itself. */
-function specific(issue: Issue): { path: PropertyKey[]; message: string } {
-  if (issue.code === "invalid_union" && issue.errors?.length) {
-    let best: { path: PropertyKey[]; message: string } | null = null;
-    for (const branch of issue.errors) {
-      for (const sub of branch) {
-        const s = specific(sub);
-        const path = [...issue.path, ...s.path];
-        if (!best || path.length > best.path.length) best = { path, message: s.message };
-      }
-    }
-    if (best && best.path.length > issue.path.length) return best;
-  }
-  if (issue.code === "unrecognized_keys" && issue.keys?.length) {
-    return {
-      path: [...issue.path, issue.keys[0]],
-      message: `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`,
-    };
-  }
-  return { path: issue.path, message: issue.message };
-}
-
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
-  const app = new OpenAPIHono<AppEnv>({
-    defaultHook: (result, c) => {
-      if (result.success) return;
-      const issues = (result.error.issues as unknown as Issue[]).map(specific);
-      const param = issues[0] ? issueParam(issues[0].path) : null;
-      const message = issues.slice(0, 5).map((i) => `${issueParam(i.path) ?? "body"}: ${i.message}`).join("; ");
-      return errorResponse(c, new ApiError(400, message || "invalid request", "invalid_value", param));
-    },
-  });
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
 
   // request id + one structured log line per request + request counter
   app.use("*", async (c, next) => {
@@ -95,7 +50,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     bodyLimit({
       maxSize: deps.bodyLimitBytes,
       onError: (c) =>
-        errorResponse(c, new ApiError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
+        errorResponse(c, new ClientError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
     }),
   );
   app.use("/v1/*", authMiddleware(deps.keys));
@@ -130,35 +85,19 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
   app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "qlora server API" }));
 
-  app.notFound((c) => errorResponse(c, new ApiError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found")));
+  app.notFound((c) => errorResponse(c, new ClientError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found")));
   app.onError((err, c) => {
-    if (err instanceof ApiError) return errorResponse(c, err);
-    if (err instanceof ClientError) return errorResponse(c, new ApiError(err.status, err.message, err.code, err.param));
-    if (err instanceof HTTPException) {
-      const status = err.status;
-      const malformed = status === 400 && /json/i.test(err.message);
-      return errorResponse(
-        c,
-        new ApiError(
-          status as 400,
-          malformed ? "the request body is not valid JSON" : err.message || "bad request",
-          malformed ? "invalid_json" : null,
-        ),
-      );
+    const { status } = openAiError(err);
+    if (status >= 500) {
+      deps.log?.({
+        ts: new Date().toISOString(),
+        level: "error",
+        msg: "unhandled error",
+        request_id: c.var.requestId,
+        error: String((err as Error)?.stack ?? err),
+      });
     }
-    deps.log?.({
-      ts: new Date().toISOString(),
-      level: "error",
-      msg: "unhandled error",
-      request_id: c.var.requestId,
-      error: String((err as Error)?.stack ?? err),
-    });
-    return errorResponse(c, new ApiError(500, "internal server error", "internal"));
+    return errorResponse(c, err);
   });
   return app;
-}
-
-/** The OpenAPI document (for the SDK generator and tests). */
-export function openApiDocument(app: OpenAPIHono<AppEnv>) {
-  return app.getOpenAPI31Document({ openapi: "3.1.0", info: { title: "qlora server", version: "1.0.0" } });
 }

@@ -4,14 +4,8 @@
 // QLORA_ADMIN_KEYS="sk-root"). Keys are kept as SHA-256 digests. With no keys at all, every caller
 // is the local admin (the server then binds to localhost only).
 import type { MiddlewareHandler } from "hono";
-import { ApiError, errorResponse } from "./errors.ts";
-
-export interface Principal {
-  tenant: string;
-  admin: boolean;
-}
-
-export const LOCAL_PRINCIPAL: Principal = Object.freeze({ tenant: "local", admin: true });
+import { type Caller, LOCAL_CALLER } from "../util/caller.ts";
+import { ClientError } from "../util/errors.ts";
 
 async function digest(key: string): Promise<string> {
   const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)));
@@ -25,7 +19,7 @@ export interface KeySpec {
 }
 
 export class KeyStore {
-  readonly #keys = new Map<string, Principal>();
+  readonly #keys = new Map<string, Caller>();
 
   get size(): number {
     return this.#keys.size;
@@ -66,25 +60,25 @@ export class KeyStore {
     return await KeyStore.create(specs);
   }
 
-  async lookup(key: string): Promise<Principal | null> {
+  async lookup(key: string): Promise<Caller | null> {
     return this.#keys.get(await digest(key)) ?? null;
   }
 }
 
 /** Sets c.var.principal from the Authorization header (401 when keys exist and it is missing or wrong). */
-export function authMiddleware(keys: KeyStore): MiddlewareHandler<{ Variables: { principal: Principal } }> {
+export function authMiddleware(keys: KeyStore): MiddlewareHandler<{ Variables: { principal: Caller } }> {
   return async (c, next) => {
     if (keys.size === 0) {
-      c.set("principal", LOCAL_PRINCIPAL);
+      c.set("principal", LOCAL_CALLER);
       return await next();
     }
     const h = c.req.header("authorization") ?? "";
     const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
     if (!m) {
-      return errorResponse(c, new ApiError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_api_key"));
+      throw new ClientError(401, "missing API key: send 'Authorization: Bearer <key>'", "invalid_api_key");
     }
     const p = await keys.lookup(m[1]);
-    if (!p) return errorResponse(c, new ApiError(401, "incorrect API key", "invalid_api_key"));
+    if (!p) throw new ClientError(401, "incorrect API key", "invalid_api_key");
     c.set("principal", p);
     await next();
   };

@@ -2,7 +2,8 @@
 import type { Tokenizer } from "../model/tokenizer.ts";
 import type { EngineHost } from "../serving/host.ts";
 import type { AdapterRegistry } from "../adapters/registry.ts";
-import type { KeyStore, Principal } from "./auth.ts";
+import type { KeyStore } from "./auth.ts";
+import type { Caller } from "../util/caller.ts";
 import type { Metrics } from "./metrics.ts";
 import type { FileStore } from "../store/files.ts";
 import type { JobRunner } from "../training/jobs.ts";
@@ -29,5 +30,5 @@ export interface AppDeps {
 }
 
 export interface AppEnv {
-  Variables: { principal: Principal; requestId: string };
+  Variables: { principal: Caller; requestId: string };
 }

@@ -1,24 +1,28 @@
 // generation.ts — what chat and completions share: resolving `model` to the base model or an
 // adapter, request fields → engine parameters, admission (429 when the queue is full), starting the
-// choices (engine errors before the first token become 4xx), and per-token metrics.
+// choices (engine errors before the first token are the host's ClientErrors), per-token metrics,
+// and the response itself: one path collects the choices into a JSON body or streams them as SSE
+// chunks; a route says only how its choices look (ChoiceShape).
+import type { Context } from "hono";
+import { streamSSE } from "hono/streaming";
 import type { GenerateEvent } from "../engine/engine.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
 import type { StoppingParams } from "../engine/sequence.ts";
 import type { AdapterRecord } from "../adapters/registry.ts";
-import { HostError } from "../serving/host.ts";
 import type { WorkerGenerate } from "../serving/protocol.ts";
-import type { Principal } from "./auth.ts";
-import type { AppDeps } from "./deps.ts";
-import { ApiError } from "./errors.ts";
+import type { Caller } from "../util/caller.ts";
+import { ClientError } from "../util/errors.ts";
+import type { AppDeps, AppEnv } from "./deps.ts";
+import { openAiError } from "./errors.ts";
 
 export type TokenEvent = Extract<GenerateEvent, { type: "token" }>;
 export type FinishEvent = Extract<GenerateEvent, { type: "finish" }>;
 
 /** The model field → the base model or one of the caller's adapters (404 otherwise). */
-export function resolveModel(deps: AppDeps, who: Principal, model: string): AdapterRecord | null {
+export function resolveModel(deps: AppDeps, who: Caller, model: string): AdapterRecord | null {
   if (model === deps.host.info.id) return null;
   const rec = deps.registry.get(who, model);
-  if (!rec) throw new ApiError(404, `The model \`${model}\` does not exist.`, "model_not_found", "model");
+  if (!rec) throw new ClientError(404, `The model \`${model}\` does not exist.`, "model_not_found", "model");
   return rec;
 }
 
@@ -46,7 +50,7 @@ export function samplingOf(body: CommonFields, logprobs: number | null, seedOffs
     for (const [k, v] of Object.entries(body.logit_bias)) {
       const id = Number(k);
       if (!Number.isInteger(id) || id < 0) {
-        throw new ApiError(400, `logit_bias key "${k}" is not a token id`, "invalid_value", "logit_bias");
+        throw new ClientError(400, `logit_bias key "${k}" is not a token id`, "invalid_value", "logit_bias");
       }
       logitBias[id] = v;
     }
@@ -80,7 +84,7 @@ export function stoppingOf(body: CommonFields, maxTokens: number): Partial<Stopp
 export function checkLength(deps: AppDeps, promptTokens: number, maxTokens: number | null, param: string): void {
   const ctx = deps.host.info.maxModelLen;
   if (promptTokens >= ctx || (maxTokens !== null && promptTokens + maxTokens > ctx)) {
-    throw new ApiError(
+    throw new ClientError(
       400,
       `This model's maximum context length is ${ctx} tokens. However, you requested ${
         promptTokens + (maxTokens ?? 0)
@@ -95,7 +99,7 @@ export function checkLength(deps: AppDeps, promptTokens: number, maxTokens: numb
 
 export function checkTokenIds(deps: AppDeps, ids: number[], param: string): void {
   const V = deps.host.info.shape.vocab;
-  for (const id of ids) if (id >= V) throw new ApiError(400, `token id ${id} is outside the vocabulary (${V})`, "invalid_value", param);
+  for (const id of ids) if (id >= V) throw new ClientError(400, `token id ${id} is outside the vocabulary (${V})`, "invalid_value", param);
 }
 
 /** One running choice: its events, with latency metrics recorded as they pass. */
@@ -132,7 +136,7 @@ export class Choice {
     if (this.first.type === "finish") return;
     while (true) {
       const r = await this.it.next();
-      if (r.done) throw new ApiError(500, "the engine ended a stream without finishing it", "internal");
+      if (r.done) throw new Error("the engine ended a stream without finishing it");
       this.#record(r.value);
       yield r.value;
       if (r.value.type === "finish") return;
@@ -144,48 +148,30 @@ export class Choice {
   }
 }
 
-export function hostErrorToApi(e: unknown): ApiError {
-  if (e instanceof ApiError) return e;
-  if (e instanceof HostError) {
-    switch (e.code) {
-      case "context_length_exceeded":
-      case "invalid_request":
-        return new ApiError(400, e.message, e.code);
-      case "invalid_adapter":
-        return new ApiError(400, `the adapter could not be loaded: ${e.message}`, "invalid_adapter", "model");
-      case "adapter_not_found":
-        return new ApiError(404, `the adapter's files are gone: ${e.message}`, "model_not_found", "model");
-      case "engine_stopped":
-        return new ApiError(503, e.message, "engine_stopped");
-    }
-  }
-  return new ApiError(500, `generation failed: ${(e as Error).message}`, "internal");
-}
-
 /** Admits and starts the requests; resolves once every choice has its first event. */
 export async function startChoices(deps: AppDeps, reqs: WorkerGenerate[], signal: AbortSignal, t0: number): Promise<Choice[]> {
   const host = deps.host;
   if (host.outstanding + reqs.length > host.info.maxNumSeqs + deps.maxQueue) {
     deps.metrics.rejected.inc();
-    throw new ApiError(429, "the server is at capacity: too many requests are waiting; retry later", "queue_full");
+    throw new ClientError(429, "the server is at capacity: too many requests are waiting; retry later", "queue_full");
   }
   const its = reqs.map((r) => host.generate(r, signal));
   const firsts = await Promise.allSettled(its.map((it) => it.next()));
   const failed = firsts.find((f) => f.status === "rejected");
   if (failed) {
     for (const it of its) void it.return?.();
-    throw hostErrorToApi((failed as PromiseRejectedResult).reason);
+    throw (failed as PromiseRejectedResult).reason;
   }
   return its.map((it, i) => {
     const r = (firsts[i] as PromiseFulfilledResult<IteratorResult<GenerateEvent>>).value;
-    if (r.done) throw new ApiError(500, "the engine ended a stream without events", "internal");
+    if (r.done) throw new Error("the engine ended a stream without events");
     return new Choice(i, it, r.value, t0, deps);
   });
 }
 
 export function finishReason(f: FinishEvent): "stop" | "length" | "abort" {
   if (f.finishReason === "abort" && typeof f.stopReason === "string" && f.stopReason.startsWith("error:")) {
-    throw new ApiError(500, `generation failed: ${f.stopReason.slice(7)}`, "internal");
+    throw new Error(`generation failed: ${f.stopReason.slice(7)}`);
   }
   return f.finishReason;
 }
@@ -226,4 +212,117 @@ export async function startForRequest(
     unlink();
     throw e;
   }
+}
+
+/** How one choice of a route looks, in a JSON body and in SSE chunks. `push` sees every event of
+ * the choice in order; the chunk methods are asked right after `push` when streaming. */
+export interface ChoiceShape {
+  /** The fields of the choice's first chunk (chat: the role; completions: the echoed prompt), or
+   * null for none. */
+  opening: Record<string, unknown> | null;
+  push(e: GenerateEvent): void;
+  /** A token's chunk: its fields and logprobs, or null when there is nothing to send. */
+  tokenChunk(e: TokenEvent): { fields: Record<string, unknown>; logprobs: unknown } | null;
+  finishChunk(e: FinishEvent): Record<string, unknown>;
+  /** The whole choice of a JSON response (the fields after its index). */
+  whole(e: FinishEvent, reason: string): Record<string, unknown>;
+}
+
+export interface ResponseSpec {
+  id: string;
+  /** The JSON body's `object` and the SSE chunks' `object`. */
+  object: string;
+  chunkObject: string;
+  model: string;
+  stream: boolean;
+  includeUsage: boolean;
+  /** Prompt tokens of each distinct prompt (for usage). */
+  promptTokens: number[];
+  shape(choice: Choice): ChoiceShape;
+}
+
+/** Answers a request whose choices have started: the collected JSON body, or (spec.stream) SSE
+ * chunks, an optional usage chunk and [DONE]. The choices end with the response: an error in one
+ * (or the client leaving) cancels the others. */
+export function respond(
+  c: Context<AppEnv>,
+  deps: AppDeps,
+  started: { choices: Choice[]; unlink: () => void; abort: () => void },
+  spec: ResponseSpec,
+): Promise<Response> | Response {
+  const { choices, unlink, abort } = started;
+  const created = Math.floor(Date.now() / 1000);
+  const finishes: FinishEvent[] = [];
+  const end = () => {
+    unlink();
+    for (const ch of choices) ch.cancel();
+  };
+
+  if (!spec.stream) {
+    return Promise.all(choices.map(async (ch) => {
+      const shape = spec.shape(ch);
+      for await (const e of ch.events()) {
+        shape.push(e);
+        if (e.type === "finish") {
+          finishes.push(e);
+          return { index: ch.index, ...shape.whole(e, finishReason(e)) };
+        }
+      }
+      throw new Error("stream ended early");
+    })).finally(end).then((out) =>
+      c.json({
+        id: spec.id,
+        object: spec.object,
+        created,
+        model: spec.model,
+        choices: out,
+        usage: usageOf(finishes, spec.promptTokens),
+      }, 200)
+    );
+  }
+
+  const chunk = (choices: unknown[], usage?: unknown) => ({
+    id: spec.id,
+    object: spec.chunkObject,
+    created,
+    model: spec.model,
+    choices,
+    ...(usage !== undefined ? { usage } : spec.includeUsage ? { usage: null } : {}),
+  });
+  const choiceChunk = (index: number, fields: Record<string, unknown>, logprobs: unknown, finish: string | null) =>
+    chunk([{ index, ...fields, logprobs, finish_reason: finish }]);
+  return streamSSE(c, async (stream) => {
+    stream.onAbort(abort);
+    const send = (data: unknown) => stream.writeSSE({ data: JSON.stringify(data) });
+    const run = async (ch: Choice) => {
+      const shape = spec.shape(ch);
+      if (shape.opening) await send(choiceChunk(ch.index, shape.opening, null, null));
+      for await (const e of ch.events()) {
+        shape.push(e);
+        if (e.type === "token") {
+          const t = shape.tokenChunk(e);
+          if (t) await send(choiceChunk(ch.index, t.fields, t.logprobs, null));
+          continue;
+        }
+        finishes.push(e);
+        let reason: string;
+        try {
+          reason = finishReason(e);
+        } catch (err) {
+          // the status line is sent: the failure can only be told in the stream
+          deps.log?.({ ts: new Date().toISOString(), level: "error", msg: "stream failed", error: String(err) });
+          await send(openAiError(err).body);
+          return;
+        }
+        await send(choiceChunk(ch.index, shape.finishChunk(e), null, reason));
+      }
+    };
+    try {
+      await Promise.all(choices.map(run));
+      if (spec.includeUsage) await send(chunk([], usageOf(finishes, spec.promptTokens)));
+      await stream.writeSSE({ data: "[DONE]" });
+    } finally {
+      end();
+    }
+  });
 }

@@ -9,6 +9,7 @@ import { type ScheduledChunk, Scheduler } from "./scheduler.ts";
 import { type FinishReason, Sequence, type StoppingParams } from "./sequence.ts";
 import type { SamplingParams, TopLogprob } from "./sampling.ts";
 import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
+import { EventQueue } from "../util/event_queue.ts";
 
 export interface EngineOptions {
   maxNumSeqs?: number; // default 64
@@ -33,7 +34,7 @@ export interface GenerateRequest {
   promptIds: number[];
   sampling?: Partial<SamplingParams>;
   stopping?: Partial<StoppingParams>;
-  adapterId?: string | null;
+  adapterUid?: string | null;
   signal?: AbortSignal;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
@@ -61,8 +62,7 @@ export class EngineError extends Error {
 interface Pending {
   seq: Sequence;
   detok: IncrementalDetokenizer;
-  events: GenerateEvent[];
-  wake: (() => void) | null;
+  events: EventQueue<GenerateEvent>;
   done: boolean;
   cachedTokens: number;
 }
@@ -98,9 +98,9 @@ export class Engine {
   get numRunning(): number {
     return this.scheduler.running.length;
   }
-  /** Adapter ids of running and waiting sequences (for metrics). */
-  adapterIds(): { running: string[]; waiting: string[] } {
-    const ids = (xs: Sequence[]) => [...new Set(xs.map((s) => s.adapterId).filter((a): a is string => a !== null))];
+  /** Adapter uids of running and waiting sequences (for metrics). */
+  adapterUids(): { running: string[]; waiting: string[] } {
+    const ids = (xs: Sequence[]) => [...new Set(xs.map((s) => s.adapterUid).filter((a): a is string => a !== null))];
     return { running: ids(this.scheduler.running), waiting: ids(this.scheduler.waiting) };
   }
 
@@ -134,7 +134,7 @@ export class Engine {
       promptIds: req.promptIds,
       sampling: req.sampling,
       stopping: { ...req.stopping, maxTokens },
-      adapterId: req.adapterId ?? null,
+      adapterUid: req.adapterUid ?? null,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,
@@ -142,7 +142,7 @@ export class Engine {
       skipSpecialTokens: req.skipSpecialTokens ?? true,
       promptIds: req.promptIds,
     });
-    const p: Pending = { seq, detok, events: [], wake: null, done: false, cachedTokens: 0 };
+    const p: Pending = { seq, detok, events: new EventQueue(), done: false, cachedTokens: 0 };
     this.#pending.set(seq, p);
     this.scheduler.add(seq);
     const abort = () => this.#finish(p, "abort", null);
@@ -154,15 +154,9 @@ export class Engine {
     const finish = (reason: FinishReason) => this.#finish(p, reason, null);
     async function* events(): AsyncGenerator<GenerateEvent> {
       try {
-        while (true) {
-          if (p.events.length > 0) {
-            const e = p.events.shift()!;
-            yield e;
-            if (e.type === "finish") return;
-            continue;
-          }
-          if (p.done) return;
-          await new Promise<void>((r) => (p.wake = r));
+        for await (const e of p.events.drain()) {
+          yield e;
+          if (e.type === "finish") return;
         }
       } finally {
         // the consumer stopped early (e.g. client disconnected): cancel the sequence
@@ -233,7 +227,6 @@ export class Engine {
       p.events.push({ type: "token", tokenId: r.token, text: piece.text, logprob: r.logprob, topLogprobs: r.topLogprobs });
       if (piece.stopped !== null && seq.numOutputTokens >= seq.stopping.minTokens) this.#finish(p, "stop", piece.stopped);
       else if (seq.checkStop(this.maxModelLen)) this.#finish(p, seq.finishReason!, seq.stopReason);
-      p.wake?.();
     });
     this.#onStep?.({
       sequences: chunks.length,
@@ -262,7 +255,7 @@ export class Engine {
       completionTokens: p.seq.numOutputTokens,
       cachedTokens: p.cachedTokens,
     });
-    p.wake?.();
+    p.events.end();
   }
 
   #fail(p: Pending, e: Error): void {

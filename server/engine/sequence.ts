@@ -30,8 +30,8 @@ export class Sequence implements BlockSequence {
   readonly sampling: SamplingParams;
   readonly sampler: Sampler;
   readonly stopping: StoppingParams;
-  /** LoRA adapter id, or null for the base model. */
-  readonly adapterId: string | null;
+  /** The registry uid of the LoRA adapter (unique per registration), or null for the base model. */
+  readonly adapterUid: string | null;
   status: SequenceStatus = "waiting";
   finishReason: FinishReason | null = null;
   /** The stop string or token id that ended the sequence, when finishReason is "stop". */
@@ -48,7 +48,7 @@ export class Sequence implements BlockSequence {
     promptIds: number[];
     sampling?: Partial<SamplingParams>;
     stopping?: Partial<StoppingParams>;
-    adapterId?: string | null;
+    adapterUid?: string | null;
     id?: number;
     arrivalTime?: number;
   }) {
@@ -65,13 +65,13 @@ export class Sequence implements BlockSequence {
       ignoreEos: opts.stopping?.ignoreEos ?? false,
       minTokens: opts.stopping?.minTokens ?? 0,
     };
-    this.adapterId = opts.adapterId ?? null;
+    this.adapterUid = opts.adapterUid ?? null;
     this.arrivalTime = opts.arrivalTime ?? performance.now();
   }
 
   /** Prefix-cache namespace: KV differs per adapter. */
   get cacheSalt(): string {
-    return this.adapterId ?? "";
+    return this.adapterUid ?? "";
   }
 
   get length(): number {

@@ -1,7 +1,7 @@
 // symbols.ts — mirrors native/include/qlora.h one to one (C type noted per parameter).
 // Pointers ("pointer") are device pointers from ql_alloc unless the C name says host_*;
 // "buffer" parameters take a TypedArray (host memory) directly.
-// Functions marked nonblocking run on a worker thread of the FFI and return a Promise.
+// Every call is synchronous: the engine worker (serving/host.ts) keeps them off the HTTP thread.
 
 export const ABI_VERSION = 1;
 

@@ -1,4 +1,4 @@
-// bnb.ts — bitsandbytes' serialized 4-bit layout ("bnb-4bit" checkpoints), read and written.
+// bnb.ts — bitsandbytes' serialized 4-bit layout ("bnb-4bit" model folders), read and written.
 //
 // For a weight named W (e.g. model.layers.0.self_attn.q_proj.weight) bitsandbytes stores:
 //   W                                  U8 [ceil(n/2), 1]  packed codes, first element high nibble

@@ -2,7 +2,8 @@
 // paged KV cache (prefill and decode in one call). Activations and the KV cache are f32, or bf16
 // when the model is built with activationDtype BF16 (half the KV memory, bf16 GEMMs and the int8
 // fused 4-bit matvec); logits are always f32.
-// This is the only model code that calls ops; the engine decides what goes in a batch.
+// The engine decides what goes in a batch; linear.ts runs the (4-bit) projections, the adapter
+// binder their LoRA terms, and training/model.ts the training forward and backward.
 import { type Context, DeviceBuffer, DType, dtypeSize } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
 import type { Linear } from "./linear.ts";

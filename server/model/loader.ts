@@ -1,8 +1,8 @@
 // loader.ts — turns a Hugging Face model folder into a LlamaModel in device memory: linear
-// weights quantized at load (or read pre-quantized from a bnb-4bit checkpoint), norms in f32,
+// weights quantized at load (or read pre-quantized from a bnb-4bit model folder), norms in f32,
 // embeddings and lm_head 16-bit by default. Tensors are read one at a time so the host never
 // holds more than one tensor's source bytes.
-import { type Context, type DeviceBuffer, DType, type QuantTypeName, QWeight } from "../ffi/tensor.ts";
+import { type Context, type DeviceBuffer, DType, QuantType, type QuantTypeName, QWeight } from "../ffi/tensor.ts";
 import { loadModelConfig, type ModelConfig, ropeInvFreq } from "./config.ts";
 import { float32ToBf16Bytes, SafetensorsModel, toFloat32 } from "./safetensors.ts";
 import { bnbStateKey, readBnbWeight } from "./bnb.ts";
@@ -33,7 +33,7 @@ export interface LoadedModel {
   config: ModelConfig;
   model: LlamaModel;
   quant: QuantChoice;
-  /** true when linear weights came pre-quantized from a bitsandbytes checkpoint */
+  /** true when linear weights came pre-quantized from a bitsandbytes model folder */
   prequantized: boolean;
 }
 
@@ -80,7 +80,8 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
   const st = await SafetensorsModel.open(dir);
   const owned: { dispose(): void }[] = [];
   let scratchBuf: DeviceBuffer | null = null;
-  let prequantized = false;
+  // the 4-bit type of weights read pre-quantized (they keep it, whatever opts.quant says)
+  let prequantType: QuantTypeName | null = null;
   try {
     const expect = (name: string, dims: number[]) => {
       if (!st.has(name)) throw new ModelLoadError(`${dir}: missing tensor ${name}`);
@@ -135,7 +136,7 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
           q.dispose();
           throw new ModelLoadError(`${name}: bitsandbytes shape ${q.info.rows}x${q.info.cols}, config says ${rows}x${cols}`);
         }
-        prequantized = true;
+        prequantType ??= q.info.quantType === QuantType.fp4 ? "fp4" : "nf4";
         lin = new Linear(rows, cols, { kind: "q4", q }, bias);
       } else if (quant !== "none") {
         const info = expect(name, [rows, cols]);
@@ -195,10 +196,10 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
       : await dense("lm_head.weight", [shape.vocab, C], embedTarget);
     const invFreq = ctx.upload(ropeInvFreq(config));
     owned.push(invFreq);
-    const activations = opts.activations ?? (quant === "none" && !prequantized ? "f32" : "bf16");
+    const activations = opts.activations ?? (quant === "none" && prequantType === null ? "f32" : "bf16");
     const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq, activations === "bf16" ? DType.BF16 : DType.F32);
     owned.length = 0; // the model owns everything now
-    return { dir, config, model, quant: prequantized ? "nf4" : quant, prequantized };
+    return { dir, config, model, quant: prequantType ?? quant, prequantized: prequantType !== null };
   } catch (e) {
     for (const o of owned) o.dispose();
     throw e;

@@ -347,7 +347,7 @@ export function float32ToBf16Bytes(x: Float32Array): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sharded checkpoints
+// Sharded model folders
 
 /** A model's weights across one or more safetensors files (model.safetensors or an index). */
 export class SafetensorsModel {

@@ -9,19 +9,31 @@
 // by rpc messages; the worker posts a step message (StepInfo + EngineStats) after each step.
 import type { GenerateEvent, StepInfo } from "../engine/engine.ts";
 import type { EngineStats, FromWorker, ModelInfo, ToWorker, WorkerGenerate, WorkerInit } from "./protocol.ts";
+import { ClientError } from "../util/errors.ts";
+import { EventQueue } from "../util/event_queue.ts";
 
-export class HostError extends Error {
-  override name = "HostError";
-  constructor(message: string, readonly code: string) {
-    super(message);
+/** A failure the worker reported, as the caller's error: the worker's codes for mistakes in the
+ * request (or an engine that is shutting down) become ClientErrors; anything else is a fault. */
+function workerError(message: string, code: string): Error {
+  switch (code) {
+    case "context_length_exceeded":
+    case "invalid_request":
+      return new ClientError(400, message, code);
+    case "invalid_adapter":
+      return new ClientError(400, `the adapter could not be loaded: ${message}`, "invalid_adapter", "model");
+    case "adapter_not_found":
+      return new ClientError(404, `the adapter's files are gone: ${message}`, "model_not_found", "model");
+    case "engine_stopped":
+      return new ClientError(503, message, "engine_stopped");
   }
+  return new Error(`generation failed: ${message}`);
 }
 
+const shuttingDown = () => workerError("the server is shutting down", "engine_stopped");
+
 interface Stream {
-  events: GenerateEvent[];
-  error: HostError | null;
+  events: EventQueue<GenerateEvent>;
   done: boolean;
-  wake: (() => void) | null;
 }
 
 export class EngineHost {
@@ -86,16 +98,17 @@ export class EngineHost {
         const s = this.#streams.get(m.id);
         if (!s) return;
         s.events.push(m.ev);
-        if (m.ev.type === "finish") this.#end(m.id, s);
-        s.wake?.();
+        if (m.ev.type === "finish") {
+          this.#end(m.id, s);
+          s.events.end();
+        }
         return;
       }
       case "fail": {
         const s = this.#streams.get(m.id);
         if (!s) return;
-        s.error = new HostError(m.message, m.code);
         this.#end(m.id, s);
-        s.wake?.();
+        s.events.fail(workerError(m.message, m.code));
         return;
       }
       case "step":
@@ -118,7 +131,7 @@ export class EngineHost {
         if (!r) return;
         this.#rpcs.delete(m.rpc);
         if (m.ok) r.resolve(m.result);
-        else r.reject(new HostError(m.message ?? "failed", m.code ?? "internal"));
+        else r.reject(workerError(m.message ?? "failed", m.code ?? "internal"));
         return;
       }
     }
@@ -132,19 +145,20 @@ export class EngineHost {
   }
 
   #rpc<T>(msg: ToWorker): Promise<T> {
-    if (this.#closed) return Promise.reject(new HostError("the server is shutting down", "engine_stopped"));
+    if (this.#closed) return Promise.reject(shuttingDown());
     return new Promise<T>((resolve, reject) => {
       this.#rpcs.set((msg as { rpc: number }).rpc, { resolve: resolve as (v: unknown) => void, reject });
       this.#worker.postMessage(msg);
     });
   }
 
-  /** Starts a request. Events arrive through the iterator; a worker failure throws HostError
-   * from it. Aborting `signal` (or leaving the loop early) cancels the sequence. */
+  /** Starts a request. Events arrive through the iterator; a worker failure is thrown from it
+   * (a ClientError when the request was at fault). Aborting `signal` (or leaving the loop early)
+   * cancels the sequence. */
   generate(req: WorkerGenerate, signal?: AbortSignal): AsyncIterableIterator<GenerateEvent> {
-    if (this.#closed) throw new HostError("the server is shutting down", "engine_stopped");
+    if (this.#closed) throw shuttingDown();
     const id = this.#nextId++;
-    const s: Stream = { events: [], error: null, done: false, wake: null };
+    const s: Stream = { events: new EventQueue(), done: false };
     this.#streams.set(id, s);
     this.outstanding++;
     this.#worker.postMessage({ t: "generate", id, req } satisfies ToWorker);
@@ -158,18 +172,10 @@ export class EngineHost {
     async function* iter(): AsyncGenerator<GenerateEvent> {
       let finished = false;
       try {
-        while (true) {
-          if (s.events.length > 0) {
-            const e = s.events.shift()!;
-            if (e.type === "finish") finished = true;
-            yield e;
-            if (finished) return;
-            continue;
-          }
-          if (s.error) throw s.error;
-          if (s.done) return;
-          await new Promise<void>((r) => (s.wake = r));
-          s.wake = null;
+        for await (const e of s.events.drain()) {
+          if (e.type === "finish") finished = true;
+          yield e;
+          if (finished) return;
         }
       } finally {
         signal?.removeEventListener("abort", cancel);
@@ -206,9 +212,8 @@ export class EngineHost {
     this.#closed = true;
     this.#worker.terminate();
     for (const [id, s] of this.#streams) {
-      s.error = new HostError("the server is shutting down", "engine_stopped");
       this.#end(id, s);
-      s.wake?.();
+      s.events.fail(shuttingDown());
     }
   }
 }

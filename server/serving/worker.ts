@@ -24,7 +24,7 @@ let nextPublish = 1;
 const post = (m: FromWorker) => self.postMessage(m);
 
 function stats(): EngineStats {
-  const a = engine?.adapterIds() ?? { running: [], waiting: [] };
+  const a = engine?.adapterUids() ?? { running: [], waiting: [] };
   return {
     running: engine?.numRunning ?? 0,
     waiting: engine?.numWaiting ?? 0,
@@ -112,7 +112,7 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
       promptIds: req.promptIds,
       sampling: req.sampling,
       stopping: { ...req.stopping, stopTokenIds },
-      adapterId: req.adapter?.uid ?? null,
+      adapterUid: req.adapter?.uid ?? null,
       signal: ac.signal,
       includeStopString: req.includeStopString,
       skipSpecialTokens: req.skipSpecialTokens,

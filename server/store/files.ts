@@ -4,6 +4,7 @@
 import { DatasetError, parseJsonl } from "../training/dataset.ts";
 import { newId, nowSeconds, type Store } from "./db.ts";
 import { ClientError } from "../util/errors.ts";
+import { syncDir } from "../util/fs.ts";
 import type { Caller } from "../util/caller.ts";
 export { ClientError };
 export type { Caller };
@@ -62,18 +63,6 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
   f.close();
   await Deno.rename(tmp, path);
   await syncDir(dir);
-}
-
-/** fsync of a folder (makes a rename inside it durable); ignored where unsupported. */
-export async function syncDir(dir: string): Promise<void> {
-  try {
-    const d = await Deno.open(dir, { read: true });
-    try {
-      await d.sync();
-    } finally {
-      d.close();
-    }
-  } catch { /* not supported here */ }
 }
 
 export class FileStore {

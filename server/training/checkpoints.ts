@@ -15,7 +15,7 @@
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, readPeftAdapter, writePeftAdapter } from "../adapters/peft.ts";
 import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../model/safetensors.ts";
 import type { LlamaShape } from "../model/llama.ts";
-import { syncDir } from "../store/files.ts";
+import { syncDir } from "../util/fs.ts";
 import type { TrainerState } from "./trainer.ts";
 
 export const TRAINING_STATE = "training_state.safetensors";

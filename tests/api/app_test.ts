@@ -2,8 +2,8 @@
 // continuations (streamed or not), adapters (registration, different outputs, mixed batches equal
 // to requests alone, unload while in use), OpenAI-shaped errors, queue limits, metrics, docs.
 import assert from "node:assert/strict";
-import type { Server } from "../../server/serving/server.ts";
-import { json, makeAdapter, REFERENCE, sseData, STORIES_SHAPE, storiesServer } from "./helpers.ts";
+import type { Server } from "../../server/server.ts";
+import { json, makeAdapter, REFERENCE, sseData, STORIES_SHAPE, storiesServer } from "../helpers.ts";
 
 const MODEL = "stories260K";
 

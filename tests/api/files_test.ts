@@ -3,10 +3,9 @@
 // malformed JSONL (the error names the line), oversized files, wrong purpose; tenancy.
 import assert from "node:assert/strict";
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { HTTPException } from "hono/http-exception";
 import type { AppEnv } from "../../server/api/deps.ts";
 import { authMiddleware, KeyStore } from "../../server/api/auth.ts";
-import { ApiError, errorResponse } from "../../server/api/errors.ts";
+import { errorResponse, validationHook } from "../../server/api/errors.ts";
 import { registerFilesRoutes } from "../../server/api/routes/files.ts";
 import { Store } from "../../server/store/db.ts";
 import { FileStore } from "../../server/store/files.ts";
@@ -18,14 +17,10 @@ async function setup(maxBytes = 4096) {
   const store = new Store(`${root}/qlora.db`);
   const files = new FileStore(store, `${root}/files`, { maxBytes });
   const keys = await KeyStore.create([{ key: KEY_A, tenant: "acme" }, { key: KEY_B, tenant: "beta" }]);
-  const app = new OpenAPIHono<AppEnv>();
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   app.use("/v1/*", authMiddleware(keys));
   registerFilesRoutes(app, { files });
-  app.onError((err, c) => {
-    if (err instanceof ApiError) return errorResponse(c, err);
-    if (err instanceof HTTPException) return errorResponse(c, new ApiError(400, err.message, null));
-    return errorResponse(c, new ApiError(500, String(err), "internal"));
-  });
+  app.onError((err, c) => errorResponse(c, err));
   return {
     app,
     files,

@@ -1,12 +1,12 @@
 // fine_tuning_test.ts — /v1/files and /v1/fine_tuning/jobs over app.request, registered on the
-// serving app (server/serving/server.ts: the engine worker, the adapter registry, API keys):
+// serving app (server/server.ts: the engine worker, the adapter registry, API keys):
 // upload a chat file, start a job, follow its events and checkpoints, then chat with the result
 // (the fine-tuned model answers the trained phrase, the base model does not) — and another tenant
 // can neither see the job nor use its files or model. Also: every invalid request is a 400
 // naming the field; cancel; cursor pages.
 import assert from "node:assert/strict";
-import { makeModel } from "../../scripts/make_model.ts";
-import { createServer, type Server } from "../../server/serving/server.ts";
+import { makeModel } from "../../server/model/make_model.ts";
+import { createServer, type Server } from "../../server/server.ts";
 import type { JobRunner } from "../../server/training/jobs.ts";
 
 const KEY_A = "sk-acme-0123456789", KEY_B = "sk-beta-0123456789";

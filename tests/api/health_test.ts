@@ -1,7 +1,7 @@
 // health_test.ts — GET /health answers at once with the backend the engine worker loaded, and
 // unknown routes answer 404 in OpenAI's error shape.
 import assert from "node:assert/strict";
-import { storiesServer } from "./helpers.ts";
+import { storiesServer } from "../helpers.ts";
 
 Deno.test("GET /health reports the loaded backend and model; unknown routes answer 404 in OpenAI's error shape", async () => {
   const root = await Deno.makeTempDir({ prefix: "qlora-health-" });

@@ -3,8 +3,8 @@
 // llama2.c), models, adapters by name, errors as the client's typed exceptions, disconnects.
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { createServer, type Server } from "../../server/serving/server.ts";
-import { makeAdapter, REFERENCE, STORIES_SHAPE, storiesServer, tinyModel } from "../api/helpers.ts";
+import { createServer, type Server } from "../../server/server.ts";
+import { makeAdapter, REFERENCE, STORIES_SHAPE, storiesServer, tinyModel } from "../helpers.ts";
 
 const KEY = "sk-e2e-tenant-key";
 

@@ -3,9 +3,9 @@ import assert from "node:assert/strict";
 import { IncrementalDetokenizer } from "../../server/engine/detokenize.ts";
 import { Rng } from "../../server/engine/sampling.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
+import { STORIES } from "../helpers.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 const REF = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: Array<{ prompt_ids: number[]; generated_ids: number[]; full_text: string }>;
 };

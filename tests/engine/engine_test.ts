@@ -6,8 +6,8 @@ import { openContext } from "../native/backends.ts";
 import { type ModelBundle, openModel } from "../../server/model/bundle.ts";
 import { Engine, type GenerateEvent, type GenerateRequest } from "../../server/engine/engine.ts";
 import type { Context } from "../../server/ffi/tensor.ts";
+import { STORIES } from "../helpers.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
 };

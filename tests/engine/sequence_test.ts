@@ -4,7 +4,7 @@ import { Sequence } from "../../server/engine/sequence.ts";
 import { BlockManager } from "../../server/engine/kv_blocks.ts";
 
 Deno.test("sequence: lengths, EOS, max tokens, min tokens, ignore_eos, adapter salt", () => {
-  const s = new Sequence({ promptIds: [1, 5, 6], stopping: { maxTokens: 3, stopTokenIds: [2] }, adapterId: "a1", sampling: { seed: 1 } });
+  const s = new Sequence({ promptIds: [1, 5, 6], stopping: { maxTokens: 3, stopTokenIds: [2] }, adapterUid: "a1", sampling: { seed: 1 } });
   assert.equal(s.promptLength, 3);
   assert.equal(s.status, "waiting");
   assert.equal(s.cacheSalt, "a1");

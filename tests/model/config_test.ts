@@ -1,8 +1,7 @@
 // config_test.ts — config.json parsing for the supported families, and RoPE scaling.
 import assert from "node:assert/strict";
 import { ConfigError, loadModelConfig, parseModelConfig, ropeInvFreq } from "../../server/model/config.ts";
-
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES } from "../helpers.ts";
 
 const LLAMA2_7B = {
   architectures: ["LlamaForCausalLM"],

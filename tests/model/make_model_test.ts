@@ -1,6 +1,6 @@
 // make_model_test.ts — the generated tiny model is accepted by every reader and is deterministic.
 import assert from "node:assert/strict";
-import { makeModel } from "../../scripts/make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { loadModelConfig } from "../../server/model/config.ts";
 import { SafetensorsModel } from "../../server/model/safetensors.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";

@@ -1,8 +1,8 @@
 // tokenizer_test.ts — stories260K tokenizer against llama2.c's reference generations.
 import assert from "node:assert/strict";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
+import { STORIES as DIR } from "../helpers.ts";
 
-const DIR = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 const REF = JSON.parse(Deno.readTextFileSync(`${DIR}/reference_greedy.json`)) as {
   cases: Array<{ prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }>;
 };

@@ -6,7 +6,7 @@
 // checks; quant "none"; the database is write-ahead logged.
 import assert from "node:assert/strict";
 import { openContext } from "../native/backends.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { applyChatTemplate } from "../../server/model/chat_template.ts";
 import { type LlamaModel, LORA_MODULES, type LoraModule } from "../../server/model/llama.ts";
 import { SafetensorsFile } from "../../server/model/safetensors.ts";

@@ -3,7 +3,7 @@
 // base model (no adapter) answers as before. Also: determinism for a seed, schedules.
 import assert from "node:assert/strict";
 import { openContext } from "../native/backends.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { openModel } from "../../server/model/bundle.ts";
 import { applyChatTemplate } from "../../server/model/chat_template.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";

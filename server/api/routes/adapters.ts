@@ -11,14 +11,12 @@ import {
   UnloadLoraSchema,
   UploadAdapterSchema,
 } from "../schemas/adapters.ts";
-import { ErrorSchema } from "../schemas/common.ts";
+import { errorContent as err } from "./shared.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
-import { type AdapterRecord, type Caller, RegistryError } from "../../adapters/registry.ts";
-import type { Principal } from "../auth.ts";
-import { hostErrorToApi } from "../generation.ts";
+import type { AdapterRecord } from "../../adapters/registry.ts";
+import type { Caller } from "../../util/caller.ts";
+import { ClientError } from "../../util/errors.ts";
 
-const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "my-adapter" }) });
 
 const routes = {
@@ -109,17 +107,11 @@ const routes = {
   }),
 };
 
-function registryToApi(e: unknown): ApiError {
-  if (e instanceof RegistryError) return new ApiError(e.status, e.message, e.code, e.param);
-  if (e instanceof ApiError) return e;
-  return new ApiError(500, (e as Error).message, "internal");
-}
-
 /** Whom a registration is for: the caller, or (admins only) the named tenant. */
-function owner(who: Principal, tenant: string | undefined): Caller {
+function owner(who: Caller, tenant: string | undefined): Caller {
   if (tenant === undefined || tenant === who.tenant) return who;
-  if (!who.admin) throw new ApiError(403, "only an admin key may register adapters for another tenant", "forbidden", "tenant");
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(tenant)) throw new ApiError(400, "invalid tenant", "invalid_value", "tenant");
+  if (!who.admin) throw new ClientError(403, "only an admin key may register adapters for another tenant", "forbidden", "tenant");
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(tenant)) throw new ClientError(400, "invalid tenant", "invalid_value", "tenant");
   return { tenant, admin: true };
 }
 
@@ -144,16 +136,11 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       await deps.host.loadAdapter(a.uid, a.dir);
     } catch (e) {
       await deps.registry.remove(who, a.id).catch(() => {});
-      throw hostErrorToApi(e);
+      throw e;
     }
   };
   const remove = async (who: Caller, id: string) => {
-    let rec: AdapterRecord;
-    try {
-      rec = await deps.registry.remove(who, id);
-    } catch (e) {
-      throw registryToApi(e);
-    }
+    const rec = await deps.registry.remove(who, id);
     await deps.host.unloadAdapter(rec.uid);
     return rec;
   };
@@ -163,7 +150,7 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
   app.openapi(routes.create, async (c) => {
     const body = c.req.valid("json");
     const who = owner(c.get("principal"), body.tenant);
-    const rec = await deps.registry.register(who, body.id, body.path).catch((e) => Promise.reject(registryToApi(e)));
+    const rec = await deps.registry.register(who, body.id, body.path);
     if (body.preload) await preload(who, rec);
     return c.json(show(rec), 201);
   });
@@ -174,22 +161,21 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     const bytes = async (v: unknown, name: string): Promise<Uint8Array> => {
       if (v instanceof Blob) return new Uint8Array(await v.arrayBuffer());
       if (typeof v === "string") return new TextEncoder().encode(v);
-      throw new ApiError(400, `${name} is required (a file)`, "invalid_value", name);
+      throw new ClientError(400, `${name} is required (a file)`, "invalid_value", name);
     };
     const rec = await deps.registry.upload(
       who,
       String(form.id),
       await bytes(form.adapter_config, "adapter_config"),
       await bytes(form.adapter_model, "adapter_model"),
-    )
-      .catch((e) => Promise.reject(registryToApi(e)));
+    );
     return c.json(show(rec), 201);
   });
 
   app.openapi(routes.get, (c) => {
     const { id } = c.req.valid("param");
     const rec = deps.registry.get(c.get("principal"), id);
-    if (!rec) throw new ApiError(404, `adapter "${id}" does not exist`, "adapter_not_found", "id");
+    if (!rec) throw new ClientError(404, `adapter "${id}" does not exist`, "adapter_not_found", "id");
     return c.json(show(rec), 200);
   });
 
@@ -202,7 +188,7 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
   app.openapi(routes.load, async (c) => {
     const body = c.req.valid("json");
     const who = c.get("principal");
-    const rec = await deps.registry.register(who, body.lora_name, body.lora_path).catch((e) => Promise.reject(registryToApi(e)));
+    const rec = await deps.registry.register(who, body.lora_name, body.lora_path);
     await preload(who, rec);
     return c.text(`Success: LoRA adapter '${body.lora_name}' added successfully.`, 200);
   });

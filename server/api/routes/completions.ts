@@ -1,33 +1,22 @@
 // completions.ts — POST /v1/completions.
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { streamSSE } from "hono/streaming";
 import { type CompletionRequest, CompletionRequestSchema, CompletionSchema } from "../schemas/completions.ts";
-import { ErrorSchema } from "../schemas/common.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
+import { ClientError } from "../../util/errors.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
+import { GENERATION_ERRORS } from "./shared.ts";
 import {
   checkLength,
   checkTokenIds,
-  type Choice,
-  type FinishEvent,
-  finishReason,
+  type ChoiceShape,
   resolveModel,
+  respond,
   samplingOf,
   startForRequest,
   stoppingOf,
   type TokenEvent,
   tokenText,
-  usageOf,
 } from "../generation.ts";
-
-const errors = {
-  400: { description: "Invalid request", content: { "application/json": { schema: ErrorSchema } } },
-  401: { description: "Missing or wrong API key", content: { "application/json": { schema: ErrorSchema } } },
-  404: { description: "Unknown model", content: { "application/json": { schema: ErrorSchema } } },
-  429: { description: "Queue full", content: { "application/json": { schema: ErrorSchema } } },
-};
-export const ERROR_RESPONSES = errors;
 
 const route = createRoute({
   method: "post",
@@ -40,7 +29,7 @@ const route = createRoute({
       description: "The completion (JSON), or a stream of text_completion chunks (SSE) when stream is true.",
       content: { "application/json": { schema: CompletionSchema }, "text/event-stream": { schema: CompletionSchema } },
     },
-    ...errors,
+    ...GENERATION_ERRORS,
   },
 });
 
@@ -76,13 +65,13 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
     const body: CompletionRequest = c.req.valid("json");
     const who = c.get("principal");
     const adapter = resolveModel(deps, who, body.model);
-    if (body.suffix) throw new ApiError(400, "suffix is not supported", "unsupported", "suffix");
+    if (body.suffix) throw new ClientError(400, "suffix is not supported", "unsupported", "suffix");
     const n = body.n ?? 1;
     if (body.best_of !== null && body.best_of !== undefined && body.best_of !== n) {
-      throw new ApiError(400, "best_of must equal n", "unsupported", "best_of");
+      throw new ClientError(400, "best_of must equal n", "unsupported", "best_of");
     }
     if (body.echo && body.logprobs !== null && body.logprobs !== undefined) {
-      throw new ApiError(400, "echo with logprobs is not supported (no prompt logprobs)", "unsupported", "echo");
+      throw new ClientError(400, "echo with logprobs is not supported (no prompt logprobs)", "unsupported", "echo");
     }
     const p = body.prompt;
     const prompts: number[][] = typeof p === "string"
@@ -94,7 +83,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       : (p as number[][]);
     const maxTokens = body.max_tokens ?? 16;
     for (const ids of prompts) {
-      if (ids.length === 0) throw new ApiError(400, "the prompt is empty", "invalid_value", "prompt");
+      if (ids.length === 0) throw new ClientError(400, "the prompt is empty", "invalid_value", "prompt");
       checkTokenIds(deps, ids, "prompt");
       checkLength(deps, ids.length, maxTokens, "prompt");
     }
@@ -110,100 +99,33 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
         });
       }
     }
-    const { choices, unlink, abort } = await startForRequest(deps, reqs, c.req.raw, t0);
-    const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
-    const created = Math.floor(Date.now() / 1000);
-    const echoText = (i: number) => body.echo ? deps.tokenizer.decode(prompts[Math.floor(i / n)]) : "";
-    const promptCounts = prompts.map((x) => x.length);
-
-    if (!body.stream) {
-      const finishes: FinishEvent[] = [];
-      const out = await Promise.all(choices.map(async (ch) => {
-        let text = echoText(ch.index);
-        const acc = logprobs !== null ? new LogprobAcc(deps, text.length) : null;
-        for await (const e of ch.events()) {
+    const started = await startForRequest(deps, reqs, c.req.raw, t0);
+    const shape = (index: number): ChoiceShape => {
+      // echo and logprobs never come together (refused above), so offsets count from the echo
+      const echo = body.echo ? deps.tokenizer.decode(prompts[Math.floor(index / n)]) : "";
+      let text = echo;
+      const acc = logprobs !== null ? new LogprobAcc(deps, text.length) : null;
+      return {
+        opening: echo ? { text: echo } : null,
+        push(e) {
           text += e.text;
           if (e.type === "token") acc?.push(e);
-          else {
-            finishes.push(e);
-            return {
-              index: ch.index,
-              text,
-              logprobs: acc ? acc.take(0) : null,
-              finish_reason: finishReason(e),
-              stop_reason: e.stopReason,
-            };
-          }
-        }
-        throw new ApiError(500, "stream ended early", "internal");
-      })).finally(() => {
-        unlink();
-        for (const ch of choices) ch.cancel(); // after an error in one choice, stop the others
-      });
-      return c.json({
-        id,
-        object: "text_completion" as const,
-        created,
-        model: body.model,
-        choices: out,
-        usage: usageOf(finishes, promptCounts),
-      }, 200);
-    }
-
-    const includeUsage = body.stream_options?.include_usage === true;
-    return streamSSE(c, async (stream) => {
-      stream.onAbort(abort);
-      const finishes: FinishEvent[] = [];
-      const chunk = (index: number, text: string, lp: unknown, finish: string | null) => ({
-        id,
-        object: "text_completion",
-        created,
-        model: body.model,
-        choices: [{ index, text, logprobs: lp, finish_reason: finish }],
-        ...(includeUsage ? { usage: null } : {}),
-      });
-      const run = async (ch: Choice) => {
-        const acc = logprobs !== null ? new LogprobAcc(deps, 0) : null;
-        const echo = echoText(ch.index);
-        if (echo) await stream.writeSSE({ data: JSON.stringify(chunk(ch.index, echo, null, null)) });
-        for await (const e of ch.events()) {
-          if (e.type === "token") {
-            acc?.push(e);
-            if (e.text.length > 0 || acc) {
-              await stream.writeSSE({ data: JSON.stringify(chunk(ch.index, e.text, acc ? acc.take(acc.tokens.length - 1) : null, null)) });
-            }
-          } else {
-            finishes.push(e);
-            let reason: string;
-            try {
-              reason = finishReason(e);
-            } catch (err) {
-              await stream.writeSSE({ data: JSON.stringify((err as ApiError).body?.() ?? { error: { message: String(err) } }) });
-              return;
-            }
-            await stream.writeSSE({ data: JSON.stringify(chunk(ch.index, e.text, null, reason)) });
-          }
-        }
+        },
+        tokenChunk: (e) =>
+          e.text.length > 0 || acc ? { fields: { text: e.text }, logprobs: acc ? acc.take(acc.tokens.length - 1) : null } : null,
+        finishChunk: (e) => ({ text: e.text }),
+        whole: (e, reason) => ({ text, logprobs: acc ? acc.take(0) : null, finish_reason: reason, stop_reason: e.stopReason }),
       };
-      try {
-        await Promise.all(choices.map(run));
-        if (includeUsage) {
-          await stream.writeSSE({
-            data: JSON.stringify({
-              id,
-              object: "text_completion",
-              created,
-              model: body.model,
-              choices: [],
-              usage: usageOf(finishes, promptCounts),
-            }),
-          });
-        }
-        await stream.writeSSE({ data: "[DONE]" });
-      } finally {
-        unlink();
-        for (const ch of choices) ch.cancel();
-      }
+    };
+    return await respond(c, deps, started, {
+      id: `cmpl-${crypto.randomUUID().replaceAll("-", "")}`,
+      object: "text_completion",
+      chunkObject: "text_completion",
+      model: body.model,
+      stream: body.stream === true,
+      includeUsage: body.stream_options?.include_usage === true,
+      promptTokens: prompts.map((x) => x.length),
+      shape: (ch) => shape(ch.index),
     }) as unknown as ReturnType<typeof c.json<never, 200>>;
   });
 }

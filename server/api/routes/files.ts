@@ -2,8 +2,7 @@
 // on upload, errors name the line; a size limit), list (cursor pages), retrieve, content, delete.
 // Files belong to the caller's tenant; another tenant's file answers 404.
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
-import { ErrorSchema } from "../schemas/common.ts";
+import { errorContent as err } from "./shared.ts";
 import {
   FileDeletedSchema,
   FileIdParam,
@@ -13,49 +12,11 @@ import {
   UploadFileSchema,
 } from "../schemas/files.ts";
 import type { AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
-import { ClientError, type FileRecord, type FileStore } from "../../store/files.ts";
+import { ClientError } from "../../util/errors.ts";
+import type { FileRecord, FileStore } from "../../store/files.ts";
 
 export interface FilesDeps {
   files: FileStore;
-}
-
-const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
-
-/** The zod hook of these routes: schema violations → a 400 ApiError in OpenAI's shape (thrown,
- * for the app's error handler), `param` naming the field (for unknown fields, the field itself). */
-// deno-lint-ignore no-explicit-any
-export function openAiHook(result: { success: boolean; error?: any }, _c: Context): undefined {
-  if (result.success) return;
-  type Issue = { path: PropertyKey[]; message: string; code?: string; keys?: string[]; errors?: Issue[][] };
-  // a union's issue says only "Invalid input": report its branches' deepest issue(s) instead
-  const explain = (i: Issue): Issue => {
-    if (i.code !== "invalid_union" || !i.errors?.length) return i;
-    const branch = i.errors.flat().map(explain);
-    const depth = Math.max(...branch.map((b) => b.path.length));
-    const deepest = branch.filter((b) => b.path.length === depth);
-    const messages = [...new Set(deepest.map((b) => b.message))];
-    return { ...deepest[0], path: [...i.path, ...deepest[0].path], message: messages.join(", or ") };
-  };
-  const issues = ((result.error?.issues ?? []) as Issue[]).map(explain);
-  const where = (i: (typeof issues)[number]) => {
-    const path = i.path.map(String);
-    if (i.code === "unrecognized_keys" && i.keys?.length) path.push(i.keys[0]);
-    return path.length ? path.join(".") : null;
-  };
-  const param = issues[0] ? where(issues[0]) : null;
-  const message = issues.slice(0, 5).map((i) => {
-    const p = where(i);
-    if (i.code === "unrecognized_keys" && i.keys?.length) return `${p}: unknown field`;
-    return `${p ?? "body"}: ${i.message}`;
-  }).join("; ");
-  throw new ApiError(400, message || "invalid request", "invalid_value", param);
-}
-
-/** A ClientError (store, jobs) as the ApiError the app answers with. */
-export function toApiError(e: unknown): unknown {
-  if (e instanceof ClientError) return new ApiError(e.status, e.message, e.code, e.param);
-  return e;
 }
 
 export function fileObject(f: FileRecord) {
@@ -142,27 +103,20 @@ export function registerFilesRoutes(app: OpenAPIHono<AppEnv>, deps: FilesDeps): 
   app.openapi(routes.upload, async (c) => {
     const form = c.req.valid("form") as Record<string, unknown>;
     const purpose = form.purpose;
-    if (typeof purpose !== "string") throw new ApiError(400, "purpose is required", "invalid_value", "purpose");
+    if (typeof purpose !== "string") throw new ClientError(400, "purpose is required", "invalid_value", "purpose");
     const file = form.file;
-    if (!(file instanceof Blob)) throw new ApiError(400, "file is required (a multipart file field)", "invalid_value", "file");
+    if (!(file instanceof Blob)) throw new ClientError(400, "file is required (a multipart file field)", "invalid_value", "file");
     if (file.size > files.maxBytes) {
-      throw new ApiError(413, `the file is ${file.size} bytes; the limit is ${files.maxBytes}`, "file_too_large", "file");
+      throw new ClientError(413, `the file is ${file.size} bytes; the limit is ${files.maxBytes}`, "file_too_large", "file");
     }
     const name = file instanceof File ? file.name : "upload.jsonl";
-    const rec = await files.create(c.get("principal"), name, purpose, new Uint8Array(await file.arrayBuffer())).catch((e) =>
-      Promise.reject(toApiError(e))
-    );
+    const rec = await files.create(c.get("principal"), name, purpose, new Uint8Array(await file.arrayBuffer()));
     return c.json(fileObject(rec), 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.list, (c) => {
     const q = c.req.valid("query");
-    let page;
-    try {
-      page = files.list(c.get("principal"), { after: q.after, limit: q.limit, purpose: q.purpose, order: q.order });
-    } catch (e) {
-      throw toApiError(e);
-    }
+    const page = files.list(c.get("principal"), { after: q.after, limit: q.limit, purpose: q.purpose, order: q.order });
     const data = page.data.map(fileObject);
     return c.json({
       object: "list" as const,
@@ -171,24 +125,24 @@ export function registerFilesRoutes(app: OpenAPIHono<AppEnv>, deps: FilesDeps): 
       last_id: data.at(-1)?.id ?? null,
       has_more: page.hasMore,
     }, 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.get, (c) => {
     const { file_id } = c.req.valid("param");
     const f = files.get(c.get("principal"), file_id);
-    if (!f) throw new ApiError(404, `no file with id "${file_id}"`, "file_not_found", "file_id");
+    if (!f) throw new ClientError(404, `no file with id "${file_id}"`, "file_not_found", "file_id");
     return c.json(fileObject(f), 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.content, async (c) => {
     const { file_id } = c.req.valid("param");
-    const bytes = await files.content(c.get("principal"), file_id).catch((e) => Promise.reject(toApiError(e)));
+    const bytes = await files.content(c.get("principal"), file_id);
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/octet-stream" });
-  }, openAiHook);
+  });
 
   app.openapi(routes.delete, async (c) => {
     const { file_id } = c.req.valid("param");
-    const f = await files.delete(c.get("principal"), file_id).catch((e) => Promise.reject(toApiError(e)));
+    const f = await files.delete(c.get("principal"), file_id);
     return c.json({ id: f.id, object: "file" as const, deleted: true }, 200);
-  }, openAiHook);
+  });
 }

@@ -12,8 +12,7 @@ import {
   PageQuerySchema,
 } from "../schemas/fine_tuning.ts";
 import type { AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
-import { openAiHook, toApiError } from "./files.ts";
+import { ClientError } from "../../util/errors.ts";
 import type { HyperparametersInput, JobRecord, JobRunner } from "../../training/jobs.ts";
 
 export interface FineTuningDeps {
@@ -130,7 +129,7 @@ function wrap<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    throw toApiError(e);
+    throw e;
   }
 }
 
@@ -141,11 +140,11 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
     const body = c.req.valid("json");
     const who = c.get("principal");
     if (body.method && body.method.type !== "supervised") {
-      throw new ApiError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
+      throw new ClientError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
     }
     const fromMethod = body.method?.supervised?.hyperparameters;
     if (fromMethod && body.hyperparameters) {
-      throw new ApiError(
+      throw new ClientError(
         400,
         "give the hyperparameters in method.supervised.hyperparameters or in the deprecated top-level hyperparameters, not both",
         "invalid_value",
@@ -164,7 +163,7 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       })
     );
     return c.json(jobObject(job), 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.list, (c) => {
     const q = c.req.valid("query");
@@ -175,17 +174,17 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
     }
     const page = wrap(() => jobs.list(c.get("principal"), { after: q.after, limit: q.limit, metadata }));
     return c.json({ object: "list" as const, data: page.data.map(jobObject), has_more: page.hasMore }, 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.get, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
     return c.json(jobObject(wrap(() => jobs.require(c.get("principal"), fine_tuning_job_id))), 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.cancel, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
     return c.json(jobObject(wrap(() => jobs.cancel(c.get("principal"), fine_tuning_job_id))), 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.events, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
@@ -201,7 +200,7 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       data: e.data,
     }));
     return c.json({ object: "list" as const, data, has_more: page.hasMore }, 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.checkpoints, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
@@ -223,5 +222,5 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       last_id: data.at(-1)?.id ?? null,
       has_more: page.hasMore,
     }, 200);
-  }, openAiHook);
+  });
 }

@@ -2,10 +2,10 @@
 // root/parent), GET /v1/models/{id} (adds the memory report or the adapter's shape).
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { ModelDetailSchema, ModelListSchema } from "../schemas/models.ts";
-import { ErrorSchema } from "../schemas/common.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
+import { ClientError } from "../../util/errors.ts";
 import type { AdapterRecord } from "../../adapters/registry.ts";
+import { errorContent } from "./shared.ts";
 
 const listRoute = createRoute({
   method: "get",
@@ -14,7 +14,7 @@ const listRoute = createRoute({
   summary: "Lists the base model and the adapters the caller may use.",
   responses: {
     200: { description: "The models", content: { "application/json": { schema: ModelListSchema } } },
-    401: { description: "Missing or wrong API key", content: { "application/json": { schema: ErrorSchema } } },
+    401: errorContent("Missing or wrong API key"),
   },
 });
 
@@ -26,8 +26,8 @@ const getRoute = createRoute({
   request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "tiny" }) }) },
   responses: {
     200: { description: "The model", content: { "application/json": { schema: ModelDetailSchema } } },
-    401: { description: "Missing or wrong API key", content: { "application/json": { schema: ErrorSchema } } },
-    404: { description: "No such model", content: { "application/json": { schema: ErrorSchema } } },
+    401: errorContent("Missing or wrong API key"),
+    404: errorContent("No such model"),
   },
 });
 
@@ -66,7 +66,7 @@ export function registerModels(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       }, 200);
     }
     const a = deps.registry.get(c.get("principal"), id);
-    if (!a) throw new ApiError(404, `The model \`${id}\` does not exist.`, "model_not_found", "id");
+    if (!a) throw new ClientError(404, `The model \`${id}\` does not exist.`, "model_not_found", "id");
     return c.json({
       ...adapterCard(a),
       adapter: { r: a.r, lora_alpha: a.loraAlpha, target_modules: a.targetModules, device_bytes: a.deviceBytes },

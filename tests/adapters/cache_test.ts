@@ -8,7 +8,7 @@ import { CacheBinder } from "../../server/adapters/binder.ts";
 import { inspectPeftAdapter, peftKey } from "../../server/adapters/peft.ts";
 import { float32ToBf16Bytes, writeSafetensors } from "../../server/model/safetensors.ts";
 import { Sequence } from "../../server/engine/sequence.ts";
-import { makeAdapter, STORIES_SHAPE } from "./helpers.ts";
+import { makeAdapter, STORIES_SHAPE } from "../helpers.ts";
 
 Deno.test("adapter cache: LRU by bytes, pinned adapters stay, unload waits for the last request", async () => {
   const dir = await Deno.makeTempDir({ prefix: "qlora-cache-" });
@@ -72,7 +72,7 @@ Deno.test("adapter cache: LRU by bytes, pinned adapters stay, unload waits for t
     const q = await cache.acquire("q", `${dir}/q`);
     const b = await cache.acquire("b", `${dir}/b`);
     const binder = new CacheBinder(cache);
-    const seq = (adapterId: string | null) => new Sequence({ promptIds: [1, 2], adapterId });
+    const seq = (adapterUid: string | null) => new Sequence({ promptIds: [1, 2], adapterUid });
     const chunks = [seq("q"), seq(null), seq("b")].map((s) => ({ seq: s, start: 0, end: 2 }));
     const bound = binder.bind(chunks, Int32Array.of(0, 0, 1, 1, 2, 2))!;
     assert.deepEqual([...bound.rowAdapter], [0, 0, -1, -1, 1, 1]);

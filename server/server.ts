@@ -2,16 +2,16 @@
 // metrics, the Hono app). main.ts calls it with the command-line flags; tests and the bench call
 // it directly.
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import { Tokenizer } from "../model/tokenizer.ts";
-import { AdapterRegistry } from "../adapters/registry.ts";
-import { type KeySpec, KeyStore } from "../api/auth.ts";
-import { Metrics } from "../api/metrics.ts";
-import { createApp } from "../api/app.ts";
-import type { AppDeps, AppEnv } from "../api/deps.ts";
-import { EngineHost } from "./host.ts";
-import type { WorkerInit } from "./protocol.ts";
-import { apiJobs, type TrainingOptions } from "./training.ts";
-import { registryPublisher } from "../training/jobs.ts";
+import { Tokenizer } from "./model/tokenizer.ts";
+import { AdapterRegistry } from "./adapters/registry.ts";
+import { type KeySpec, KeyStore } from "./api/auth.ts";
+import { Metrics } from "./api/metrics.ts";
+import { createApp } from "./api/app.ts";
+import type { AppDeps, AppEnv } from "./api/deps.ts";
+import { EngineHost } from "./serving/host.ts";
+import type { WorkerInit } from "./serving/protocol.ts";
+import { apiJobs, type TrainingOptions } from "./serving/training.ts";
+import { registryPublisher } from "./training/jobs.ts";
 
 export interface ServerOptions {
   modelDir: string;

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { inspectPeftAdapter, loraScale, parsePeftConfig, PeftError, peftKey, readPeftAdapter } from "../../server/adapters/peft.ts";
 import { f32Tensor, writeSafetensors } from "../../server/model/safetensors.ts";
-import { makeAdapter, STORIES_SHAPE } from "./helpers.ts";
+import { makeAdapter, STORIES_SHAPE } from "../helpers.ts";
 
 Deno.test("PEFT adapters round-trip with PEFT's key names, shapes and scales", async () => {
   const dir = await Deno.makeTempDir();

@@ -1,11 +1,11 @@
-// helpers.ts — fixtures for the API and end-to-end tests: random PEFT adapters, servers on
-// stories260K and on the tiny chat model, greedy references.
-import { type LlamaShape, LORA_MODULES, type LoraModule } from "../../server/model/llama.ts";
-import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
-import { createServer, type Server, type ServerOptions } from "../../server/serving/server.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+// helpers.ts — fixtures shared by the tests: the stories260K model (its path, shape and greedy
+// references), random PEFT adapters, the tiny chat model, servers on stories260K, SSE parsing.
+import { type LlamaShape, LORA_MODULES, type LoraModule } from "../server/model/llama.ts";
+import { moduleDims, writePeftAdapter } from "../server/adapters/peft.ts";
+import { createServer, type Server, type ServerOptions } from "../server/server.ts";
+import { makeModel } from "../server/model/make_model.ts";
 
-export const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+export const STORIES = new URL("../../shared/models/stories260K", import.meta.url).pathname;
 export const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
 };

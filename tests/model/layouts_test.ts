@@ -1,9 +1,10 @@
-// checkpoints_test.ts — model folders in other layouts load and compute the same function:
-// bitsandbytes pre-quantized ("bnb-4bit") checkpoints, sharded safetensors with an index,
+// layouts_test.ts — model folders in other layouts load and compute the same function:
+// bitsandbytes pre-quantized ("bnb-4bit") folders, sharded safetensors with an index,
 // and Qwen2-style q/k/v biases (against the float64 reference).
 import assert from "node:assert/strict";
 import { openContext } from "../native/backends.ts";
-import { makeModel } from "../../scripts/make_model.ts";
+import type { Context } from "../../server/ffi/tensor.ts";
+import { makeModel } from "../../server/model/make_model.ts";
 import { loadModel, moduleWeightName } from "../../server/model/loader.ts";
 import { bnbTensors } from "../../server/model/bnb.ts";
 import { SafetensorsModel, type TensorToWrite, writeSafetensors } from "../../server/model/safetensors.ts";
@@ -36,35 +37,42 @@ async function copyDir(from: string, to: string, skip: string[]): Promise<void> 
 
 const TOKENS = [1, 40, 41, 42, 100, 7, 8, 200, 201, 5];
 
-Deno.test("a bitsandbytes-format checkpoint (nf4 + double quant) loads to the same weights as quantizing at load", async () => {
+/** Quantizes the model folder `src` at load (`quant`) and writes a copy in `dst` whose linear
+ * weights are in bitsandbytes' serialized layout; returns the model quantized at load. */
+async function writeBnbFolder(ctx: Context, src: string, dst: string, quant: "nf4" | "fp4"): Promise<LlamaModel> {
+  const { model } = await loadModel(ctx, src, { quant });
+  const st = await SafetensorsModel.open(src);
+  const tensors: TensorToWrite[] = [];
+  const linear = new Set<string>();
+  model.layers.forEach((layer, l) => {
+    for (const m of LORA_MODULES) {
+      const name = `${moduleWeightName(l, m)}.weight`;
+      linear.add(name);
+      const w = layer.proj[m].weight;
+      assert.equal(w.kind, "q4");
+      if (w.kind === "q4") tensors.push(...bnbTensors(ctx, name, w.q, "float32"));
+    }
+  });
+  for (const name of st.names) {
+    if (linear.has(name)) continue;
+    const info = st.info(name);
+    tensors.push({ name, dtype: info.dtype, shape: info.shape, data: await st.read(name) });
+  }
+  st.close();
+  await copyDir(src, dst, ["model.safetensors"]);
+  await writeSafetensors(`${dst}/model.safetensors`, tensors);
+  return model;
+}
+
+Deno.test("a bitsandbytes-format model folder (nf4 + double quant) loads to the same weights as quantizing at load", async () => {
   using ctx = openContext("cpu");
   const src = await Deno.makeTempDir(), bnbDir = await Deno.makeTempDir();
   try {
     await makeModel({ shape: "tiny", out: src, seed: 4, std: 0.1 });
-    const { model } = await loadModel(ctx, src, { quant: "nf4" });
-    // write every linear weight in bitsandbytes' serialized layout, everything else as is
-    const st = await SafetensorsModel.open(src);
-    const tensors: TensorToWrite[] = [];
-    const linear = new Set<string>();
-    model.layers.forEach((layer, l) => {
-      for (const m of LORA_MODULES) {
-        const name = `${moduleWeightName(l, m)}.weight`;
-        linear.add(name);
-        const w = layer.proj[m].weight;
-        assert.equal(w.kind, "q4");
-        if (w.kind === "q4") tensors.push(...bnbTensors(ctx, name, w.q, "float32"));
-      }
-    });
-    for (const name of st.names) {
-      if (linear.has(name)) continue;
-      const info = st.info(name);
-      tensors.push({ name, dtype: info.dtype, shape: info.shape, data: await st.read(name) });
-    }
-    st.close();
-    await copyDir(src, bnbDir, ["model.safetensors"]);
-    await writeSafetensors(`${bnbDir}/model.safetensors`, tensors);
+    const model = await writeBnbFolder(ctx, src, bnbDir, "nf4");
     const pre = await loadModel(ctx, bnbDir, { quant: "nf4" });
     assert.ok(pre.prequantized);
+    assert.equal(pre.quant, "nf4");
     const a = lastLogits(model, TOKENS), b = lastLogits(pre.model, TOKENS);
     assert.deepEqual(Array.from(b), Array.from(a));
     // and the serialized tensors are bitsandbytes' names and dtypes
@@ -89,7 +97,25 @@ Deno.test("a bitsandbytes-format checkpoint (nf4 + double quant) loads to the sa
   }
 });
 
-Deno.test("sharded checkpoints (model.safetensors.index.json) load like a single file", async () => {
+Deno.test("a bitsandbytes fp4 model folder reports fp4 (whatever --quant says) and computes what fp4 at load does", async () => {
+  using ctx = openContext("cpu");
+  const src = await Deno.makeTempDir(), bnbDir = await Deno.makeTempDir();
+  try {
+    await makeModel({ shape: "tiny", out: src, seed: 6, std: 0.1 });
+    const model = await writeBnbFolder(ctx, src, bnbDir, "fp4");
+    const pre = await loadModel(ctx, bnbDir, { quant: "nf4" });
+    assert.ok(pre.prequantized);
+    assert.equal(pre.quant, "fp4");
+    assert.deepEqual(Array.from(lastLogits(pre.model, TOKENS)), Array.from(lastLogits(model, TOKENS)));
+    pre.model.dispose();
+    model.dispose();
+  } finally {
+    await Deno.remove(src, { recursive: true });
+    await Deno.remove(bnbDir, { recursive: true });
+  }
+});
+
+Deno.test("sharded model folders (model.safetensors.index.json) load like a single file", async () => {
   using ctx = openContext("cpu");
   const src = await Deno.makeTempDir(), sharded = await Deno.makeTempDir();
   try {

@@ -1,4 +1,4 @@
-// base64.ts — standard base64 (RFC 4648) decoding and encoding without dependencies.
+// base64.ts — standard base64 (RFC 4648) decoding without dependencies (the test vectors' tensors).
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const LOOKUP = new Int16Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) LOOKUP[ALPHABET.charCodeAt(i)] = i;
@@ -22,15 +22,4 @@ export function decodeBase64(s: string): Uint8Array {
     if (o < out.length) out[o++] = v & 255;
   }
   return out;
-}
-
-export function encodeBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 3) {
-    const v = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
-    s += ALPHABET[(v >> 18) & 63] + ALPHABET[(v >> 12) & 63];
-    s += i + 1 < bytes.length ? ALPHABET[(v >> 6) & 63] : "=";
-    s += i + 2 < bytes.length ? ALPHABET[v & 63] : "=";
-  }
-  return s;
 }
