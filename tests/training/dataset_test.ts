@@ -1,10 +1,9 @@
 // dataset_test.ts — tokenization of fine-tuning examples on a real SentencePiece tokenizer
 // (stories260K): what is learned is exactly the text generation would produce.
 import assert from "node:assert/strict";
+import { STORIES } from "../helpers.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
 import { parseJsonl, tokenizeExample } from "../../server/training/dataset.ts";
-
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 
 Deno.test("prompt/completion: the completion is tokenized with its prompt (no dummy-prefix space), loss on the completion only", async () => {
   const tok = await Tokenizer.load(STORIES);
@@ -52,7 +51,7 @@ Deno.test("makeSteps: a step is batch_size examples (OpenAI's meaning); packing 
 
 Deno.test("preference examples (OpenAI's DPO format): validated with the line named; pairs learn only the final turns", async () => {
   const { tokenizePair, exampleMethod } = await import("../../server/training/dataset.ts");
-  const { makeModel } = await import("../../scripts/make_model.ts");
+  const { makeModel } = await import("../../server/model/make_model.ts");
   const dir = await Deno.makeTempDir();
   await makeModel({ shape: "tiny", out: dir }); // a byte-level BPE tokenizer with a chat template
   const tok = await Tokenizer.load(dir);

@@ -2,6 +2,7 @@
 // against central finite differences of the DPO loss, and a few steps that grow the preferred
 // answer's margin until the policy prefers it greedily.
 import assert from "node:assert/strict";
+import { STORIES } from "../helpers.ts";
 import { testEachBackend } from "../native/backends.ts";
 import { loadModel } from "../../server/model/loader.ts";
 import { LoraWeights } from "../../server/training/lora.ts";
@@ -9,8 +10,6 @@ import { LoraTrainingModel, type TrainBatch } from "../../server/training/model.
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { Rng } from "../native/rng.ts";
 import { Optimizer } from "../../server/ffi/optim.ts";
-
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
 
 /** Pairs packed as [chosen₀, rejected₀, …]: a shared prompt, loss on the answer tokens only. */
 function pairBatch(pairs: [number[], number[], number[]][]): TrainBatch {
