@@ -28,7 +28,7 @@ export class RegistryError extends Error {
   }
 }
 
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
+export const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
 
 export interface Caller {
   tenant: string;

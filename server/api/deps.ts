@@ -5,7 +5,7 @@ import type { AdapterRegistry } from "../adapters/registry.ts";
 import type { KeyStore, Principal } from "./auth.ts";
 import type { Metrics } from "./metrics.ts";
 import type { FileStore } from "../store/files.ts";
-import type { JobRunner } from "../training/jobs.ts";
+import type { JobService as JobRunner } from "../jobs/service.ts";
 
 export interface AppDeps {
   host: EngineHost;

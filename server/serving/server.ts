@@ -11,7 +11,7 @@ import type { AppDeps, AppEnv } from "../api/deps.ts";
 import { EngineHost } from "./host.ts";
 import type { WorkerInit } from "./protocol.ts";
 import { apiJobs, type TrainingOptions } from "./training.ts";
-import { registryPublisher } from "../training/jobs.ts";
+import { registryPublisher } from "../jobs/publisher.ts";
 
 export interface ServerOptions {
   modelDir: string;

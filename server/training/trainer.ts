@@ -88,6 +88,18 @@ function shuffled<T>(xs: T[], seed: number): T[] {
   return out;
 }
 
+type Batching = Pick<TrainHyper, "seed" | "batchSize" | "maxSeqLen" | "packing">;
+
+function epochBatches(examples: TokenizedExample[], epoch: number, h: Batching): TokenizedExample[][] {
+  return makeMicroBatches(shuffled(examples, h.seed * 7919 + epoch), h.batchSize, h.maxSeqLen, h.packing);
+}
+
+/** Optimizer steps of a run over `examples` (known before a trainer exists: a job sizes its
+ * checkpoint interval by it). */
+export function totalSteps(examples: TokenizedExample[], h: Batching & Pick<TrainHyper, "gradientAccumulationSteps" | "nEpochs">): number {
+  return Math.ceil(epochBatches(examples, 0, h).length / h.gradientAccumulationSteps) * h.nEpochs;
+}
+
 export class Trainer {
   readonly lora: LoraWeights;
   readonly optimizer: Optimizer;
@@ -119,12 +131,11 @@ export class Trainer {
 
   /** Micro-batches of one epoch, in the seeded order of that epoch. */
   epochBatches(examples: TokenizedExample[], epoch: number): TokenizedExample[][] {
-    return makeMicroBatches(shuffled(examples, this.h.seed * 7919 + epoch), this.h.batchSize, this.h.maxSeqLen, this.h.packing);
+    return epochBatches(examples, epoch, this.h);
   }
 
   totalSteps(examples: TokenizedExample[]): number {
-    const perEpoch = Math.ceil(this.epochBatches(examples, 0).length / this.h.gradientAccumulationSteps);
-    return perEpoch * this.h.nEpochs;
+    return totalSteps(examples, this.h);
   }
 
   evaluate(examples: TokenizedExample[]): number {

@@ -12,12 +12,12 @@ import {
   PageQuerySchema,
 } from "../schemas/fine_tuning.ts";
 import type { AppEnv } from "../deps.ts";
-import { ApiError } from "../errors.ts";
-import { openAiHook, toApiError } from "./files.ts";
-import type { HyperparametersInput, JobRecord, JobRunner } from "../../training/jobs.ts";
+import { ClientError } from "../../util/errors.ts";
+import type { JobService } from "../../jobs/service.ts";
+import type { CheckpointRecord, JobEvent, JobRecord } from "../../jobs/types.ts";
 
 export interface FineTuningDeps {
-  jobs: JobRunner;
+  jobs: JobService;
 }
 
 const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
@@ -47,6 +47,30 @@ export function jobObject(j: JobRecord) {
     method: { type: "supervised" as const, supervised: { hyperparameters: h } },
     step: j.step,
     total_steps: j.totalSteps,
+  };
+}
+
+function eventObject(e: JobEvent) {
+  return {
+    id: e.id,
+    object: "fine_tuning.job.event" as const,
+    created_at: e.createdAt,
+    level: e.level,
+    message: e.message,
+    type: e.type,
+    data: e.data,
+  };
+}
+
+function checkpointObject(k: CheckpointRecord) {
+  return {
+    id: k.id,
+    object: "fine_tuning.job.checkpoint" as const,
+    created_at: k.createdAt,
+    fine_tuned_model_checkpoint: k.modelId,
+    fine_tuning_job_id: k.jobId,
+    step_number: k.step,
+    metrics: k.metrics,
   };
 }
 
@@ -126,45 +150,26 @@ const routes = {
   }),
 };
 
-function wrap<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw toApiError(e);
-  }
-}
-
 export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTuningDeps): void {
   const jobs = deps.jobs;
 
   app.openapi(routes.create, (c) => {
     const body = c.req.valid("json");
-    const who = c.get("principal");
     if (body.method && body.method.type !== "supervised") {
-      throw new ApiError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
+      throw new ClientError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
     }
     const fromMethod = body.method?.supervised?.hyperparameters;
     if (fromMethod && body.hyperparameters) {
-      throw new ApiError(
+      throw new ClientError(
         400,
         "give the hyperparameters in method.supervised.hyperparameters or in the deprecated top-level hyperparameters, not both",
         "invalid_value",
         "hyperparameters",
       );
     }
-    const job = wrap(() =>
-      jobs.create(who, {
-        model: body.model,
-        training_file: body.training_file,
-        validation_file: body.validation_file ?? null,
-        suffix: body.suffix ?? null,
-        seed: body.seed ?? null,
-        metadata: body.metadata ?? null,
-        hyperparameters: (fromMethod ?? body.hyperparameters ?? {}) as HyperparametersInput,
-      })
-    );
+    const job = jobs.create(c.get("principal"), { ...body, hyperparameters: fromMethod ?? body.hyperparameters });
     return c.json(jobObject(job), 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.list, (c) => {
     const q = c.req.valid("query");
@@ -173,49 +178,30 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       const m = /^metadata\[(.+)\]$/.exec(k);
       if (m) metadata[m[1]] = v;
     }
-    const page = wrap(() => jobs.list(c.get("principal"), { after: q.after, limit: q.limit, metadata }));
+    const page = jobs.list(c.get("principal"), { ...q, metadata });
     return c.json({ object: "list" as const, data: page.data.map(jobObject), has_more: page.hasMore }, 200);
-  }, openAiHook);
+  });
 
   app.openapi(routes.get, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    return c.json(jobObject(wrap(() => jobs.require(c.get("principal"), fine_tuning_job_id))), 200);
-  }, openAiHook);
+    return c.json(jobObject(jobs.require(c.get("principal"), fine_tuning_job_id)), 200);
+  });
 
   app.openapi(routes.cancel, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    return c.json(jobObject(wrap(() => jobs.cancel(c.get("principal"), fine_tuning_job_id))), 200);
-  }, openAiHook);
+    return c.json(jobObject(jobs.cancel(c.get("principal"), fine_tuning_job_id)), 200);
+  });
 
   app.openapi(routes.events, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    const q = c.req.valid("query");
-    const page = wrap(() => jobs.events(c.get("principal"), fine_tuning_job_id, { after: q.after, limit: q.limit }));
-    const data = page.data.map((e) => ({
-      id: e.id,
-      object: "fine_tuning.job.event" as const,
-      created_at: e.createdAt,
-      level: e.level,
-      message: e.message,
-      type: e.type,
-      data: e.data,
-    }));
-    return c.json({ object: "list" as const, data, has_more: page.hasMore }, 200);
-  }, openAiHook);
+    const page = jobs.events(c.get("principal"), fine_tuning_job_id, c.req.valid("query"));
+    return c.json({ object: "list" as const, data: page.data.map(eventObject), has_more: page.hasMore }, 200);
+  });
 
   app.openapi(routes.checkpoints, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    const q = c.req.valid("query");
-    const page = wrap(() => jobs.checkpoints(c.get("principal"), fine_tuning_job_id, { after: q.after, limit: q.limit }));
-    const data = page.data.map((k) => ({
-      id: k.id,
-      object: "fine_tuning.job.checkpoint" as const,
-      created_at: k.createdAt,
-      fine_tuned_model_checkpoint: k.modelId,
-      fine_tuning_job_id: k.jobId,
-      step_number: k.step,
-      metrics: k.metrics,
-    }));
+    const page = jobs.checkpoints(c.get("principal"), fine_tuning_job_id, c.req.valid("query"));
+    const data = page.data.map(checkpointObject);
     return c.json({
       object: "list" as const,
       data,
@@ -223,5 +209,5 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       last_id: data.at(-1)?.id ?? null,
       has_more: page.hasMore,
     }, 200);
-  }, openAiHook);
+  });
 }
