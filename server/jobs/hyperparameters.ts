@@ -57,12 +57,12 @@ export const HyperparametersSchema = z.object({
   use_rslora: withDefault(z.boolean(), false, "Extension: scale by alpha/√r instead of alpha/r"),
   warmup_ratio: withDefault(z.number().min(0).lt(1), 0.03, "Extension: fraction of steps of linear warmup"),
   lr_scheduler: withDefault(z.enum(["linear", "cosine", "constant"]), "linear", "Extension: decay after warmup"),
-  max_grad_norm: withDefault(z.number().min(0).max(1e4), 1, "Extension: global gradient-norm clipping (0: off)"),
+  max_grad_norm: withDefault(z.number().min(0).max(1e4), 1, "Extension: global gradient-norm clipping, 0 for none"),
   gradient_accumulation_steps: withDefault(z.number().int().min(1).max(1024), 1, "Extension: micro-batches per optimizer step"),
   max_seq_len: z.number().int().min(8).max(131072).optional().openapi({
     description: "Extension: longest sequence, in tokens (default min(1024, the model's)).",
   }),
-  packing: withDefault(z.boolean(), true, "Extension: pack examples into rows (no attention across them)"),
+  packing: withDefault(z.boolean(), true, "Extension: pack examples into rows, with no attention across them"),
   train_on_inputs: withDefault(z.boolean(), false, "Extension: take the loss on every token, not only the assistant's"),
   optimizer: withDefault(z.enum(OPTIMIZERS), "paged_adamw", "Extension: the AdamW variant"),
   quant: withDefault(z.enum(QUANTS), "nf4", "Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA)"),
@@ -75,7 +75,7 @@ export const HyperparametersSchema = z.object({
     "Extension: not supported (LoRA only); true is a 400",
   ),
   weight_decay: withDefault(z.number().min(0).max(1), 0, "Extension: AdamW weight decay"),
-  checkpoint_every: orAuto(z.number().int().min(0).max(1e6), 0, "Extension: steps between checkpoints (0: about 5 per job)"),
+  checkpoint_every: orAuto(z.number().int().min(0).max(1e6), 0, "Extension: steps between checkpoints, 0 for about 5 per job"),
 }).strict().openapi("FineTuningHyperparameters");
 
 /** What a request may give (every field optional). */
@@ -84,11 +84,13 @@ type Parsed = z.output<typeof HyperparametersSchema>;
 /** Every hyperparameter resolved: what the job runs with and shows. */
 export type Hyperparameters = { [K in keyof Parsed]-?: Exclude<Parsed[K], "auto" | undefined> };
 
-/** The type a field resolves to: its input type without absence, "auto" or "all-linear". */
+/** The type a field resolves to: its input type without absence, "auto" or "all-linear", and
+ * without the input's range (learning_rate resolves to learning_rate × learning_rate_multiplier). */
 function resolvedType(field: z.ZodType): z.ZodType {
   if (field instanceof z.ZodPipe) return resolvedType(field.in as z.ZodType);
   if (field instanceof z.ZodOptional) return resolvedType(field.unwrap() as z.ZodType);
   if (field instanceof z.ZodUnion) return resolvedType(field.options.find((o) => !(o instanceof z.ZodLiteral)) as z.ZodType);
+  if (field instanceof z.ZodNumber) return field.isInt ? z.number().int() : z.number();
   return field;
 }
 
