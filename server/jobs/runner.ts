@@ -151,12 +151,16 @@ export class JobRunner {
   }
 
   async #validate(job: JobRecord): Promise<void> {
-    try {
-      for (const [param, fileId] of this.#filesOf(job)) await this.#parseFile(fileId, param);
-    } catch (e) {
-      if (!(e instanceof JobFailure)) throw e;
-      this.#fail(job.id, e.error);
-      return;
+    for (const [param, fileId] of this.#filesOf(job)) {
+      try {
+        await this.#parseFile(fileId, param);
+      } catch (e) {
+        this.#fail(
+          job.id,
+          e instanceof JobFailure ? e.error : { code: "invalid_file", message: `${param} ${fileId}: ${(e as Error).message}`, param },
+        );
+        return;
+      }
     }
     this.#repo.markValidated(job.id);
     this.#event(job.id, "info", "Validated training file(s); the job is queued.");
