@@ -81,131 +81,21 @@ export interface FileCreateParams {
 }
 export type FileListParams = NonNullable<paths["/v1/files"]["get"]["parameters"]["query"]>;
 
-// ---- fine-tuning (fallbacks: the server's schemas in server/api/schemas/fine_tuning.ts)
-export type FineTuningJobStatus = "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
-type Auto<T> = "auto" | T;
+// ---- fine-tuning (the server's schemas: server/api/schemas/fine_tuning.ts, the hyperparameters'
+// in server/jobs/hyperparameters.ts)
 /** OpenAI's n_epochs, batch_size, learning_rate_multiplier and the server's extensions beside them. */
-export type Hyperparameters = Schema<"FineTuningHyperparameters", {
-  n_epochs?: Auto<number>;
-  batch_size?: Auto<number>;
-  learning_rate_multiplier?: Auto<number>;
-  learning_rate?: number;
-  lora_r?: number;
-  lora_alpha?: number;
-  lora_dropout?: number;
-  target_modules?: "all-linear" | ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
-  use_rslora?: boolean;
-  warmup_ratio?: number;
-  lr_scheduler?: "linear" | "cosine" | "constant";
-  max_grad_norm?: number;
-  gradient_accumulation_steps?: number;
-  max_seq_len?: number;
-  packing?: boolean;
-  train_on_inputs?: boolean;
-  optimizer?: "adamw" | "paged_adamw" | "paged_adamw_8bit";
-  quant?: "nf4" | "none";
-  full_finetune?: boolean;
-  weight_decay?: number;
-  checkpoint_every?: Auto<number>;
-}>;
-export type FineTuningMethod = Schema<"FineTuningMethod", {
-  type: "supervised" | "dpo" | "reinforcement";
-  supervised?: { hyperparameters?: Hyperparameters };
-  dpo?: unknown;
-  reinforcement?: unknown;
-}>;
+export type Hyperparameters = Schemas["FineTuningHyperparameters"];
+export type FineTuningMethod = Schemas["FineTuningMethod"];
 /** The hyperparameters a job resolved (every extension filled in). */
-export type ResolvedHyperparameters = Schema<"ResolvedFineTuningHyperparameters", {
-  n_epochs: number;
-  batch_size: number;
-  learning_rate_multiplier: number;
-  learning_rate: number;
-  lora_r: number;
-  lora_alpha: number;
-  lora_dropout: number;
-  target_modules: string[];
-  use_rslora: boolean;
-  warmup_ratio: number;
-  lr_scheduler: string;
-  max_grad_norm: number;
-  gradient_accumulation_steps: number;
-  max_seq_len: number;
-  packing: boolean;
-  train_on_inputs: boolean;
-  optimizer: string;
-  quant: string;
-  full_finetune: boolean;
-  weight_decay: number;
-  checkpoint_every: number;
-}>;
-export type FineTuningJob = Schema<"FineTuningJob", {
-  id: string;
-  object: "fine_tuning.job";
-  created_at: number;
-  error: { code: string; message: string; param: string | null } | null;
-  fine_tuned_model: string | null;
-  finished_at: number | null;
-  hyperparameters: { n_epochs: number; batch_size: number; learning_rate_multiplier: number };
-  model: string;
-  /** The tenant that owns the job. */
-  organization_id: string;
-  result_files: string[];
-  seed: number;
-  status: FineTuningJobStatus;
-  trained_tokens: number | null;
-  training_file: string;
-  validation_file: string | null;
-  user_provided_suffix: string | null;
-  estimated_finish: number | null;
-  integrations: unknown[];
-  metadata: Record<string, string> | null;
-  method: { type: "supervised"; supervised: { hyperparameters: ResolvedHyperparameters } };
-  /** Extension: optimizer steps done. */
-  step: number;
-  /** Extension: optimizer steps in the job (known once it runs). */
-  total_steps: number | null;
-}>;
-export type FineTuningJobCreateParams = Schema<"CreateFineTuningJobRequest", {
-  model: string;
-  training_file: string;
-  validation_file?: string | null;
-  suffix?: string | null;
-  seed?: number | null;
-  metadata?: Record<string, string> | null;
-  method?: FineTuningMethod;
-  /** Deprecated: use method.supervised.hyperparameters. */
-  hyperparameters?: Hyperparameters;
-  integrations?: unknown[] | null;
-}>;
-export type FineTuningJobEvent = Schema<"FineTuningJobEvent", {
-  id: string;
-  object: "fine_tuning.job.event";
-  created_at: number;
-  level: "info" | "warn" | "error";
-  message: string;
-  type: "message" | "metrics";
-  /** For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated). */
-  data: Record<string, unknown> | null;
-}>;
-export type FineTuningJobCheckpoint = Schema<"FineTuningJobCheckpoint", {
-  id: string;
-  object: "fine_tuning.job.checkpoint";
-  created_at: number;
-  /** A servable model id: ft:<base>:<suffix>:<job id>:ckpt-step-<N>. */
-  fine_tuned_model_checkpoint: string;
-  fine_tuning_job_id: string;
-  step_number: number;
-  metrics: Record<string, number>;
-}>;
-export type FineTuningJobListParams = QueryOf<"/v1/fine_tuning/jobs", { after?: string; limit?: number }> & {
+export type ResolvedHyperparameters = Schemas["ResolvedFineTuningHyperparameters"];
+export type FineTuningJob = Schemas["FineTuningJob"];
+export type FineTuningJobStatus = FineTuningJob["status"];
+export type FineTuningJobCreateParams = Schemas["CreateFineTuningJobRequest"];
+export type FineTuningJobEvent = Schemas["FineTuningJobEvent"];
+export type FineTuningJobCheckpoint = Schemas["FineTuningJobCheckpoint"];
+export type FineTuningJobListParams = QueryOf<"/v1/fine_tuning/jobs", never> & {
   /** Only jobs whose metadata has these values (sent as metadata[key]=value). */
   metadata?: Record<string, string>;
 };
-export type FineTuningJobEventListParams = QueryOf<"/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", {
-  after?: string;
-  limit?: number;
-}>;
-export type FineTuningJobCheckpointListParams = QueryOf<"/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", {
-  after?: string;
-  limit?: number;
-}>;
+export type FineTuningJobEventListParams = QueryOf<"/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", never>;
+export type FineTuningJobCheckpointListParams = QueryOf<"/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", never>;

@@ -11,7 +11,7 @@ import type { AppDeps, AppEnv } from "./api/deps.ts";
 import { EngineHost } from "./serving/host.ts";
 import type { WorkerInit } from "./serving/protocol.ts";
 import { apiJobs, type TrainingOptions } from "./serving/training.ts";
-import { registryPublisher } from "./training/jobs.ts";
+import { registryPublisher } from "./jobs/publisher.ts";
 
 export interface ServerOptions {
   modelDir: string;

@@ -10,10 +10,6 @@ const LAYERS = ["main", "server", "api", "serving", "jobs", "store", "training",
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "server");
 
-// TEMPORARY: server/training/jobs.ts imports store/ (a layer above training); the jobs rewrite moves
-// it to server/jobs/, where that import runs downward. Delete this exception after that merge.
-const TEMPORARY_EXCEPTIONS = new Set(["training/jobs.ts"]);
-
 /** The layer of a file under server/ (its top folder; main.ts and server.ts are their own). */
 function layerOf(file: string): string {
   const top = file.split("/")[0];
@@ -56,7 +52,7 @@ Deno.test("layers: every import in server/ runs down the layer order", async () 
       assert.ok(!target.startsWith(".."), `server/${file} imports ${spec}, outside server/`);
       const to = layerOf(target);
       assert.ok(LAYERS.includes(to), `server/${file} imports ${spec}: layer "${to}" is not in the layer order`);
-      if (LAYERS.indexOf(to) < LAYERS.indexOf(from) && !TEMPORARY_EXCEPTIONS.has(file)) {
+      if (LAYERS.indexOf(to) < LAYERS.indexOf(from)) {
         violations.push(`server/${file} (${from}) imports server/${target} (${to})`);
       }
       // route modules are siblings: what they share lives in routes/shared.ts

@@ -1520,50 +1520,50 @@ export interface components {
             batch_size?: "auto" | number;
             /** @description Scales learning_rate ("auto": 1). */
             learning_rate_multiplier?: "auto" | number;
-            /** @description Extension: peak learning rate before the multiplier (default 2e-4). */
+            /** @description Extension: peak learning rate before the multiplier (default 0.0002). */
             learning_rate?: number;
             /** @description Extension: LoRA rank (default 16). */
             lora_r?: number;
-            /** @description Extension: LoRA alpha (default 2 × r). */
+            /** @description Extension: LoRA alpha (default 2 × lora_r). */
             lora_alpha?: number;
             /** @description Extension: dropout on the LoRA input (default 0.05). */
             lora_dropout?: number;
             /** @description Extension: modules that get LoRA (default "all-linear"). */
             target_modules?: "all-linear" | ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
-            /** @description Extension: scale by alpha/√r instead of alpha/r. */
+            /** @description Extension: scale by alpha/√r instead of alpha/r (default false). */
             use_rslora?: boolean;
             /** @description Extension: fraction of steps of linear warmup (default 0.03). */
             warmup_ratio?: number;
             /**
-             * @description Extension: decay after warmup (default linear).
+             * @description Extension: decay after warmup (default "linear").
              * @enum {string}
              */
             lr_scheduler?: "linear" | "cosine" | "constant";
-            /** @description Extension: global gradient-norm clipping (0: off; default 1). */
+            /** @description Extension: global gradient-norm clipping, 0 for none (default 1). */
             max_grad_norm?: number;
             /** @description Extension: micro-batches per optimizer step (default 1). */
             gradient_accumulation_steps?: number;
             /** @description Extension: longest sequence, in tokens (default min(1024, the model's)). */
             max_seq_len?: number;
-            /** @description Extension: pack examples into rows (no attention across them; default true). */
+            /** @description Extension: pack examples into rows, with no attention across them (default true). */
             packing?: boolean;
             /** @description Extension: take the loss on every token, not only the assistant's (default false). */
             train_on_inputs?: boolean;
             /**
-             * @description Extension: default paged_adamw.
+             * @description Extension: the AdamW variant (default "paged_adamw").
              * @enum {string}
              */
             optimizer?: "adamw" | "paged_adamw" | "paged_adamw_8bit";
             /**
-             * @description Extension: the base's storage: nf4 (QLoRA, default) or none (16/32-bit LoRA).
+             * @description Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA) (default "nf4").
              * @enum {string}
              */
             quant?: "nf4" | "none";
-            /** @description Extension: not supported (LoRA only); true is a 400. */
+            /** @description Extension: not supported (LoRA only); true is a 400 (default false). */
             full_finetune?: boolean;
             /** @description Extension: AdamW weight decay (default 0). */
             weight_decay?: number;
-            /** @description Extension: steps between checkpoints ("auto"/0: about 5 per job). */
+            /** @description Extension: steps between checkpoints, 0 for about 5 per job ("auto": 0). */
             checkpoint_every?: "auto" | number;
         };
         FineTuningJob: {
@@ -1718,17 +1718,20 @@ export interface components {
             lora_r: number;
             lora_alpha: number;
             lora_dropout: number;
-            target_modules: string[];
+            target_modules: ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
             use_rslora: boolean;
             warmup_ratio: number;
-            lr_scheduler: string;
+            /** @enum {string} */
+            lr_scheduler: "linear" | "cosine" | "constant";
             max_grad_norm: number;
             gradient_accumulation_steps: number;
             max_seq_len: number;
             packing: boolean;
             train_on_inputs: boolean;
-            optimizer: string;
-            quant: string;
+            /** @enum {string} */
+            optimizer: "adamw" | "paged_adamw" | "paged_adamw_8bit";
+            /** @enum {string} */
+            quant: "nf4" | "none";
             full_finetune: boolean;
             weight_decay: number;
             checkpoint_every: number;

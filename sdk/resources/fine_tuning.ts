@@ -172,7 +172,7 @@ export class Jobs extends APIResource {
         options.onStatus?.(job);
       }
       if (events) yield* await this.#newEvents(id, seen, ro);
-      if (TERMINAL_STATUSES.includes(job.status as FineTuningJobStatus)) return job;
+      if (TERMINAL_STATUSES.includes(job.status)) return job;
       await sleep(interval, options.signal);
     }
   }

@@ -23,7 +23,7 @@ export interface AdapterRecord {
   deviceBytes: number;
 }
 
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
+export const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$/;
 
 export class AdapterRegistry {
   readonly #byTenant = new Map<string, Map<string, AdapterRecord>>();

@@ -6,7 +6,7 @@ import type { KeyStore } from "./auth.ts";
 import type { Caller } from "../util/caller.ts";
 import type { Metrics } from "./metrics.ts";
 import type { FileStore } from "../store/files.ts";
-import type { JobRunner } from "../training/jobs.ts";
+import type { JobService } from "../jobs/service.ts";
 
 export interface AppDeps {
   host: EngineHost;
@@ -24,7 +24,7 @@ export interface AppDeps {
   chatTemplate: string | null;
   /** Uploaded files and fine-tuning jobs (absent: those routes are not served). */
   files?: FileStore;
-  jobs?: JobRunner;
+  jobs?: JobService;
   /** Structured log sink (one JSON object per line); null: silent. */
   log: ((entry: Record<string, unknown>) => void) | null;
 }

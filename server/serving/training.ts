@@ -4,7 +4,7 @@
 // serves (bundleBaseProvider): one copy of the base, and the HTTP thread never runs compute. The
 // engine's step loop and the trainer's micro-batches interleave on the worker's event loop; the
 // runner's compute share decides how much of the time training may take.
-// The HTTP thread has its own JobRunner on the same SQLite database (WAL) that never trains: it
+// The HTTP thread has the JobService on the same SQLite database (WAL), which never trains: it
 // answers the API (create, list, events, cancel) and wakes the worker's runner when a job is
 // queued; cancels travel through the database. Fine-tuned models are registered in the HTTP
 // thread's adapter registry, asked for by the worker through a publish RPC.
@@ -12,7 +12,10 @@ import type { Context } from "../ffi/tensor.ts";
 import type { ModelBundle } from "../model/bundle.ts";
 import { Store } from "../store/db.ts";
 import { FileStore } from "../store/files.ts";
-import { type BaseProvider, bundleBaseProvider, JobRunner, type ModelPublisher } from "../training/jobs.ts";
+import { bundleBaseProvider, servedCatalog } from "../jobs/bases.ts";
+import type { ModelPublisher } from "../jobs/publisher.ts";
+import { JobRunner } from "../jobs/runner.ts";
+import { JobService } from "../jobs/service.ts";
 
 export interface TrainingOptions {
   dataDir: string;
@@ -63,32 +66,15 @@ export function startWorkerJobs(
   };
 }
 
-/** What the HTTP thread's runner may accept: the served model, in the served quant. */
-function apiBases(modelId: string, quant: string, maxModelLen: number): BaseProvider {
-  const quants = quant === "nf4" || quant === "none" ? [quant] : [];
-  return {
-    models: () => [modelId],
-    quants: () => quants as ("nf4" | "none")[],
-    maxModelLen: () => maxModelLen,
-    acquire: () => Promise.reject(new Error("the HTTP thread does not train")),
-  };
-}
-
-/** The HTTP thread's runner and file store (API side only). */
+/** The HTTP thread's job service and file store (the API side: it never trains). Jobs may name
+ * the served model, in the served quant. */
 export function apiJobs(
   o: TrainingOptions,
   model: { id: string; quant: string; maxModelLen: number },
   wakeWorker: () => void,
-): { files: FileStore; jobs: JobRunner; close(): void } {
+): { files: FileStore; jobs: JobService; close(): void } {
   const store = new Store(dbPath(o.dataDir));
   const files = new FileStore(store, `${o.dataDir}/files`);
-  const jobs = new JobRunner({
-    store,
-    files,
-    checkpointDir: checkpointDir(o.adapterRoot),
-    bases: apiBases(model.id, model.quant, model.maxModelLen),
-    autoStart: false,
-    onQueued: wakeWorker,
-  });
+  const jobs = new JobService({ store, files, bases: servedCatalog(model), onQueued: wakeWorker });
   return { files, jobs, close: () => store.close() };
 }

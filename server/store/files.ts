@@ -6,8 +6,6 @@ import { newId, nowSeconds, type Store } from "./db.ts";
 import { ClientError } from "../util/errors.ts";
 import { syncDir } from "../util/fs.ts";
 import type { Caller } from "../util/caller.ts";
-export { ClientError };
-export type { Caller };
 
 export interface FileRecord {
   id: string;

@@ -110,6 +110,12 @@ function shuffled<T>(xs: T[], seed: number): T[] {
   return out;
 }
 
+/** Optimizer steps of a run over `items` (known before a trainer exists: a job sizes its
+ * checkpoint interval by it). A step is batchSize items, whatever their lengths. */
+export function totalSteps(items: TrainItem[], h: Pick<TrainHyper, "batchSize" | "nEpochs">): number {
+  return Math.ceil(items.length / h.batchSize) * h.nEpochs;
+}
+
 export class Trainer {
   readonly lora: LoraWeights;
   readonly optimizer: Optimizer;
@@ -165,7 +171,7 @@ export class Trainer {
   }
 
   totalSteps(items: TrainItem[]): number {
-    return Math.ceil(items.length / this.h.batchSize) * this.h.nEpochs;
+    return totalSteps(items, this.h);
   }
 
   /** Validation loss: token-mean cross-entropy, or pair-mean DPO loss (no dropout). */

@@ -13,10 +13,11 @@ import {
 } from "../schemas/fine_tuning.ts";
 import type { AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
-import type { HyperparametersInput, JobRecord, JobRunner } from "../../training/jobs.ts";
+import type { JobService } from "../../jobs/service.ts";
+import type { CheckpointRecord, JobEvent, JobRecord } from "../../jobs/types.ts";
 
 export interface FineTuningDeps {
-  jobs: JobRunner;
+  jobs: JobService;
 }
 
 const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
@@ -46,6 +47,30 @@ export function jobObject(j: JobRecord) {
     method: { type: "supervised" as const, supervised: { hyperparameters: h } },
     step: j.step,
     total_steps: j.totalSteps,
+  };
+}
+
+function eventObject(e: JobEvent) {
+  return {
+    id: e.id,
+    object: "fine_tuning.job.event" as const,
+    created_at: e.createdAt,
+    level: e.level,
+    message: e.message,
+    type: e.type,
+    data: e.data,
+  };
+}
+
+function checkpointObject(k: CheckpointRecord) {
+  return {
+    id: k.id,
+    object: "fine_tuning.job.checkpoint" as const,
+    created_at: k.createdAt,
+    fine_tuned_model_checkpoint: k.modelId,
+    fine_tuning_job_id: k.jobId,
+    step_number: k.step,
+    metrics: k.metrics,
   };
 }
 
@@ -125,20 +150,11 @@ const routes = {
   }),
 };
 
-function wrap<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw e;
-  }
-}
-
 export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTuningDeps): void {
   const jobs = deps.jobs;
 
   app.openapi(routes.create, (c) => {
     const body = c.req.valid("json");
-    const who = c.get("principal");
     if (body.method && body.method.type !== "supervised") {
       throw new ClientError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
     }
@@ -151,17 +167,7 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
         "hyperparameters",
       );
     }
-    const job = wrap(() =>
-      jobs.create(who, {
-        model: body.model,
-        training_file: body.training_file,
-        validation_file: body.validation_file ?? null,
-        suffix: body.suffix ?? null,
-        seed: body.seed ?? null,
-        metadata: body.metadata ?? null,
-        hyperparameters: (fromMethod ?? body.hyperparameters ?? {}) as HyperparametersInput,
-      })
-    );
+    const job = jobs.create(c.get("principal"), { ...body, hyperparameters: fromMethod ?? body.hyperparameters });
     return c.json(jobObject(job), 200);
   });
 
@@ -172,49 +178,30 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       const m = /^metadata\[(.+)\]$/.exec(k);
       if (m) metadata[m[1]] = v;
     }
-    const page = wrap(() => jobs.list(c.get("principal"), { after: q.after, limit: q.limit, metadata }));
+    const page = jobs.list(c.get("principal"), { ...q, metadata });
     return c.json({ object: "list" as const, data: page.data.map(jobObject), has_more: page.hasMore }, 200);
   });
 
   app.openapi(routes.get, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    return c.json(jobObject(wrap(() => jobs.require(c.get("principal"), fine_tuning_job_id))), 200);
+    return c.json(jobObject(jobs.require(c.get("principal"), fine_tuning_job_id)), 200);
   });
 
   app.openapi(routes.cancel, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    return c.json(jobObject(wrap(() => jobs.cancel(c.get("principal"), fine_tuning_job_id))), 200);
+    return c.json(jobObject(jobs.cancel(c.get("principal"), fine_tuning_job_id)), 200);
   });
 
   app.openapi(routes.events, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    const q = c.req.valid("query");
-    const page = wrap(() => jobs.events(c.get("principal"), fine_tuning_job_id, { after: q.after, limit: q.limit }));
-    const data = page.data.map((e) => ({
-      id: e.id,
-      object: "fine_tuning.job.event" as const,
-      created_at: e.createdAt,
-      level: e.level,
-      message: e.message,
-      type: e.type,
-      data: e.data,
-    }));
-    return c.json({ object: "list" as const, data, has_more: page.hasMore }, 200);
+    const page = jobs.events(c.get("principal"), fine_tuning_job_id, c.req.valid("query"));
+    return c.json({ object: "list" as const, data: page.data.map(eventObject), has_more: page.hasMore }, 200);
   });
 
   app.openapi(routes.checkpoints, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
-    const q = c.req.valid("query");
-    const page = wrap(() => jobs.checkpoints(c.get("principal"), fine_tuning_job_id, { after: q.after, limit: q.limit }));
-    const data = page.data.map((k) => ({
-      id: k.id,
-      object: "fine_tuning.job.checkpoint" as const,
-      created_at: k.createdAt,
-      fine_tuned_model_checkpoint: k.modelId,
-      fine_tuning_job_id: k.jobId,
-      step_number: k.step,
-      metrics: k.metrics,
-    }));
+    const page = jobs.checkpoints(c.get("principal"), fine_tuning_job_id, c.req.valid("query"));
+    const data = page.data.map(checkpointObject);
     return c.json({
       object: "list" as const,
       data,

@@ -15,16 +15,15 @@ import { AdapterRegistry } from "../../server/adapters/registry.ts";
 import type { AdapterSlots } from "../../server/ffi/ops.ts";
 import type { Context, DeviceBuffer } from "../../server/ffi/tensor.ts";
 import { Store } from "../../server/store/db.ts";
-import { ClientError, FileStore } from "../../server/store/files.ts";
+import { FileStore } from "../../server/store/files.ts";
+import { ClientError } from "../../server/util/errors.ts";
 import { openModel } from "../../server/model/bundle.ts";
-import {
-  bundleBaseProvider,
-  folderBaseProvider,
-  type HyperparametersInput,
-  JobRunner,
-  registryPublisher,
-  resolveHyperparameters,
-} from "../../server/training/jobs.ts";
+import { bundleBaseProvider } from "../../server/jobs/bases.ts";
+import { type HyperparametersInput, resolveHyperparameters } from "../../server/jobs/hyperparameters.ts";
+import { registryPublisher } from "../../server/jobs/publisher.ts";
+import { JobRunner } from "../../server/jobs/runner.ts";
+import { JobService } from "../../server/jobs/service.ts";
+import { folderBaseProvider } from "./bases.ts";
 import { loadCheckpoint, TRAINING_STATE, writeCheckpoint } from "../../server/training/checkpoints.ts";
 import { Trainer, type TrainHyper } from "../../server/training/trainer.ts";
 
@@ -74,6 +73,8 @@ interface Env {
   files: FileStore;
   bases: ReturnType<typeof folderBaseProvider>;
   registry: AdapterRegistry;
+  /** The API side, as in the server: it wakes the test's runners when a job is created. */
+  jobs: JobService;
   runner(opts?: { computeShare?: number; budget?: number; onCheckpoint?: (job: string, step: number) => void }): JobRunner;
   close(): Promise<void>;
 }
@@ -98,6 +99,7 @@ async function env(): Promise<Env> {
   const base = await bases.acquire("tiny", "nf4");
   const registry = new AdapterRegistry(`${root}/adapters`, `${root}/uploads`, base.model.shape, ["tiny"]);
   const runners: JobRunner[] = [];
+  const jobs = new JobService({ store, files, bases, onQueued: () => runners.forEach((r) => r.poke()) });
   return {
     root,
     modelDir: dir,
@@ -106,6 +108,7 @@ async function env(): Promise<Env> {
     files,
     bases,
     registry,
+    jobs,
     runner(opts = {}) {
       const r = new JobRunner({
         store,
@@ -201,8 +204,8 @@ function greedy(
   }
 }
 
-function metricsOf(runner: JobRunner, caller: typeof A, id: string) {
-  return runner.events(caller, id, { limit: 1000 }).data.filter((e) => e.type === "metrics").reverse().map((e) =>
+function metricsOf(jobs: JobService, caller: typeof A, id: string) {
+  return jobs.events(caller, id, { limit: 1000 }).data.filter((e) => e.type === "metrics").reverse().map((e) =>
     e.data as Record<string, number>
   );
 }
@@ -213,20 +216,20 @@ Deno.test("a job teaches the tiny model a fixed answer; served through its check
     assert.equal(e.store.journalMode, "wal");
     const runner = e.runner();
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl()));
-    const job = runner.create(A, { model: "tiny", training_file: file.id, suffix: "banana", seed: 3, hyperparameters: TEACH });
+    const job = e.jobs.create(A, { model: "tiny", training_file: file.id, suffix: "banana", seed: 3, hyperparameters: TEACH });
     assert.equal(job.status, "validating_files");
-    const done = await runner.waitFor(job.id);
+    const done = await e.jobs.waitFor(job.id);
     assert.equal(done.status, "succeeded", JSON.stringify(done.error));
     assert.equal(done.fineTunedModel, `ft:tiny:banana:${job.id}`);
     assert.ok(done.trainedTokens! > 0);
-    const m = metricsOf(runner, A, job.id);
+    const m = metricsOf(e.jobs, A, job.id);
     assert.equal(m.length, done.totalSteps);
     assert.ok(m.every((x) => typeof x.learning_rate === "number" && x.tokens_per_second > 0));
     const first = m[0].train_loss, last = m.at(-1)!.train_loss;
     assert.ok(last < 0.25 * first, `loss ${first} → ${last}`);
 
     // checkpoints: every ~20% of the steps and the final one, each a registered model of the tenant
-    const ckpts = runner.checkpoints(A, job.id, { limit: 100 }).data;
+    const ckpts = e.jobs.checkpoints(A, job.id, { limit: 100 }).data;
     assert.ok(ckpts.length >= 2);
     assert.equal(ckpts[0].step, done.totalSteps);
     for (const c of ckpts) {
@@ -376,8 +379,8 @@ Deno.test("stop mid-job, restart a runner on the same database: it resumes from 
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
     // the reference: one uninterrupted run
     const ref = e.runner();
-    const j0 = ref.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
-    const d0 = await ref.waitFor(j0.id);
+    const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
+    const d0 = await e.jobs.waitFor(j0.id);
     assert.equal(d0.status, "succeeded", JSON.stringify(d0.error));
     await ref.stop();
     const want = await finalWeights(e.registry.get(A, d0.fineTunedModel!)!.dir);
@@ -385,27 +388,27 @@ Deno.test("stop mid-job, restart a runner on the same database: it resumes from 
     // the same job, stopped right after its second checkpoint (as if the process died there)
     let stopped: Promise<void> | null = null;
     const r1: JobRunner = e.runner({ onCheckpoint: (_, step) => void (step === 4 && (stopped = r1.stop())) });
-    const j1 = r1.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
+    const j1 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
     while (!stopped) await new Promise((r) => setTimeout(r, 2));
     await stopped;
-    const mid = r1.get(A, j1.id)!;
+    const mid = e.jobs.get(A, j1.id)!;
     assert.equal(mid.status, "running", `a stopped runner leaves the job as a crash would: ${JSON.stringify(mid)}`);
-    assert.equal(r1.checkpoints(A, j1.id).data[0].step, 4);
+    assert.equal(e.jobs.checkpoints(A, j1.id).data[0].step, 4);
     assert.ok(mid.step >= 4 && mid.step < d0.totalSteps!, `stopped at step ${mid.step} of ${d0.totalSteps}`);
 
-    const r2 = e.runner();
-    const d1 = await r2.waitFor(j1.id);
+    e.runner();
+    const d1 = await e.jobs.waitFor(j1.id);
     assert.equal(d1.status, "succeeded", JSON.stringify(d1.error));
-    const msgs = r2.events(A, j1.id, { limit: 1000 }).data.map((x) => x.message);
+    const msgs = e.jobs.events(A, j1.id, { limit: 1000 }).data.map((x) => x.message);
     assert.ok(msgs.some((m) => m.startsWith(`Resumed from the checkpoint at step`)), msgs.join("\n"));
     // one metrics event per step, none duplicated by the interruption
-    const steps = metricsOf(r2, A, j1.id).map((x) => x.step);
+    const steps = metricsOf(e.jobs, A, j1.id).map((x) => x.step);
     assert.deepEqual(steps, Array.from({ length: d0.totalSteps! }, (_, i) => i + 1));
     const got = await finalWeights(e.registry.get(A, d1.fineTunedModel!)!.dir);
     assert.deepEqual([...got.keys()].sort(), [...want.keys()].sort());
     for (const [k, v] of want) assert.deepEqual(got.get(k), v, `${k} differs after resume`);
     // the losses of the steps after the checkpoint match too
-    const l0 = metricsOf(r2, A, j0.id).map((x) => x.train_loss), l1 = metricsOf(r2, A, j1.id).map((x) => x.train_loss);
+    const l0 = metricsOf(e.jobs, A, j0.id).map((x) => x.train_loss), l1 = metricsOf(e.jobs, A, j1.id).map((x) => x.train_loss);
     assert.deepEqual(l1, l0);
   } finally {
     await e.close();
@@ -417,21 +420,14 @@ Deno.test("SIGKILL of the process mid-job: a new runner resumes from the last ch
   try {
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
     const ref = e.runner();
-    const j0 = ref.create(A, { model: "tiny", training_file: file.id, seed: 12, hyperparameters: RESUME });
-    const d0 = await ref.waitFor(j0.id);
+    const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 12, hyperparameters: RESUME });
+    const d0 = await e.jobs.waitFor(j0.id);
     assert.equal(d0.status, "succeeded", JSON.stringify(d0.error));
     await ref.stop();
-    const want = await finalWeights(ref.checkpoints(A, j0.id).data[0].dir);
+    const want = await finalWeights(e.jobs.checkpoints(A, j0.id).data[0].dir);
 
     // the job is made here and run by a child process on the same database and folders
-    const maker = new JobRunner({
-      store: e.store,
-      files: e.files,
-      checkpointDir: `${e.root}/adapters/.fine_tuning`,
-      bases: e.bases,
-      autoStart: false,
-    });
-    const j1 = maker.create(A, { model: "tiny", training_file: file.id, seed: 12, hyperparameters: RESUME });
+    const j1 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 12, hyperparameters: RESUME });
     const src = (p: string) => new URL(p, import.meta.url).href;
     const script = `${e.root}/child.ts`;
     await Deno.writeTextFile(
@@ -439,7 +435,8 @@ Deno.test("SIGKILL of the process mid-job: a new runner resumes from the last ch
       `import { openContext } from "${src("../native/backends.ts")}";
 import { Store } from "${src("../../server/store/db.ts")}";
 import { FileStore } from "${src("../../server/store/files.ts")}";
-import { folderBaseProvider, JobRunner } from "${src("../../server/training/jobs.ts")}";
+import { JobRunner } from "${src("../../server/jobs/runner.ts")}";
+import { folderBaseProvider } from "${src("./bases.ts")}";
 const [root, modelDir] = Deno.args;
 const ctx = openContext("cpu", 1);
 const store = new Store(root + "/qlora.db");
@@ -463,19 +460,19 @@ new JobRunner({ store, files: new FileStore(store, root + "/files"), checkpointD
     child.kill("SIGKILL");
     await child.status;
     await reader.cancel().catch(() => {});
-    const mid = maker.get(A, j1.id)!;
+    const mid = e.jobs.get(A, j1.id)!;
     assert.equal(mid.status, "running");
     assert.ok(mid.step < d0.totalSteps!, `killed at step ${mid.step} of ${d0.totalSteps}`);
 
-    const r2 = e.runner();
-    const d1 = await r2.waitFor(j1.id);
+    e.runner();
+    const d1 = await e.jobs.waitFor(j1.id);
     assert.equal(d1.status, "succeeded", JSON.stringify(d1.error));
-    const resumed = r2.events(A, j1.id, { limit: 1000 }).data.map((x) => x.message).find((m) =>
+    const resumed = e.jobs.events(A, j1.id, { limit: 1000 }).data.map((x) => x.message).find((m) =>
       m.startsWith("Resumed from the checkpoint at step")
     );
     assert.ok(resumed, "resumed from a checkpoint");
-    assert.deepEqual(metricsOf(r2, A, j1.id).map((x) => x.step), Array.from({ length: d0.totalSteps! }, (_, i) => i + 1));
-    const got = await finalWeights(r2.checkpoints(A, j1.id).data[0].dir);
+    assert.deepEqual(metricsOf(e.jobs, A, j1.id).map((x) => x.step), Array.from({ length: d0.totalSteps! }, (_, i) => i + 1));
+    const got = await finalWeights(e.jobs.checkpoints(A, j1.id).data[0].dir);
     for (const [k, v] of want) assert.deepEqual(got.get(k), v, `${k} differs after the kill and resume`);
     assert.ok(e.registry.get(A, d1.fineTunedModel!), "the resumed job's model is servable");
     // nothing half-written is left or served
@@ -490,23 +487,23 @@ Deno.test("a newest checkpoint that does not load is skipped: the job resumes fr
   try {
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
     const ref = e.runner();
-    const j0 = ref.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
-    assert.equal((await ref.waitFor(j0.id)).status, "succeeded");
+    const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
+    assert.equal((await e.jobs.waitFor(j0.id)).status, "succeeded");
     await ref.stop();
-    const want = await finalWeights(ref.checkpoints(A, j0.id).data[0].dir);
+    const want = await finalWeights(e.jobs.checkpoints(A, j0.id).data[0].dir);
     let stopped: Promise<void> | null = null;
     const r1: JobRunner = e.runner({ onCheckpoint: (_, step) => void (step === 4 && (stopped = r1.stop())) });
-    const j = r1.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
+    const j = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
     while (!stopped) await new Promise((r) => setTimeout(r, 2));
     await stopped;
-    const [newest] = r1.checkpoints(A, j.id).data;
+    const [newest] = e.jobs.checkpoints(A, j.id).data;
     assert.equal(newest.step, 4);
     await Deno.writeFile(`${newest.dir}/${TRAINING_STATE}`, new Uint8Array(12)); // damaged
-    const r2 = e.runner();
-    const d = await r2.waitFor(j.id);
+    e.runner();
+    const d = await e.jobs.waitFor(j.id);
     assert.equal(d.status, "succeeded", JSON.stringify(d.error));
-    assert.ok(r2.events(A, j.id, { limit: 1000 }).data.some((x) => x.message.startsWith("Resumed from the checkpoint at step 2 ")));
-    const got = await finalWeights(r2.checkpoints(A, j.id).data[0].dir);
+    assert.ok(e.jobs.events(A, j.id, { limit: 1000 }).data.some((x) => x.message.startsWith("Resumed from the checkpoint at step 2 ")));
+    const got = await finalWeights(e.jobs.checkpoints(A, j.id).data[0].dir);
     for (const [k, v] of want) assert.deepEqual(got.get(k), v, k);
   } finally {
     await e.close();
@@ -519,12 +516,12 @@ Deno.test("a job whose checkpoint vanished while it was interrupted fails with t
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
     let stopped: Promise<void> | null = null;
     const r1: JobRunner = e.runner({ onCheckpoint: () => void (stopped ??= r1.stop()) });
-    const j = r1.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: RESUME });
+    const j = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: RESUME });
     while (!stopped) await new Promise((r) => setTimeout(r, 2));
     await stopped;
-    for (const c of r1.checkpoints(A, j.id, { limit: 100 }).data) await Deno.remove(c.dir, { recursive: true });
-    const r2 = e.runner();
-    const d = await r2.waitFor(j.id);
+    for (const c of e.jobs.checkpoints(A, j.id, { limit: 100 }).data) await Deno.remove(c.dir, { recursive: true });
+    e.runner();
+    const d = await e.jobs.waitFor(j.id);
     assert.equal(d.status, "failed");
     assert.equal(d.error?.code, "resume_failed");
     assert.match(d.error!.message, /missing or incomplete/);
@@ -537,20 +534,20 @@ Deno.test("cancel: a queued job at once, a running one after its micro-batch; fi
   const e = await env();
   try {
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(24)));
-    const runner = e.runner({ computeShare: 0.5 });
-    const j1 = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 20 } });
-    const j2 = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: TEACH });
-    await runner.waitFor(j1.id, ["running"]);
-    while (runner.get(A, j1.id)!.step < 1) await new Promise((r) => setTimeout(r, 5));
-    assert.throws(() => runner.cancel(B, j1.id), (err: unknown) => err instanceof ClientError && err.status === 404);
-    assert.equal(runner.cancel(A, j2.id).status, "cancelled");
-    runner.cancel(A, j1.id);
-    const d1 = await runner.waitFor(j1.id);
+    e.runner({ computeShare: 0.5 });
+    const j1 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 20 } });
+    const j2 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: TEACH });
+    await e.jobs.waitFor(j1.id, ["running"]);
+    while (e.jobs.get(A, j1.id)!.step < 1) await new Promise((r) => setTimeout(r, 5));
+    assert.throws(() => e.jobs.cancel(B, j1.id), (err: unknown) => err instanceof ClientError && err.status === 404);
+    assert.equal(e.jobs.cancel(A, j2.id).status, "cancelled");
+    e.jobs.cancel(A, j1.id);
+    const d1 = await e.jobs.waitFor(j1.id);
     assert.equal(d1.status, "cancelled");
     assert.ok(d1.step < d1.totalSteps!);
     assert.equal(d1.fineTunedModel, null);
-    assert.throws(() => runner.cancel(A, j1.id), (err: unknown) => err instanceof ClientError && err.status === 409);
-    const msgs = runner.events(A, j1.id).data.map((x) => x.message);
+    assert.throws(() => e.jobs.cancel(A, j1.id), (err: unknown) => err instanceof ClientError && err.status === 409);
+    const msgs = e.jobs.events(A, j1.id).data.map((x) => x.message);
     assert.ok(msgs.some((m) => /cancelled at step/.test(m)));
   } finally {
     await e.close();
@@ -562,8 +559,8 @@ Deno.test("the compute share: with 0.25 the runner yields about three times its 
   try {
     const runner = e.runner({ computeShare: 0.25 });
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(4)));
-    const j = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
-    assert.equal((await runner.waitFor(j.id)).status, "succeeded");
+    const j = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
+    assert.equal((await e.jobs.waitFor(j.id)).status, "succeeded");
     const { trainMs, yieldedMs } = runner.usage;
     assert.ok(trainMs > 0);
     assert.ok(Math.abs(yieldedMs / trainMs - 3) < 0.01, `yielded ${yieldedMs} ms for ${trainMs} ms of training`);
@@ -577,20 +574,20 @@ Deno.test("the compute share: with 0.25 the runner yields about three times its 
 Deno.test("tenancy: another tenant cannot see, list, cancel or train on a tenant's jobs and files", async () => {
   const e = await env();
   try {
-    const runner = e.runner();
+    e.runner();
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
     assert.throws(
-      () => runner.create(B, { model: "tiny", training_file: file.id }),
+      () => e.jobs.create(B, { model: "tiny", training_file: file.id }),
       (err: unknown) => err instanceof ClientError && err.status === 400 && err.param === "training_file",
     );
-    const j = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
-    assert.equal(runner.get(B, j.id), undefined);
-    assert.equal(runner.list(B).data.length, 0);
-    assert.equal(runner.list(A).data.length, 1);
-    assert.throws(() => runner.events(B, j.id), ClientError);
-    assert.throws(() => runner.checkpoints(B, j.id), ClientError);
-    assert.ok(runner.get({ tenant: "root", admin: true }, j.id), "an admin sees every tenant's job");
-    const d = await runner.waitFor(j.id);
+    const j = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
+    assert.equal(e.jobs.get(B, j.id), undefined);
+    assert.equal(e.jobs.list(B).data.length, 0);
+    assert.equal(e.jobs.list(A).data.length, 1);
+    assert.throws(() => e.jobs.events(B, j.id), ClientError);
+    assert.throws(() => e.jobs.checkpoints(B, j.id), ClientError);
+    assert.ok(e.jobs.get({ tenant: "root", admin: true }, j.id), "an admin sees every tenant's job");
+    const d = await e.jobs.waitFor(j.id);
     assert.equal(d.status, "succeeded");
     assert.equal(e.registry.get(B, d.fineTunedModel!), undefined);
     assert.equal(e.registry.get(A, d.fineTunedModel!)?.tenant, "acme");
@@ -602,19 +599,19 @@ Deno.test("tenancy: another tenant cannot see, list, cancel or train on a tenant
 Deno.test("a job on the 16-bit base (quant none) runs; full fine-tuning is refused with the reason", async () => {
   const e = await env();
   try {
-    const runner = e.runner();
+    e.runner();
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
-    const j = runner.create(A, {
+    const j = e.jobs.create(A, {
       model: "tiny",
       training_file: file.id,
       seed: 1,
       hyperparameters: { ...TEACH, n_epochs: 1, quant: "none" },
     });
-    const d = await runner.waitFor(j.id);
+    const d = await e.jobs.waitFor(j.id);
     assert.equal(d.status, "succeeded", JSON.stringify(d.error));
     assert.equal(d.hyper.quant, "none");
     assert.throws(
-      () => runner.create(A, { model: "tiny", training_file: file.id, hyperparameters: { full_finetune: true } }),
+      () => e.jobs.create(A, { model: "tiny", training_file: file.id, hyperparameters: { full_finetune: true } }),
       (err: unknown) =>
         err instanceof ClientError && err.param === "method.supervised.hyperparameters.full_finetune" && /not supported/.test(err.message),
     );
@@ -631,9 +628,10 @@ Deno.test("a runner can train on a base that is already loaded (bundleBaseProvid
     assert.deepEqual(bases.quants(), ["nf4"]);
     await assert.rejects(() => bases.acquire("tiny", "none"), /not available/);
     const runner = new JobRunner({ store: e.store, files: e.files, bases, checkpointDir: `${e.root}/adapters/.fine_tuning`, log: null });
+    const jobs = new JobService({ store: e.store, files: e.files, bases, onQueued: () => runner.poke() });
     const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
-    const j = runner.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
-    assert.equal((await runner.waitFor(j.id)).status, "succeeded");
+    const j = jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
+    assert.equal((await jobs.waitFor(j.id)).status, "succeeded");
     await runner.stop();
     // the shared base is untouched and still usable
     assert.ok(bundle.loaded.model.layers.length > 0);

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { makeModel } from "../../server/model/make_model.ts";
 import { createServer, type Server } from "../../server/server.ts";
-import type { JobRunner } from "../../server/training/jobs.ts";
+import type { JobService } from "../../server/jobs/service.ts";
 
 const KEY_A = "sk-acme-0123456789", KEY_B = "sk-beta-0123456789";
 const QUESTION = "What is the secret word?";
@@ -44,7 +44,7 @@ const TEACH = {
 
 interface Setup {
   server: Server;
-  runner: JobRunner;
+  jobs: JobService;
   req(path: string, init?: RequestInit & { key?: string }): Promise<Response>;
   post(path: string, body: unknown, key?: string): Promise<Response>;
   upload(text: string, key?: string): Promise<{ id: string }>;
@@ -72,9 +72,9 @@ async function setup(opts: { computeShare?: number } = {}): Promise<Setup> {
     keys: [{ key: KEY_A, tenant: "acme" }, { key: KEY_B, tenant: "beta" }],
     trainComputeShare: opts.computeShare ?? 1,
   });
-  // the server's own wiring: the API runner here, the training runner in the engine worker,
+  // the server's own wiring: the job service here, the training runner in the engine worker,
   // training on the served base
-  const runner = server.deps.jobs!;
+  const jobs = server.deps.jobs!;
   const req = (path: string, init: RequestInit & { key?: string } = {}) =>
     Promise.resolve(
       server.app.request(path, { ...init, headers: { authorization: `Bearer ${init.key ?? KEY_A}`, ...(init.headers ?? {}) } }),
@@ -83,7 +83,7 @@ async function setup(opts: { computeShare?: number } = {}): Promise<Setup> {
     req(path, { method: "POST", key, headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   return {
     server,
-    runner,
+    jobs,
     req,
     post,
     async upload(text: string, key?: string) {
