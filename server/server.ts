@@ -1,6 +1,7 @@
 // server.ts — wires one server together (engine worker, tokenizer, adapter registry, keys,
 // metrics, the Hono app). main.ts calls it with the command-line flags; tests and the bench call
 // it directly.
+import { resolve } from "node:path";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { Tokenizer } from "./model/tokenizer.ts";
 import { AdapterRegistry } from "./adapters/registry.ts";
@@ -50,17 +51,20 @@ export interface Server {
 }
 
 export async function createServer(o: ServerOptions): Promise<Server> {
+  // absolute once, here: the registry accepts adapters only under its root, and job checkpoints
+  // (written under the data folder) must be recognised there whatever the working directory
+  const dataDir = resolve(o.dataDir), adapterRoot = resolve(o.adapterRoot);
   const modelId = o.modelId ?? o.modelDir.replace(/\/+$/, "").split("/").pop()!;
   const tokenizer = await Tokenizer.load(o.modelDir);
   const keys = await KeyStore.load(o.keysFile, o.env === false ? () => undefined : undefined, o.keys ?? []);
   const maxNumSeqs = o.maxNumSeqs ?? 64;
   const training: TrainingOptions | undefined = o.training === false ? undefined : {
-    dataDir: o.dataDir,
-    adapterRoot: o.adapterRoot,
+    dataDir: dataDir,
+    adapterRoot: adapterRoot,
     computeShare: o.trainComputeShare ?? 0.5,
     optimizerBudgetBytes: o.optimizerBudgetBytes ?? 256 << 20,
   };
-  if (training) await Deno.mkdir(o.dataDir, { recursive: true });
+  if (training) await Deno.mkdir(dataDir, { recursive: true });
   const host = await EngineHost.start({
     training,
     modelDir: o.modelDir,
@@ -73,11 +77,11 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     adapterBudgetBytes: o.adapterBudgetBytes ?? 1 << 30,
   });
   const registry = new AdapterRegistry(
-    o.adapterRoot,
-    `${o.dataDir}/uploads`,
+    adapterRoot,
+    `${dataDir}/uploads`,
     host.info.shape,
     [host.info.id],
-    `${o.dataDir}/adapters.json`,
+    `${dataDir}/adapters.json`,
   );
   const log = o.log === undefined ? (e: Record<string, unknown>) => console.log(JSON.stringify(e)) : o.log;
   try {
@@ -123,7 +127,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
   let jobsApi: ReturnType<typeof apiJobs> | null = null;
   if (training) {
     // the HTTP thread's side of fine-tuning: the API on the shared database; the worker trains
-    jobsApi = apiJobs(training, host.info, () => host.pokeJobs());
+    jobsApi = apiJobs(training, { ...host.info, hasChatTemplate: tokenizer.chatTemplate !== null }, () => host.pokeJobs());
     deps.files = jobsApi.files;
     deps.jobs = jobsApi.jobs;
     host.onPublish = registryPublisher(registry).publish;

@@ -25,6 +25,8 @@ export interface BaseCatalog {
   quants(): JobQuant[];
   /** Largest sequence the model takes. */
   maxModelLen(model: string): number;
+  /** Whether the model has a chat template (chat and preference data need one to train). */
+  hasChatTemplate(model: string): boolean;
 }
 
 /** Hands out the bases jobs train on (dependency injection: the server decides which). */
@@ -39,12 +41,13 @@ function jobQuant(quant: string): JobQuant | null {
 }
 
 /** The catalog of a served model: jobs on it, in the quant it is served in. */
-export function servedCatalog(model: { id: string; quant: string; maxModelLen: number }): BaseCatalog {
+export function servedCatalog(model: { id: string; quant: string; maxModelLen: number; hasChatTemplate: boolean }): BaseCatalog {
   const quant = jobQuant(model.quant);
   return {
     models: () => [model.id],
     quants: () => quant ? [quant] : [],
     maxModelLen: () => model.maxModelLen,
+    hasChatTemplate: () => model.hasChatTemplate,
   };
 }
 
@@ -64,6 +67,7 @@ export function bundleBaseProvider(
     models: () => [bundle.id],
     quants: () => [...new Set<JobQuant>([...(quant ? [quant] : []), ...(fallback?.quants() ?? [])])],
     maxModelLen: () => bundle.maxModelLen,
+    hasChatTemplate: () => bundle.tokenizer.chatTemplate !== null,
     acquire(model, q) {
       if (model !== bundle.id) return Promise.reject(new Error(`unknown model ${model}`));
       if (q === quant) return Promise.resolve(base);

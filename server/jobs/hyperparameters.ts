@@ -10,8 +10,12 @@ import { LORA_MODULES } from "../model/llama.ts";
 import { ClientError } from "../util/errors.ts";
 import type { TrainHyper } from "../training/trainer.ts";
 
-/** Where the hyperparameters sit in a create request (the `param` of their errors). */
-export const HYPERPARAMETERS_PARAM = "method.supervised.hyperparameters";
+/** The training methods (OpenAI's `method.type`; "reinforcement" is not offered). */
+export const METHODS = ["supervised", "dpo"] as const;
+export type JobMethod = (typeof METHODS)[number];
+
+/** Where a method's hyperparameters sit in a create request (the `param` of their errors). */
+export const hyperparametersParam = (method: JobMethod) => `method.${method}.hyperparameters`;
 
 const QUANTS = ["nf4", "none"] as const;
 export type JobQuant = (typeof QUANTS)[number];
@@ -43,7 +47,8 @@ export const HyperparametersSchema = z.object({
   n_epochs: orAuto(z.number().int().min(1).max(50), 3, "Passes over the training data"),
   batch_size: contextAuto(
     z.number().int().min(1).max(256),
-    'Sequences per micro-batch (with packing: rows of max_seq_len tokens) ("auto": up to 4).',
+    "Examples per optimizer step, as in OpenAI's API (packing only decides how a step is cut into micro-batches; " +
+      '"auto": about 0.2% of the training examples, from 1 to 256).',
   ),
   learning_rate_multiplier: orAuto(z.number().gt(0).max(10), 1, "Scales learning_rate"),
   learning_rate: withDefault(z.number().gt(0).max(1), 2e-4, "Extension: peak learning rate before the multiplier"),
@@ -58,14 +63,24 @@ export const HyperparametersSchema = z.object({
   warmup_ratio: withDefault(z.number().min(0).lt(1), 0.03, "Extension: fraction of steps of linear warmup"),
   lr_scheduler: withDefault(z.enum(["linear", "cosine", "constant"]), "linear", "Extension: decay after warmup"),
   max_grad_norm: withDefault(z.number().min(0).max(1e4), 1, "Extension: global gradient-norm clipping, 0 for none"),
-  gradient_accumulation_steps: withDefault(z.number().int().min(1).max(1024), 1, "Extension: micro-batches per optimizer step"),
+  gradient_accumulation_steps: withDefault(
+    z.number().int().min(1).max(1024),
+    1,
+    "Extension: at least this many micro-batches per optimizer step (less memory; a step is still batch_size examples)",
+  ),
   max_seq_len: z.number().int().min(8).max(131072).optional().openapi({
     description: "Extension: longest sequence, in tokens (default min(1024, the model's)).",
   }),
-  packing: withDefault(z.boolean(), true, "Extension: pack examples into rows, with no attention across them"),
+  packing: withDefault(
+    z.boolean(),
+    true,
+    "Extension: pack a step's examples into micro-batches of 4 × max_seq_len tokens, no attention across them (false: one example per micro-batch)",
+  ),
   train_on_inputs: withDefault(z.boolean(), false, "Extension: take the loss on every token, not only the assistant's"),
   optimizer: withDefault(z.enum(OPTIMIZERS), "paged_adamw", "Extension: the AdamW variant"),
-  quant: withDefault(z.enum(QUANTS), "nf4", "Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA)"),
+  quant: z.enum(QUANTS).optional().openapi({
+    description: "Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA) (default: the served base's).",
+  }),
   full_finetune: withDefault(
     z.boolean().refine(
       (full) => !full,
@@ -78,11 +93,18 @@ export const HyperparametersSchema = z.object({
   checkpoint_every: orAuto(z.number().int().min(0).max(1e6), 0, "Extension: steps between checkpoints, 0 for about 5 per job"),
 }).strict().openapi("FineTuningHyperparameters");
 
+/** DPO's: the supervised ones and β (OpenAI's method.dpo.hyperparameters, with our extensions). */
+export const DpoHyperparametersSchema = HyperparametersSchema.extend({
+  beta: orAuto(z.number().gt(0).max(2), 0.1, "How far the policy may move from the reference (the base): larger stays closer"),
+}).strict().openapi("FineTuningDpoHyperparameters");
+
+const SCHEMAS = { supervised: HyperparametersSchema, dpo: DpoHyperparametersSchema } as const;
+
 /** What a request may give (every field optional). */
-export type HyperparametersInput = z.input<typeof HyperparametersSchema>;
-type Parsed = z.output<typeof HyperparametersSchema>;
-/** Every hyperparameter resolved: what the job runs with and shows. */
-export type Hyperparameters = { [K in keyof Parsed]-?: Exclude<Parsed[K], "auto" | undefined> };
+export type HyperparametersInput = z.input<typeof DpoHyperparametersSchema>;
+type Parsed = z.output<typeof DpoHyperparametersSchema>;
+/** Every hyperparameter resolved: what the job runs with and shows (beta for DPO only). */
+export type Hyperparameters = { [K in Exclude<keyof Parsed, "beta">]-?: Exclude<Parsed[K], "auto" | undefined> } & { beta?: number };
 
 /** The type a field resolves to: its input type without absence, "auto" or "all-linear", and
  * without the input's range (learning_rate resolves to learning_rate × learning_rate_multiplier). */
@@ -94,10 +116,17 @@ function resolvedType(field: z.ZodType): z.ZodType {
   return field;
 }
 
+const resolvedShape = (schema: z.ZodObject) =>
+  Object.fromEntries(Object.entries(schema.shape).map(([name, field]) => [name, resolvedType(field as z.ZodType)]));
+
 /** The resolved hyperparameters a job shows (method.supervised.hyperparameters). */
-export const ResolvedHyperparametersSchema = z.object(
-  Object.fromEntries(Object.entries(HyperparametersSchema.shape).map(([name, field]) => [name, resolvedType(field)])),
-).openapi("ResolvedFineTuningHyperparameters");
+export const ResolvedHyperparametersSchema = z.object(resolvedShape(HyperparametersSchema)).openapi(
+  "ResolvedFineTuningHyperparameters",
+);
+/** The resolved hyperparameters of a DPO job (method.dpo.hyperparameters). */
+export const ResolvedDpoHyperparametersSchema = z.object(resolvedShape(DpoHyperparametersSchema)).openapi(
+  "ResolvedFineTuningDpoHyperparameters",
+);
 
 /** What the defaults depend on besides the request. */
 export interface ResolveContext {
@@ -105,36 +134,44 @@ export interface ResolveContext {
   examples: number;
   /** The model's longest sequence (max_seq_len's default and upper bound). */
   maxModelLen: number;
-  /** The quants the server can train with. */
+  /** The quants the server can train with, the served base's first (the default). */
   quants: readonly JobQuant[];
 }
 
-function invalid(field: string, message: string): ClientError {
-  return new ClientError(400, `${field}: ${message}`, "invalid_value", `${HYPERPARAMETERS_PARAM}.${field}`);
-}
+/** OpenAI's documented "auto" batch size: about 0.2% of the examples, from 1 to 256. */
+export const autoBatchSize = (examples: number) => Math.max(1, Math.min(256, Math.round(examples * 0.002)));
 
 /**
  * Resolves the hyperparameters (absent and "auto" → defaults) and checks every range, including
  * the ones that depend on the job; errors name the field.
  */
-export function resolveHyperparameters(input: HyperparametersInput, ctx: ResolveContext): Hyperparameters {
-  const parsed = HyperparametersSchema.safeParse(input);
+export function resolveHyperparameters(
+  input: HyperparametersInput,
+  ctx: ResolveContext,
+  method: JobMethod = "supervised",
+): Hyperparameters {
+  const invalid = (field: string, message: string) =>
+    new ClientError(400, `${field}: ${message}`, "invalid_value", `${hyperparametersParam(method)}.${field}`);
+  const parsed = SCHEMAS[method].safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const unknown = issue.code === "unrecognized_keys" ? issue.keys[0] : undefined;
     if (unknown !== undefined) throw invalid(unknown, "unknown hyperparameter");
     throw invalid(String(issue.path[0] ?? "hyperparameters"), issue.message);
   }
-  const h = parsed.data;
-  if (!ctx.quants.includes(h.quant)) {
-    throw invalid("quant", `quant "${h.quant}" is not available on this server (available: ${ctx.quants.join(", ")})`);
+  const h = parsed.data as Parsed;
+  const quant = h.quant ?? ctx.quants[0];
+  if (quant === undefined) throw invalid("quant", "this server's base cannot be trained (it is served in a quant other than nf4 or none)");
+  if (!ctx.quants.includes(quant)) {
+    throw invalid("quant", `quant "${quant}" is not available on this server (available: ${ctx.quants.join(", ")})`);
   }
   if (h.max_seq_len !== undefined && h.max_seq_len > ctx.maxModelLen) {
     throw invalid("max_seq_len", `must be in [8, ${ctx.maxModelLen}] (got ${h.max_seq_len})`);
   }
   return {
     ...h,
-    batch_size: h.batch_size === "auto" ? Math.max(1, Math.min(4, ctx.examples)) : h.batch_size,
+    quant,
+    batch_size: h.batch_size === "auto" ? autoBatchSize(ctx.examples) : h.batch_size,
     learning_rate: h.learning_rate * h.learning_rate_multiplier,
     lora_alpha: h.lora_alpha ?? 2 * h.lora_r,
     max_seq_len: h.max_seq_len ?? Math.min(1024, ctx.maxModelLen),
@@ -149,9 +186,11 @@ type CamelCased<T> = { [K in keyof T & string as CamelCase<K>]: T[K] };
 export function trainConfig(
   h: Hyperparameters,
   run: Pick<TrainHyper, "seed" | "optimizerBudgetBytes" | "checkpointEvery">,
+  method: JobMethod = "supervised",
 ): TrainHyper {
+  const { beta, ...rest } = h;
   const renamed = Object.fromEntries(
-    Object.entries(h).map(([name, value]) => [name.replace(/_(.)/g, (_, c: string) => c.toUpperCase()), value]),
-  ) as CamelCased<Hyperparameters>;
-  return { ...renamed, ...run, evalEvery: 0 };
+    Object.entries(rest).map(([name, value]) => [name.replace(/_(.)/g, (_, c: string) => c.toUpperCase()), value]),
+  ) as CamelCased<Omit<Hyperparameters, "beta">>;
+  return { ...renamed, ...run, evalEvery: 0, method, ...(method === "dpo" ? { dpoBeta: beta } : {}) };
 }

@@ -4,11 +4,11 @@
 // same database: the API's JobService on the HTTP thread, the JobRunner in the engine worker.
 import { newId, nowSeconds, type Store } from "../store/db.ts";
 import type { Caller } from "../util/caller.ts";
-import type { Hyperparameters } from "./hyperparameters.ts";
+import type { Hyperparameters, JobMethod } from "./hyperparameters.ts";
 import type { CheckpointRecord, JobError, JobEvent, JobRecord, JobStatus, Page } from "./types.ts";
 
 const JOB_COLUMNS = `id, tenant, model, training_file AS trainingFile, validation_file AS validationFile, suffix, seed,
-  metadata, hyper, status, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt, error,
+  metadata, method, hyper, status, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt, error,
   fine_tuned_model AS fineTunedModel, trained_tokens AS trainedTokens, step, total_steps AS totalSteps`;
 const EVENT_COLUMNS = "id, job_id AS jobId, created_at AS createdAt, level, type, message, data";
 const CHECKPOINT_COLUMNS = "id, job_id AS jobId, step, created_at AS createdAt, model_id AS modelId, dir, metrics, final";
@@ -17,8 +17,9 @@ const CHECKPOINT_COLUMNS = "id, job_id AS jobId, step, created_at AS createdAt, 
 type Stored<T, Json extends keyof T> = Omit<T, Json> & { [K in Json]: string | null };
 
 const parseJson = (text: string | null) => text === null ? null : JSON.parse(text);
-const toJob = (r: Stored<JobRecord, "metadata" | "hyper" | "error">): JobRecord => ({
+const toJob = (r: Stored<JobRecord, "metadata" | "method" | "hyper" | "error">): JobRecord => ({
   ...r,
+  method: parseJson(r.method)?.type ?? "supervised",
   metadata: parseJson(r.metadata),
   hyper: parseJson(r.hyper),
   error: parseJson(r.error),
@@ -39,6 +40,7 @@ export interface NewJob {
   suffix: string | null;
   seed: number;
   metadata: Record<string, string> | null;
+  method: JobMethod;
   hyper: Hyperparameters;
 }
 
@@ -62,7 +64,7 @@ export class JobRepository {
       job.suffix,
       job.seed,
       job.metadata ? JSON.stringify(job.metadata) : null,
-      JSON.stringify({ type: "supervised" }),
+      JSON.stringify({ type: job.method }),
       JSON.stringify(job.hyper),
       nowSeconds(),
     );
@@ -71,7 +73,10 @@ export class JobRepository {
 
   /** The job, whoever owns it (the runner's view). */
   job(id: string): JobRecord | undefined {
-    const r = this.store.get<Stored<JobRecord, "metadata" | "hyper" | "error">>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`, id);
+    const r = this.store.get<Stored<JobRecord, "metadata" | "method" | "hyper" | "error">>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`,
+      id,
+    );
     return r && toJob(r);
   }
 
@@ -97,7 +102,7 @@ export class JobRepository {
       where.push("json_extract(metadata, ?) = ?");
       params.push(`$."${k.replace(/"/g, "")}"`, v);
     }
-    const rows = this.store.all<Stored<JobRecord, "metadata" | "hyper" | "error">>(
+    const rows = this.store.all<Stored<JobRecord, "metadata" | "method" | "hyper" | "error">>(
       `SELECT ${JOB_COLUMNS} FROM jobs ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`,
       ...params,
       opts.limit + 1,
@@ -107,7 +112,7 @@ export class JobRepository {
 
   /** Jobs in a status, oldest first. */
   withStatus(status: JobStatus, limit = -1): JobRecord[] {
-    return this.store.all<Stored<JobRecord, "metadata" | "hyper" | "error">>(
+    return this.store.all<Stored<JobRecord, "metadata" | "method" | "hyper" | "error">>(
       `SELECT ${JOB_COLUMNS} FROM jobs WHERE status = ? ORDER BY seq LIMIT ?`,
       status,
       limit,

@@ -11,8 +11,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Store } from "../store/db.ts";
 import type { FileStore } from "../store/files.ts";
-import { DatasetError, type Example, parseJsonl, type TokenizedExample, tokenizeExample } from "../training/dataset.ts";
-import { type StepEvent, totalSteps, Trainer, type TrainerState } from "../training/trainer.ts";
+import { DatasetError, type Example, parseJsonl, tokenizeExample, tokenizePair } from "../training/dataset.ts";
+import { type StepEvent, totalSteps, Trainer, type TrainerState, type TrainItem } from "../training/trainer.ts";
 import { isResumable, loadCheckpoint, writeCheckpoint } from "../training/checkpoints.ts";
 import type { BaseProvider, TrainingBase } from "./bases.ts";
 import { trainConfig } from "./hyperparameters.ts";
@@ -43,8 +43,8 @@ type RunEnd = "succeeded" | "cancelled" | "interrupted";
 
 /** A job's data, tokenized for its base. */
 interface JobData {
-  train: TokenizedExample[];
-  validation: TokenizedExample[] | null;
+  train: TrainItem[];
+  validation: TrainItem[] | null;
 }
 
 /** Why a job failed, as the job shows it. */
@@ -221,9 +221,11 @@ export class JobRunner {
 
   async #loadData(job: JobRecord, base: TrainingBase): Promise<JobData> {
     const opts = { trainOnInputs: job.hyper.train_on_inputs, eosTokenId: base.eosTokenIds[0] ?? null };
+    const tokenize = (e: Example): TrainItem =>
+      job.method === "dpo" ? tokenizePair(base.tokenizer, e, opts) : tokenizeExample(base.tokenizer, e, opts);
     const tokenized = async (fileId: string, param: string) => {
       const examples = await this.#parseFile(fileId, param);
-      return this.#asJobFailure(fileId, param, () => examples.map((e) => tokenizeExample(base.tokenizer, e, opts)));
+      return this.#asJobFailure(fileId, param, () => examples.map(tokenize));
     };
     return {
       train: await tokenized(job.trainingFile, "training_file"),
@@ -251,10 +253,14 @@ export class JobRunner {
   #newTrainer(job: JobRecord, base: TrainingBase, data: JobData, jobDir: string): Trainer {
     const h = job.hyper;
     const paged = h.optimizer !== "adamw";
-    const config = trainConfig(h, { seed: job.seed, optimizerBudgetBytes: paged ? this.optimizerBudgetBytes : 0, checkpointEvery: 0 });
+    const run = { seed: job.seed, optimizerBudgetBytes: paged ? this.optimizerBudgetBytes : 0, checkpointEvery: 0 };
+    const config = trainConfig(h, run, job.method);
     const total = totalSteps(data.train, config);
     const checkpointEvery = h.checkpoint_every > 0 ? h.checkpoint_every : Math.max(1, Math.ceil(total / 5));
-    const trainedTokens = data.train.reduce((s, e) => s + Math.min(e.ids.length, h.max_seq_len), 0) * h.n_epochs;
+    const tokens = (ids: number[]) => Math.min(ids.length, h.max_seq_len);
+    const trainedTokens =
+      data.train.reduce((s, x) => s + ("chosen" in x ? tokens(x.chosen.ids) + tokens(x.rejected.ids) : tokens(x.ids)), 0) *
+      h.n_epochs;
     this.#repo.setTotals(job.id, total, trainedTokens);
     return new Trainer(base.ctx, base.model, { ...config, checkpointEvery }, paged ? `${jobDir}/spill` : null);
   }
@@ -319,6 +325,15 @@ export class JobRunner {
       grad_norm: e.gradNorm,
       tokens_per_second: e.tokensPerSecond,
       ...(e.validationLoss !== undefined ? { valid_loss: e.validationLoss } : {}),
+      // DPO: TRL's rewards/* per step, averaged over the step's pairs
+      ...(e.dpo
+        ? {
+          rewards_chosen: e.dpo.chosenReward,
+          rewards_rejected: e.dpo.rejectedReward,
+          rewards_margin: e.dpo.margin,
+          rewards_accuracy: e.dpo.accuracy,
+        }
+        : {}),
     };
     const validation = e.validationLoss !== undefined ? `, validation loss=${e.validationLoss.toFixed(4)}` : "";
     this.#event(job.id, "info", `Step ${e.step}/${e.totalSteps}: training loss=${e.loss.toFixed(4)}${validation}`, "metrics", data);
@@ -360,9 +375,10 @@ export class JobRunner {
     const ckptModel = checkpointModelId(modelId, step);
     const { train_loss, valid_loss } = metrics;
     const ckptMetrics = { step, ...(train_loss !== undefined ? { train_loss } : {}), ...(valid_loss !== undefined ? { valid_loss } : {}) };
-    // servable first, then recorded: a checkpoint (or a succeeded job) that the API lists can be used
-    await this.#publish(job, ckptModel, dir);
-    if (final) await this.#publish(job, modelId, dir);
+    // servable first, then recorded: a checkpoint (or a succeeded job) that the API lists can be
+    // used; a final model that cannot be served fails the job (it did not produce a model)
+    await this.#publish(job, ckptModel, dir, final);
+    if (final) await this.#publish(job, modelId, dir, true);
     this.#repo.transaction(() => {
       this.#repo.addCheckpoint({ jobId: job.id, step, modelId: ckptModel, dir, metrics: ckptMetrics, final });
       if (final) {
@@ -374,12 +390,15 @@ export class JobRunner {
     this.#onCheckpoint?.(job.id, step, final);
   }
 
-  async #publish(job: JobRecord, id: string, dir: string): Promise<void> {
+  /** Registers a model for serving; a failure is a warning, or the job's failure when `required`. */
+  async #publish(job: JobRecord, id: string, dir: string, required = false): Promise<void> {
     if (!this.publisher) return;
     try {
       await this.publisher.publish(job.tenant, id, dir);
     } catch (e) {
-      this.#event(job.id, "warn", `could not register ${id} for serving: ${(e as Error).message}`);
+      const message = `could not register ${id} for serving: ${(e as Error).message}`;
+      if (required) throw new JobFailure({ code: "model_not_servable", message: `the fine-tuned model ${message}`, param: null });
+      this.#event(job.id, "warn", message);
     }
   }
 

@@ -10,7 +10,7 @@ import { ID_RE as ADAPTER_ID_RE } from "../adapters/registry.ts";
 import type { Caller } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
 import type { BaseCatalog } from "./bases.ts";
-import { resolveHyperparameters } from "./hyperparameters.ts";
+import { type Hyperparameters, type JobMethod, resolveHyperparameters } from "./hyperparameters.ts";
 import { JobRepository } from "./repository.ts";
 import {
   checkpointModelId,
@@ -61,8 +61,12 @@ export class JobService {
         "model",
       );
     }
+    const method = req.method ?? "supervised";
     const train = this.#fineTuneFile(caller, req.training_file, "training_file");
-    if (req.validation_file) this.#fineTuneFile(caller, req.validation_file, "validation_file");
+    this.#checkData(train, req.model, method, "training_file");
+    if (req.validation_file) {
+      this.#checkData(this.#fineTuneFile(caller, req.validation_file, "validation_file"), req.model, method, "validation_file");
+    }
     const suffix = req.suffix ?? null;
     checkModelIds(req.model, suffix);
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 31);
@@ -73,7 +77,7 @@ export class JobService {
       examples: train.examples,
       maxModelLen: this.#bases.maxModelLen(req.model),
       quants: this.#bases.quants(),
-    });
+    }, method);
     const id = this.#repo.insert({
       tenant: caller.tenant,
       model: req.model,
@@ -82,9 +86,12 @@ export class JobService {
       suffix,
       seed,
       metadata: req.metadata ?? null,
+      method,
       hyper,
     });
     this.#repo.addEvent(id, "info", `Created fine-tuning job: ${id}`);
+    const warning = fewStepsWarning(train.examples, hyper);
+    if (warning) this.#repo.addEvent(id, "warn", warning);
     this.#onQueued?.();
     return this.require(caller, id);
   }
@@ -150,6 +157,28 @@ export class JobService {
     }
   }
 
+  /** Refuses data that cannot train with this method on this model, naming the file and the reason. */
+  #checkData(file: FileRecord, model: string, method: JobMethod, param: "training_file" | "validation_file"): void {
+    if (file.kinds === null) return; // uploaded before formats were recorded: checked when the job runs
+    const fail = (message: string) => new ClientError(400, `${param}: file "${file.id}" ${message}`, "invalid_file", param);
+    const preference = file.kinds.includes("preference");
+    if (method === "dpo" && file.kinds.some((k) => k !== "preference")) {
+      throw fail(
+        `holds ${file.kinds.filter((k) => k !== "preference").join(" and ")} examples; DPO trains on preference examples ` +
+          `({"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]})`,
+      );
+    }
+    if (method === "supervised" && preference) {
+      throw fail('holds preference examples, which train with DPO: set method {"type": "dpo"}');
+    }
+    if ((file.kinds.includes("chat") || preference) && !this.#bases.hasChatTemplate(model)) {
+      throw fail(
+        `holds chat messages, but model "${model}" has no chat template to render them: ` +
+          `use {"prompt": ..., "completion": ...} examples, or serve a model folder with a chat template`,
+      );
+    }
+  }
+
   /** The caller's file with purpose "fine-tune", for the request field `param`. */
   #fineTuneFile(caller: Caller, id: string, param: "training_file" | "validation_file"): FileRecord {
     const file = this.#files.get(caller, id);
@@ -162,6 +191,17 @@ export class JobService {
 }
 
 const clamp = (limit: number, max: number) => Math.max(1, Math.min(limit, max));
+
+/** Fewer optimizer steps than this rarely move a model: the job says so when it is created. */
+export const FEW_STEPS = 50;
+
+/** A warning when the job will take few optimizer steps (examples / batch_size × n_epochs). */
+function fewStepsWarning(examples: number, h: Hyperparameters): string | null {
+  const steps = Math.ceil(examples / h.batch_size) * h.n_epochs;
+  if (steps >= FEW_STEPS) return null;
+  return `This job will run only ${steps} optimizer steps (${examples} examples, batch_size ${h.batch_size}, n_epochs ${h.n_epochs}); ` +
+    `fewer than ${FEW_STEPS} rarely change a model much: consider more examples, more epochs or a smaller batch_size.`;
+}
 
 /** The suffix is valid, and the longest model id the job will make (a checkpoint's, with the
  * longest job id and step) is one the adapter registry accepts. */

@@ -2,7 +2,7 @@
 // queued → running → succeeded | failed | cancelled), the job record, its events (messages and
 // metrics per step) and checkpoints (each a servable model), the create request, pages, and the
 // names a job gives its models.
-import type { Hyperparameters, HyperparametersInput } from "./hyperparameters.ts";
+import type { Hyperparameters, HyperparametersInput, JobMethod } from "./hyperparameters.ts";
 
 export const JOB_STATUSES = ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
@@ -18,6 +18,8 @@ export interface CreateJobRequest {
   suffix?: string | null;
   seed?: number | null;
   metadata?: Record<string, string> | null;
+  /** Supervised (default) or DPO on preference pairs. */
+  method?: JobMethod;
   hyperparameters?: HyperparametersInput;
 }
 
@@ -37,6 +39,7 @@ export interface JobRecord {
   suffix: string | null;
   seed: number;
   metadata: Record<string, string> | null;
+  method: JobMethod;
   hyper: Hyperparameters;
   status: JobStatus;
   createdAt: number;

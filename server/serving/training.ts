@@ -70,7 +70,7 @@ export function startWorkerJobs(
  * the served model, in the served quant. */
 export function apiJobs(
   o: TrainingOptions,
-  model: { id: string; quant: string; maxModelLen: number },
+  model: { id: string; quant: string; maxModelLen: number; hasChatTemplate: boolean },
   wakeWorker: () => void,
 ): { files: FileStore; jobs: JobService; close(): void } {
   const store = new Store(dbPath(o.dataDir));

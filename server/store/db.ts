@@ -74,6 +74,9 @@ const MIGRATIONS: string[] = [
     UNIQUE (job_id, step)
   );
   `,
+  // the example formats a file holds (comma-separated: chat, prompt, preference), known at upload;
+  // NULL for files uploaded before (checked when their job runs)
+  `ALTER TABLE files ADD COLUMN kinds TEXT;`,
 ];
 
 export class Store {

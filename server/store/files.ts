@@ -1,7 +1,7 @@
 // files.ts — uploaded files (OpenAI's /v1/files): fine-tuning data validated on upload (JSONL,
 // errors name the line), stored under the data folder (temp file, fsync, rename), one row per
 // file in SQLite. Scoped by tenant: another tenant's file looks exactly like a missing one.
-import { DatasetError, parseJsonl } from "../training/dataset.ts";
+import { DatasetError, type Example, parseJsonl } from "../training/dataset.ts";
 import { newId, nowSeconds, type Store } from "./db.ts";
 import { ClientError } from "../util/errors.ts";
 import { syncDir } from "../util/fs.ts";
@@ -16,6 +16,8 @@ export interface FileRecord {
   createdAt: number;
   path: string;
   examples: number;
+  /** The example formats in the file (null: uploaded before formats were recorded). */
+  kinds: Example["kind"][] | null;
 }
 
 export const FILE_PURPOSES = ["fine-tune"] as const;
@@ -31,6 +33,7 @@ interface FileRow {
   created_at: number;
   path: string;
   examples: number;
+  kinds: string | null;
 }
 
 const toRecord = (r: FileRow): FileRecord => ({
@@ -42,6 +45,7 @@ const toRecord = (r: FileRow): FileRecord => ({
   createdAt: Number(r.created_at),
   path: r.path,
   examples: Number(r.examples),
+  kinds: r.kinds === null || r.kinds === undefined ? null : r.kinds.split(",") as Example["kind"][],
 });
 
 /** Writes bytes to `path` atomically: a temp file in the same folder, fsync, rename, fsync the folder. */
@@ -93,9 +97,11 @@ export class FileStore {
     } catch {
       throw new ClientError(400, "the file is not valid UTF-8 text", "invalid_file", "file");
     }
-    let examples: number;
+    let examples: number, kinds: Example["kind"][];
     try {
-      examples = parseJsonl(text, { maxExamples: this.maxExamples }).length;
+      const parsed = parseJsonl(text, { maxExamples: this.maxExamples });
+      examples = parsed.length;
+      kinds = [...new Set(parsed.map((e) => e.kind))].sort();
     } catch (e) {
       if (e instanceof DatasetError) throw new ClientError(400, `invalid fine-tuning file: ${e.message}`, "invalid_file", "file");
       throw e;
@@ -112,9 +118,10 @@ export class FileStore {
       createdAt: nowSeconds(),
       path,
       examples,
+      kinds,
     };
     this.store.run(
-      "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at, path, examples) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at, path, examples, kinds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       rec.id,
       rec.tenant,
       rec.filename,
@@ -123,6 +130,7 @@ export class FileStore {
       rec.createdAt,
       rec.path,
       rec.examples,
+      kinds.join(","),
     );
     return rec;
   }

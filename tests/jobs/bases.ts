@@ -23,6 +23,14 @@ export function folderBaseProvider(
     models: () => [id],
     quants: () => quants,
     maxModelLen: () => maxLen,
+    hasChatTemplate: () => {
+      try {
+        Deno.statSync(`${dir}/chat_template.jinja`);
+        return true;
+      } catch {
+        return /"chat_template"/.test(Deno.readTextFileSync(`${dir}/tokenizer_config.json`));
+      }
+    },
     acquire(model, quant) {
       if (model !== id) return Promise.reject(new Error(`unknown model ${model}`));
       let p = loaded.get(quant);

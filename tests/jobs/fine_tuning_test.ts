@@ -244,7 +244,18 @@ Deno.test("fine-tuning: every invalid request is a 400 in OpenAI's shape naming 
       [hp({ full_finetune: true }), `${P}.full_finetune`, /full fine-tuning is not supported/],
       [hp({ momentum: 0.9 }), `${P}.momentum`, /unknown field/],
       [{ model: "tiny", training_file: file.id, color: "red" }, "color", /unknown field/],
-      [{ model: "tiny", training_file: file.id, method: { type: "dpo" } }, "method.type"],
+      [{ model: "tiny", training_file: file.id, method: { type: "reinforcement" } }, "method.type", /not supported/],
+      // chat examples cannot train with DPO (preference examples do): refused at creation, naming the file
+      [{ model: "tiny", training_file: file.id, method: { type: "dpo" } }, "training_file", /DPO trains on preference examples/],
+      [
+        { model: "tiny", training_file: file.id, method: { type: "dpo", dpo: { hyperparameters: { beta: 3 } } } },
+        "method.dpo.hyperparameters.beta",
+      ],
+      [
+        { model: "tiny", training_file: file.id, method: { type: "supervised", supervised: { hyperparameters: { beta: 0.1 } } } },
+        `${P}.beta`,
+      ],
+      [{ model: "tiny", training_file: file.id, method: { type: "supervised", dpo: {} } }, "method.dpo"],
       [{
         model: "tiny",
         training_file: file.id,

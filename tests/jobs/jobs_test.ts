@@ -645,7 +645,20 @@ Deno.test("hyperparameters: defaults, auto, and every out-of-range or unknown va
   const ctx = { examples: 10, maxModelLen: 512, quants: ["nf4"] as ("nf4" | "none")[] };
   const d = resolveHyperparameters({}, ctx);
   assert.equal(d.n_epochs, 3);
-  assert.equal(d.batch_size, 4);
+  // "auto" as OpenAI documents it: about 0.2% of the examples, from 1 to 256
+  assert.equal(d.batch_size, 1);
+  assert.equal(resolveHyperparameters({}, { ...ctx, examples: 5000 }).batch_size, 10);
+  assert.equal(resolveHyperparameters({ batch_size: "auto" }, { ...ctx, examples: 1e6 }).batch_size, 256);
+  // the quant follows the served base unless asked
+  assert.equal(d.quant, "nf4");
+  assert.equal(resolveHyperparameters({}, { ...ctx, quants: ["none"] }).quant, "none");
+  assert.equal(d.beta, undefined, "beta is DPO's");
+  assert.equal(resolveHyperparameters({}, ctx, "dpo").beta, 0.1);
+  assert.equal(resolveHyperparameters({ beta: 0.5 }, ctx, "dpo").beta, 0.5);
+  assert.throws(
+    () => resolveHyperparameters({ beta: 0 }, ctx, "dpo"),
+    (e: unknown) => e instanceof ClientError && e.param === "method.dpo.hyperparameters.beta",
+  );
   assert.equal(d.learning_rate, 2e-4);
   assert.equal(d.lora_alpha, 32);
   assert.deepEqual(d.target_modules, [...LORA_MODULES]);
@@ -673,6 +686,7 @@ Deno.test("hyperparameters: defaults, auto, and every out-of-range or unknown va
     [{ quant: "int8" }, "quant"],
     [{ full_finetune: true }, "full_finetune"],
     [{ momentum: 0.9 }, "momentum"],
+    [{ beta: 0.1 }, "beta"],
   ];
   for (const [h, field] of cases) {
     assert.throws(

@@ -41,13 +41,22 @@ export function jobObject(j: JobRecord) {
     training_file: j.trainingFile,
     validation_file: j.validationFile,
     user_provided_suffix: j.suffix,
-    estimated_finish: null,
+    estimated_finish: estimatedFinish(j),
     integrations: [] as unknown[],
     metadata: j.metadata,
-    method: { type: "supervised" as const, supervised: { hyperparameters: h } },
+    method: j.method === "dpo"
+      ? { type: "dpo" as const, dpo: { hyperparameters: h } }
+      : { type: "supervised" as const, supervised: { hyperparameters: h } },
     step: j.step,
     total_steps: j.totalSteps,
   };
+}
+
+/** A running job's finish time, from its pace so far (seconds since it started per step done). */
+function estimatedFinish(j: JobRecord): number | null {
+  if (j.status !== "running" || j.startedAt === null || j.totalSteps === null || j.step <= 0) return null;
+  const now = Math.floor(Date.now() / 1000);
+  return now + Math.round(((now - j.startedAt) / j.step) * (j.totalSteps - j.step));
 }
 
 function eventObject(e: JobEvent) {
@@ -155,19 +164,27 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
 
   app.openapi(routes.create, (c) => {
     const body = c.req.valid("json");
-    if (body.method && body.method.type !== "supervised") {
-      throw new ClientError(400, `method.type "${body.method.type}" is not supported (only "supervised")`, "invalid_value", "method.type");
+    const method = body.method?.type ?? "supervised";
+    if (method === "reinforcement") {
+      throw new ClientError(400, 'method.type "reinforcement" is not supported (supervised or dpo)', "unsupported_value", "method.type");
     }
-    const fromMethod = body.method?.supervised?.hyperparameters;
-    if (fromMethod && body.hyperparameters) {
+    const other = method === "dpo" ? "supervised" : "dpo";
+    if (body.method?.[other] !== undefined) {
+      throw new ClientError(400, `method.${other} does not go with method.type "${method}"`, "invalid_value", `method.${other}`);
+    }
+    const fromMethod = body.method?.[method]?.hyperparameters;
+    if (body.hyperparameters && (fromMethod || method === "dpo")) {
       throw new ClientError(
         400,
-        "give the hyperparameters in method.supervised.hyperparameters or in the deprecated top-level hyperparameters, not both",
+        `give the hyperparameters in method.${method}.hyperparameters` +
+          (method === "dpo"
+            ? " (the deprecated top-level hyperparameters are for supervised jobs)"
+            : ", not also in the deprecated top-level hyperparameters"),
         "invalid_value",
         "hyperparameters",
       );
     }
-    const job = jobs.create(c.get("principal"), { ...body, hyperparameters: fromMethod ?? body.hyperparameters });
+    const job = jobs.create(c.get("principal"), { ...body, method, hyperparameters: fromMethod ?? body.hyperparameters });
     return c.json(jobObject(job), 200);
   });
 

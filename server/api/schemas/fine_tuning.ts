@@ -2,13 +2,18 @@
 // beside OpenAI's three (their schema lives with the jobs: server/jobs/hyperparameters.ts).
 // Unknown fields anywhere in the request are rejected (400 naming them).
 import { z } from "@hono/zod-openapi";
-import { HyperparametersSchema, ResolvedHyperparametersSchema } from "../../jobs/hyperparameters.ts";
+import {
+  DpoHyperparametersSchema,
+  HyperparametersSchema,
+  ResolvedDpoHyperparametersSchema,
+  ResolvedHyperparametersSchema,
+} from "../../jobs/hyperparameters.ts";
 import { EVENT_LEVELS, EVENT_TYPES, JOB_STATUSES, SUFFIX_RE } from "../../jobs/types.ts";
 
 export const MethodSchema = z.object({
   type: z.enum(["supervised", "dpo", "reinforcement"]),
   supervised: z.object({ hyperparameters: HyperparametersSchema.optional() }).strict().optional(),
-  dpo: z.unknown().optional(),
+  dpo: z.object({ hyperparameters: DpoHyperparametersSchema.optional() }).strict().optional(),
   reinforcement: z.unknown().optional(),
 }).strict().openapi("FineTuningMethod");
 
@@ -47,7 +52,10 @@ export const JobSchema = z.object({
   estimated_finish: z.number().int().nullable(),
   integrations: z.array(z.unknown()),
   metadata: z.record(z.string(), z.string()).nullable(),
-  method: z.object({ type: z.literal("supervised"), supervised: z.object({ hyperparameters: ResolvedHyperparametersSchema }) }),
+  method: z.union([
+    z.object({ type: z.literal("supervised"), supervised: z.object({ hyperparameters: ResolvedHyperparametersSchema }) }),
+    z.object({ type: z.literal("dpo"), dpo: z.object({ hyperparameters: ResolvedDpoHyperparametersSchema }) }),
+  ]),
   step: z.number().int().openapi({ description: "Extension: optimizer steps done." }),
   total_steps: z.number().int().nullable().openapi({ description: "Extension: optimizer steps in the job (known once it runs)." }),
 }).openapi("FineTuningJob");
