@@ -84,7 +84,7 @@ QL_API ql_status ql_alloc(ql_ctx* ctx, uint64_t bytes, void** out) {
 QL_API ql_status ql_free(ql_ctx* ctx, void* ptr) {
   QL_CHECK_CTX(ctx);
   if (!ptr) return QL_OK;
-  QL_GUARD(return QL_CALL(ctx, free, ctx, ptr);)
+  QL_GUARD(return QL_CALL(ctx, free_, ctx, ptr);)
 }
 
 QL_API ql_status ql_copy_to_device(ql_ctx* ctx, void* dst, const void* host_src, uint64_t bytes) {
