@@ -20,6 +20,16 @@
  * - Calls on one context are not thread-safe; use one context per thread.
  * - Weights (ql_qweight) and optimizers (ql_optimizer) belong to the context that made them:
  *   destroy them before it.
+ * - Handles (ql_ctx, ql_qweight, ql_optimizer) are checked on every call: a handle that was
+ *   destroyed, a weight or optimizer whose context was destroyed, or a pointer to readable
+ *   memory that is not a handle of the expected kind gives QL_E_INVALID with a message ("... is
+ *   not a live ql_ctx (destroyed, or not a context)", "the context of w was destroyed"); it is
+ *   never dereferenced further. Destroying such a handle does nothing (and sets ql_last_error).
+ *   The library keeps destroyed handles' memory and reuses it only after 1024 more handles of the
+ *   same kind were destroyed, so detection of a stale handle is certain up to then and
+ *   best-effort after. A pointer to unmapped memory cannot be detected: it crashes.
+ * - Sizes: every product of sizes a call implies is checked for overflow (and kept below
+ *   2^40 elements) before anything is read or written; a too-large call is QL_E_INVALID.
  */
 #ifndef QLORA_H
 #define QLORA_H
@@ -209,7 +219,8 @@ QL_API ql_status ql_kv_cache_write(ql_ctx* ctx, void* k_cache, void* v_cache, co
  * q_len = q_start[s+1] - q_start[s] of them, and block_tables [S, max_blocks] maps its
  * token j to slot block_tables[s][j / block_size] * block_size + j % block_size.
  * Query head h reads kv head h / (H / Hkv). out [T, H, D]. All int arrays are host memory;
- * block-table entries past a sequence's used blocks are never read. */
+ * block-table entries past a sequence's used blocks are never read. 1 <= S <= 2^20 (checked
+ * before host_q_start is read); max_blocks * block_size must stay below 2^40. */
 QL_API ql_status ql_attention_paged(ql_ctx* ctx, void* out, const void* q, const void* k_cache,
                                     const void* v_cache, const int32_t* host_block_tables,
                                     const int32_t* host_q_start, const int32_t* host_ctx_lens,
@@ -219,7 +230,8 @@ QL_API ql_status ql_attention_paged(ql_ctx* ctx, void* out, const void* q, const
 /* Training attention on packed contiguous sequences: rows [cu_seqlens[s], cu_seqlens[s+1])
  * of q [T, H, D], k, v [T, Hkv, D] form sequence s; causal inside a sequence, nothing across.
  * out [T, H, D]; lse [T, H] f32 (log-sum-exp of scaled scores) saved for backward.
- * host_cu_seqlens [S+1], cu_seqlens[0] = 0, cu_seqlens[S] = T. */
+ * host_cu_seqlens [S+1], cu_seqlens[0] = 0, cu_seqlens[S] = T; 1 <= S <= T <= INT32_MAX (checked
+ * before host_cu_seqlens is read). */
 QL_API ql_status ql_attention_forward(ql_ctx* ctx, void* out, float* lse, const void* q,
                                       const void* k, const void* v,
                                       const int32_t* host_cu_seqlens, int64_t S, int64_t T,

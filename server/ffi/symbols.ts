@@ -1,7 +1,9 @@
 // symbols.ts — mirrors native/include/qlora.h one to one (C type noted per parameter).
 // Pointers ("pointer") are device pointers from ql_alloc unless the C name says host_*;
 // "buffer" parameters take a TypedArray (host memory) directly.
-// Every call is synchronous: the engine worker (serving/host.ts) keeps them off the HTTP thread.
+// Every call is synchronous: no symbol is declared `nonblocking`, so each runs on the calling
+// (JavaScript) thread, blocks it until the native function returns, and returns its value
+// directly (not a Promise); the engine worker (serving/host.ts) keeps them off the HTTP thread. tests/native/contract_test.ts checks this table against qlora.h.
 
 export const ABI_VERSION = 1;
 

@@ -6,6 +6,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "api/handles.h"
 #include "backend.h"
 
 #define QL_CHECK(cond, ...)                            \
@@ -31,7 +32,22 @@
                  : ql_fail(QL_E_UNSUPPORTED, "%s is not implemented by the %s backend", \
                            #fn, (ctx)->be->name))
 
-#define QL_CHECK_CTX(ctx) QL_CHECK((ctx) != nullptr && (ctx)->be != nullptr, "%s: ctx is NULL", __func__)
+// Handle checks: NULL, then the magic (one load and compare), then for weights and optimizers
+// that their context is still the one they were made on. See api/handles.h.
+#define QL_CHECK_CTX(ctx)                                                                        \
+  do {                                                                                           \
+    QL_CHECK((ctx) != nullptr, "%s: ctx is NULL", __func__);                                     \
+    QL_CHECK(ql::ctx_live(ctx), "%s: ctx is not a live ql_ctx (destroyed, or not a context)", __func__); \
+  } while (0)
+#define QL_CHECK_CHILD(h, kind_magic, type)                                                              \
+  do {                                                                                              \
+    QL_CHECK((h) != nullptr, "%s: %s is NULL", __func__, #h);                                       \
+    QL_CHECK((h)->magic == (kind_magic), "%s: %s is not a live " type " (destroyed, or not a " type ")", \
+             __func__, #h);                                                                         \
+    QL_CHECK(ql::parent_live(h), "%s: the context of %s was destroyed", __func__, #h);              \
+  } while (0)
+#define QL_CHECK_QWEIGHT(w) QL_CHECK_CHILD(w, kQWeightMagic, "ql_qweight")
+#define QL_CHECK_OPT(opt) QL_CHECK_CHILD(opt, kOptimizerMagic, "ql_optimizer")
 #define QL_CHECK_PTR(p) QL_CHECK((p) != nullptr, "%s: %s is NULL", __func__, #p)
 #define QL_CHECK_POS(v) QL_CHECK((v) > 0, "%s: %s must be > 0 (got %lld)", __func__, #v, (long long)(v))
 #define QL_CHECK_NONNEG(v) QL_CHECK((v) >= 0, "%s: %s must be >= 0 (got %lld)", __func__, #v, (long long)(v))
@@ -54,12 +70,23 @@ inline size_t dtype_size(int32_t dtype) {
   }
 }
 
-// a * b with overflow check, for element counts (each factor checked >= 0 before).
+// *out = a * b; false when the product overflows int64 (no wrap, no UB). Every product of
+// caller-given sizes in the checks goes through this (or QL_CHECK_NUMEL / QL_CHECK_MUL).
 inline bool mul_ok(int64_t a, int64_t b, int64_t* out) { return !__builtin_mul_overflow(a, b, out); }
 
 constexpr int64_t kMaxElements = int64_t(1) << 40;  // 1 Ti elements: guards size overflow
+// Most sequences in one paged-attention call (its host arrays are read before any size
+// relates S to the batch; this bounds how far those reads go).
+constexpr int64_t kMaxSequences = int64_t(1) << 20;
 
 }  // namespace ql
+
+// Declares `int64_t out = a * b` for sizes already checked >= 0; fails the call when the product
+// overflows or passes kMaxElements.
+#define QL_CHECK_MUL(out, a, b)                                                                 \
+  int64_t out = 0;                                                                              \
+  QL_CHECK(ql::mul_ok((a), (b), &out) && out <= ql::kMaxElements, "%s: %s * %s is too large", \
+           __func__, #a, #b)
 
 // Checks that a product of sizes stays below kMaxElements.
 #define QL_CHECK_NUMEL(...)                                                                \

@@ -31,25 +31,27 @@ QL_API ql_status ql_ctx_create(int32_t n_threads, int32_t device, ql_ctx** out) 
   QL_CHECK(n_threads <= 4096, "ql_ctx_create: n_threads %d is too large", n_threads);
   QL_CHECK(device >= 0, "ql_ctx_create: device must be >= 0 (got %d)", device);
   QL_GUARD({
-    ql_ctx* ctx = new ql_ctx();
+    ql::HandleOwner<ql_ctx> ctx(ql::handle_new<ql_ctx>());
     ctx->be = ql_backend_table();
-    ql_status st = ctx->be->ctx_init(ctx, n_threads, device);
-    if (st != QL_OK) {
-      delete ctx;
-      return st;
-    }
-    *out = ctx;
+    ql_status st = ctx->be->ctx_init(ctx.get(), n_threads, device);
+    if (st != QL_OK) return st;
+    *out = ctx.release();
     return QL_OK;
   })
 }
 
 QL_API void ql_ctx_destroy(ql_ctx* ctx) {
   if (!ctx) return;
+  if (!ql::ctx_live(ctx)) {  // destroyed twice, or not a context: nothing to free
+    ql_fail(QL_E_INVALID, "ql_ctx_destroy: ctx is not a live ql_ctx (destroyed, or not a context)");
+    return;
+  }
+  ctx->magic = kDeadMagic;
   try {
     ctx->be->ctx_fini(ctx);
   } catch (...) {
   }
-  delete ctx;
+  ql::handle_release(ctx);
 }
 
 QL_API ql_status ql_ctx_describe(ql_ctx* ctx, char* buf, uint64_t cap) {
@@ -84,7 +86,7 @@ QL_API ql_status ql_alloc(ql_ctx* ctx, uint64_t bytes, void** out) {
 QL_API ql_status ql_free(ql_ctx* ctx, void* ptr) {
   QL_CHECK_CTX(ctx);
   if (!ptr) return QL_OK;
-  QL_GUARD(return QL_CALL(ctx, free, ctx, ptr);)
+  QL_GUARD(return QL_CALL(ctx, free_, ctx, ptr);)
 }
 
 QL_API ql_status ql_copy_to_device(ql_ctx* ctx, void* dst, const void* host_src, uint64_t bytes) {

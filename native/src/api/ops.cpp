@@ -6,7 +6,8 @@
 
 namespace {
 
-// Checks a host prefix-sum array: a[0] = 0, nondecreasing, a[S] = total.
+// Checks a host prefix-sum array: a[0] = 0, nondecreasing, a[S] = total. It reads a[0..S]: the
+// caller bounds S (1 <= S <= a limit) before.
 ql_status check_prefix(const char* fn, const char* name, const int32_t* a, int64_t S, int64_t total) {
   QL_CHECK(a[0] == 0, "%s: %s[0] must be 0 (got %d)", fn, name, a[0]);
   for (int64_t s = 0; s < S; s++)
@@ -144,7 +145,8 @@ QL_API ql_status ql_kv_cache_write(ql_ctx* ctx, void* k_cache, void* v_cache, co
   QL_CHECK_HEADS(Hkv, Hkv, D);
   QL_CHECK_NUMEL(num_blocks, block_size, Hkv, D);
   QL_CHECK_NUMEL(T, Hkv, D);
-  QL_CHECK(num_blocks * block_size <= INT32_MAX, "ql_kv_cache_write: too many slots for i32 slot ids");
+  QL_CHECK_MUL(n_slots, num_blocks, block_size);
+  QL_CHECK(n_slots <= INT32_MAX, "ql_kv_cache_write: too many slots for i32 slot ids");
   QL_CHECK_PTR(k_cache);
   QL_CHECK_PTR(v_cache);
   QL_CHECK_PTR(k);
@@ -163,12 +165,15 @@ QL_API ql_status ql_attention_paged(ql_ctx* ctx, void* out, const void* q, const
                                     float softmax_scale, int32_t dtype) {
   QL_CHECK_CTX(ctx);
   QL_CHECK_POS(S);
+  QL_CHECK(S <= ql::kMaxSequences, "ql_attention_paged: S = %lld sequences is more than %lld per call",
+           (long long)S, (long long)ql::kMaxSequences);
   QL_CHECK_POS(max_blocks);
   QL_CHECK_POS(num_blocks);
   QL_CHECK_POS(block_size);
   QL_CHECK_HEADS(H, Hkv, D);
   QL_CHECK_NUMEL(S, max_blocks);
   QL_CHECK_NUMEL(num_blocks, block_size, Hkv, D);
+  QL_CHECK_MUL(max_len, max_blocks, block_size);  // tokens a block-table row can map
   QL_CHECK_PTR(out);
   QL_CHECK_PTR(q);
   QL_CHECK_PTR(k_cache);
@@ -187,7 +192,7 @@ QL_API ql_status ql_attention_paged(ql_ctx* ctx, void* out, const void* q, const
     const int64_t len = host_ctx_lens[s];
     QL_CHECK(len >= q_len, "ql_attention_paged: sequence %lld has %lld queries but ctx_len %lld",
              (long long)s, (long long)q_len, (long long)len);
-    QL_CHECK(len <= max_blocks * block_size, "ql_attention_paged: ctx_len %lld of sequence %lld exceeds max_blocks * block_size",
+    QL_CHECK(len <= max_len, "ql_attention_paged: ctx_len %lld of sequence %lld exceeds max_blocks * block_size",
              (long long)len, (long long)s);
     const int64_t used = (len + block_size - 1) / block_size;
     for (int64_t j = 0; j < used; j++) {
@@ -209,6 +214,9 @@ QL_API ql_status ql_attention_forward(ql_ctx* ctx, void* out, float* lse, const 
   QL_CHECK_CTX(ctx);
   QL_CHECK_POS(S);
   QL_CHECK_POS(T);
+  QL_CHECK(T <= INT32_MAX, "%s: T = %lld does not fit the i32 cu_seqlens", __func__, (long long)T);
+  // host_cu_seqlens has S + 1 entries: bound S before check_prefix reads them
+  QL_CHECK(S <= T, "%s: S = %lld sequences is more than T = %lld rows", __func__, (long long)S, (long long)T);
   QL_CHECK_HEADS(H, Hkv, D);
   QL_CHECK_NUMEL(T, H, D);
   QL_CHECK_PTR(out);
@@ -233,6 +241,9 @@ QL_API ql_status ql_attention_backward(ql_ctx* ctx, void* dq, void* dk, void* dv
   QL_CHECK_CTX(ctx);
   QL_CHECK_POS(S);
   QL_CHECK_POS(T);
+  QL_CHECK(T <= INT32_MAX, "%s: T = %lld does not fit the i32 cu_seqlens", __func__, (long long)T);
+  // host_cu_seqlens has S + 1 entries: bound S before check_prefix reads them
+  QL_CHECK(S <= T, "%s: S = %lld sequences is more than T = %lld rows", __func__, (long long)S, (long long)T);
   QL_CHECK_HEADS(H, Hkv, D);
   QL_CHECK_NUMEL(T, H, D);
   QL_CHECK_PTR(dq);
@@ -406,8 +417,9 @@ QL_API ql_status ql_optimizer_create(ql_ctx* ctx, int32_t kind, uint64_t budget_
   QL_CHECK(kind == QL_OPT_ADAMW || kind == QL_OPT_PAGED_ADAMW || kind == QL_OPT_PAGED_ADAMW_8BIT,
            "ql_optimizer_create: kind must be ADAMW (0), PAGED_ADAMW (1) or PAGED_ADAMW_8BIT (2) (got %d)", kind);
   QL_GUARD({
-    auto opt = std::make_unique<ql_optimizer>();
+    ql::HandleOwner<ql_optimizer> opt(ql::handle_new<ql_optimizer>());
     opt->ctx = ctx;
+    opt->ctx_generation = ctx->generation;
     opt->kind = kind;
     opt->budget_bytes = budget_bytes;
     opt->spill_dir = spill_dir ? spill_dir : "";
@@ -419,7 +431,7 @@ QL_API ql_status ql_optimizer_create(ql_ctx* ctx, int32_t kind, uint64_t budget_
 }
 
 QL_API ql_status ql_optimizer_add(ql_optimizer* opt, int64_t n, int64_t* out_index) {
-  QL_CHECK_PTR(opt);
+  QL_CHECK_OPT(opt);
   QL_CHECK_PTR(out_index);
   QL_CHECK_POS(n);
   QL_CHECK_NUMEL(n);
@@ -442,7 +454,7 @@ static ql_status check_opt_index(const char* fn, ql_optimizer* opt, int64_t inde
 QL_API ql_status ql_optimizer_step(ql_optimizer* opt, int64_t index, float* param,
                                    const float* grad, float lr, float beta1, float beta2,
                                    float eps, float weight_decay, float grad_scale, int64_t step) {
-  QL_CHECK_PTR(opt);
+  QL_CHECK_OPT(opt);
   QL_CHECK_PTR(param);
   QL_CHECK_PTR(grad);
   QL_CHECK(std::isfinite(lr) && lr >= 0, "ql_optimizer_step: lr must be finite and >= 0");
@@ -464,7 +476,7 @@ QL_API ql_status ql_optimizer_step(ql_optimizer* opt, int64_t index, float* para
 
 QL_API ql_status ql_optimizer_get_state(ql_optimizer* opt, int64_t index, float* host_m,
                                         float* host_v) {
-  QL_CHECK_PTR(opt);
+  QL_CHECK_OPT(opt);
   QL_CHECK_PTR(host_m);
   QL_CHECK_PTR(host_v);
   ql_ctx* ctx = opt->ctx;
@@ -478,7 +490,7 @@ QL_API ql_status ql_optimizer_get_state(ql_optimizer* opt, int64_t index, float*
 
 QL_API ql_status ql_optimizer_set_state(ql_optimizer* opt, int64_t index, const float* host_m,
                                         const float* host_v) {
-  QL_CHECK_PTR(opt);
+  QL_CHECK_OPT(opt);
   QL_CHECK_PTR(host_m);
   QL_CHECK_PTR(host_v);
   ql_ctx* ctx = opt->ctx;
@@ -491,7 +503,7 @@ QL_API ql_status ql_optimizer_set_state(ql_optimizer* opt, int64_t index, const 
 }
 
 QL_API ql_status ql_optimizer_memory(const ql_optimizer* opt, uint64_t* host_out3) {
-  QL_CHECK_PTR(opt);
+  QL_CHECK_OPT(opt);
   QL_CHECK_PTR(host_out3);
   ql_ctx* ctx = opt->ctx;
   QL_GUARD(return QL_CALL(ctx, optimizer_memory, opt, host_out3);)
@@ -499,11 +511,18 @@ QL_API ql_status ql_optimizer_memory(const ql_optimizer* opt, uint64_t* host_out
 
 QL_API void ql_optimizer_destroy(ql_optimizer* opt) {
   if (!opt) return;
-  try {
-    if (opt->ctx->be->optimizer_free) opt->ctx->be->optimizer_free(opt);
-  } catch (...) {
+  if (opt->magic != kOptimizerMagic) {  // destroyed twice, or not an optimizer: nothing to free
+    ql_fail(QL_E_INVALID, "ql_optimizer_destroy: opt is not a live ql_optimizer (destroyed, or not a ql_optimizer)");
+    return;
   }
-  delete opt;
+  opt->magic = kDeadMagic;
+  if (ql::parent_live(opt)) {  // see ql_qweight_destroy
+    try {
+      if (opt->ctx->be->optimizer_free) opt->ctx->be->optimizer_free(opt);
+    } catch (...) {
+    }
+  }
+  ql::handle_release(opt);
 }
 
 QL_API ql_status ql_sum_squares(ql_ctx* ctx, float* out, const float* g, int64_t n) {

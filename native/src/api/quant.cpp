@@ -111,8 +111,9 @@ QL_API ql_status ql_qweight_quantize(ql_ctx* ctx, const void* host_w, int32_t w_
            "ql_qweight_quantize: w_dtype must be F32, BF16 or F16 (got %d)", w_dtype);
   QL_CHECK(double_quant == 0 || double_quant == 1, "ql_qweight_quantize: double_quant must be 0 or 1");
   QL_GUARD({
-    auto w = std::make_unique<ql_qweight>();
+    ql::HandleOwner<ql_qweight> w(ql::handle_new<ql_qweight>());
     w->ctx = ctx;
+    w->ctx_generation = ctx->generation;
     w->rows = rows;
     w->cols = cols;
     w->quant_type = quant_type;
@@ -164,8 +165,9 @@ QL_API ql_status ql_qweight_import(ql_ctx* ctx, int64_t rows, int64_t cols, int3
              cb.value[i]);
   }
   QL_GUARD({
-    auto w = std::make_unique<ql_qweight>();
+    ql::HandleOwner<ql_qweight> w(ql::handle_new<ql_qweight>());
     w->ctx = ctx;
+    w->ctx_generation = ctx->generation;
     w->rows = rows;
     w->cols = cols;
     w->quant_type = quant_type;
@@ -196,7 +198,7 @@ QL_API ql_status ql_qweight_export(ql_ctx* ctx, const ql_qweight* w, uint8_t* ho
                                    float* host_absmax, uint8_t* host_qabsmax,
                                    float* host_absmax2, float* host_offset) {
   QL_CHECK_CTX(ctx);
-  QL_CHECK_PTR(w);
+  QL_CHECK_QWEIGHT(w);
   QL_CHECK(w->ctx == ctx, "ql_qweight_export: the weight belongs to another context");
   if (!w->double_quant)
     QL_CHECK(!host_qabsmax && !host_absmax2 && !host_offset,
@@ -206,7 +208,7 @@ QL_API ql_status ql_qweight_export(ql_ctx* ctx, const ql_qweight* w, uint8_t* ho
 }
 
 QL_API ql_status ql_qweight_info(const ql_qweight* w, int64_t* host_out8) {
-  QL_CHECK_PTR(w);
+  QL_CHECK_QWEIGHT(w);
   QL_CHECK_PTR(host_out8);
   int64_t bytes[2] = {0, 0};
   QL_GUARD({
@@ -226,7 +228,7 @@ QL_API ql_status ql_qweight_info(const ql_qweight* w, int64_t* host_out8) {
 
 QL_API ql_status ql_qweight_dequantize(ql_ctx* ctx, void* out, const ql_qweight* w, int32_t dtype) {
   QL_CHECK_CTX(ctx);
-  QL_CHECK_PTR(w);
+  QL_CHECK_QWEIGHT(w);
   QL_CHECK_PTR(out);
   QL_CHECK(w->ctx == ctx, "ql_qweight_dequantize: the weight belongs to another context");
   QL_CHECK_ACT_DTYPE(dtype);
@@ -235,17 +237,25 @@ QL_API ql_status ql_qweight_dequantize(ql_ctx* ctx, void* out, const ql_qweight*
 
 QL_API void ql_qweight_destroy(ql_qweight* w) {
   if (!w) return;
-  try {
-    if (w->ctx->be->qweight_free) w->ctx->be->qweight_free(w);
-  } catch (...) {
+  if (w->magic != kQWeightMagic) {  // destroyed twice, or not a weight: nothing to free
+    ql_fail(QL_E_INVALID, "ql_qweight_destroy: w is not a live ql_qweight (destroyed, or not a ql_qweight)");
+    return;
   }
-  delete w;
+  w->magic = kDeadMagic;
+  // After its context is gone the backend storage went with it (or cannot be reached): skip it.
+  if (ql::parent_live(w)) {
+    try {
+      if (w->ctx->be->qweight_free) w->ctx->be->qweight_free(w);
+    } catch (...) {
+    }
+  }
+  ql::handle_release(w);
 }
 
 QL_API ql_status ql_matmul_4bit(ql_ctx* ctx, void* y, const void* x, const ql_qweight* w,
                                 int64_t m, int32_t dtype, int32_t accumulate) {
   QL_CHECK_CTX(ctx);
-  QL_CHECK_PTR(w);
+  QL_CHECK_QWEIGHT(w);
   QL_CHECK(w->ctx == ctx, "ql_matmul_4bit: the weight belongs to another context");
   QL_CHECK_POS(m);
   QL_CHECK_NUMEL(m, w->cols);
@@ -261,7 +271,7 @@ QL_API ql_status ql_matmul_4bit_backward(ql_ctx* ctx, void* dx, const void* dy,
                                          const ql_qweight* w, int64_t m, int32_t dtype,
                                          int32_t accumulate) {
   QL_CHECK_CTX(ctx);
-  QL_CHECK_PTR(w);
+  QL_CHECK_QWEIGHT(w);
   QL_CHECK(w->ctx == ctx, "ql_matmul_4bit_backward: the weight belongs to another context");
   QL_CHECK_POS(m);
   QL_CHECK_NUMEL(m, w->cols);

@@ -1,5 +1,5 @@
 // linalg.h — the CPU backend's linear-algebra half: dense GEMM helpers (oneDNN), 4-bit matmul
-// kernels, LoRA and optimizers. Table entries are declared at the bottom.
+// kernels, LoRA and optimizers. Its table entries are declared in cpu.h (from backend_ops.h).
 #pragma once
 
 #include <cstdint>
@@ -40,39 +40,5 @@ void dequant_rows(const ql_qweight* w, int64_t r0, int64_t r1, void* out, int32_
                   int nthreads);
 void dequant_rows_avx512(const ql_qweight* w, int64_t r0, int64_t r1, void* out, int32_t dtype,
                          int nthreads);
-
-ql_status matmul_4bit(ql_ctx* ctx, void* y, const void* x, const ql_qweight* w, int64_t m,
-                      int32_t dtype, int32_t accumulate);
-ql_status matmul_4bit_backward(ql_ctx* ctx, void* dx, const void* dy, const ql_qweight* w,
-                               int64_t m, int32_t dtype, int32_t accumulate);
-ql_status gemm(ql_ctx* ctx, void* c, int32_t c_dtype, const void* a, int32_t a_dtype,
-               const void* b, int32_t b_dtype, int64_t m, int64_t n, int64_t k, int32_t trans_a,
-               int32_t trans_b, float alpha, float beta);
-
-ql_status lora_forward(ql_ctx* ctx, void* y, float* xa, const void* x, const float* A,
-                       const float* B, int64_t T, int64_t in, int64_t out, int64_t r, float scale,
-                       float dropout_p, uint64_t seed, int32_t dtype);
-ql_status lora_backward(ql_ctx* ctx, void* dx, float* dA, float* dB, const void* dy,
-                        const void* x, const float* xa, const float* A, const float* B, int64_t T,
-                        int64_t in, int64_t out, int64_t r, float scale, float dropout_p,
-                        uint64_t seed, int32_t dtype);
-ql_status lora_multi_forward(ql_ctx* ctx, void* y, const void* x, const int32_t* host_row_adapter,
-                             const uint64_t* host_a_ptrs, const uint64_t* host_b_ptrs,
-                             const int32_t* host_ranks, const float* host_scales,
-                             int64_t n_adapters, int64_t T, int64_t in, int64_t out,
-                             int32_t dtype);
-
-ql_status optimizer_init(ql_optimizer* opt);
-ql_status optimizer_add(ql_optimizer* opt, int64_t n, int64_t* out_index);
-ql_status optimizer_size(const ql_optimizer* opt, int64_t index, int64_t* out_n,
-                         int64_t* out_count);
-ql_status optimizer_step(ql_optimizer* opt, int64_t index, float* param, const float* grad,
-                         float lr, float beta1, float beta2, float eps, float weight_decay,
-                         float grad_scale, int64_t step);
-ql_status optimizer_get_state(ql_optimizer* opt, int64_t index, float* host_m, float* host_v);
-ql_status optimizer_set_state(ql_optimizer* opt, int64_t index, const float* host_m,
-                              const float* host_v);
-ql_status optimizer_memory(const ql_optimizer* opt, uint64_t* host_out3);
-void optimizer_free(ql_optimizer* opt);
 
 }  // namespace ql::cpu

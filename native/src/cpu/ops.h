@@ -10,55 +10,10 @@
 #include <cstdint>
 #include <cstring>
 
-#include "backend.h"
+#include "cpu/cpu.h"
 #include "common/half.h"
 
 namespace ql::cpu {
-
-// ---------------------------------------------------------------- table entries
-
-ql_status embedding_forward(ql_ctx* ctx, void* out, const int32_t* ids, const void* table,
-                            int64_t T, int64_t V, int64_t C, int32_t dtype, int32_t table_dtype);
-ql_status embedding_backward(ql_ctx* ctx, float* dtable, const void* dout, const int32_t* ids,
-                             int64_t T, int64_t V, int64_t C, int32_t dtype);
-ql_status rmsnorm_forward(ql_ctx* ctx, void* out, float* rstd, const void* x, const float* weight,
-                          int64_t T, int64_t C, float eps, int32_t dtype);
-ql_status rmsnorm_backward(ql_ctx* ctx, void* dx, float* dweight, const void* dout, const void* x,
-                           const float* weight, const float* rstd, int64_t T, int64_t C,
-                           int32_t dtype);
-ql_status rope_forward(ql_ctx* ctx, void* out, const void* x, const int32_t* positions,
-                       const float* inv_freq, int64_t T, int64_t Hn, int64_t D, int32_t dtype);
-ql_status rope_backward(ql_ctx* ctx, void* dx, const void* dout, const int32_t* positions,
-                        const float* inv_freq, int64_t T, int64_t Hn, int64_t D, int32_t dtype);
-ql_status kv_cache_write(ql_ctx* ctx, void* k_cache, void* v_cache, const void* k, const void* v,
-                         const int32_t* slots, int64_t T, int64_t num_blocks, int64_t block_size,
-                         int64_t Hkv, int64_t D, int32_t dtype);
-ql_status attention_paged(ql_ctx* ctx, void* out, const void* q, const void* k_cache,
-                          const void* v_cache, const int32_t* host_block_tables,
-                          const int32_t* host_q_start, const int32_t* host_ctx_lens, int64_t S,
-                          int64_t max_blocks, int64_t num_blocks, int64_t block_size, int64_t H,
-                          int64_t Hkv, int64_t D, float softmax_scale, int32_t dtype);
-ql_status attention_forward(ql_ctx* ctx, void* out, float* lse, const void* q, const void* k,
-                            const void* v, const int32_t* host_cu_seqlens, int64_t S, int64_t T,
-                            int64_t H, int64_t Hkv, int64_t D, float softmax_scale, int32_t dtype);
-ql_status attention_backward(ql_ctx* ctx, void* dq, void* dk, void* dv, const void* dout,
-                             const void* out, const float* lse, const void* q, const void* k,
-                             const void* v, const int32_t* host_cu_seqlens, int64_t S, int64_t T,
-                             int64_t H, int64_t Hkv, int64_t D, float softmax_scale,
-                             int32_t dtype);
-ql_status silu_mul_forward(ql_ctx* ctx, void* out, const void* gate, const void* up, int64_t n,
-                           int32_t dtype);
-ql_status silu_mul_backward(ql_ctx* ctx, void* dgate, void* dup, const void* dout,
-                            const void* gate, const void* up, int64_t n, int32_t dtype);
-ql_status add(ql_ctx* ctx, void* out, const void* a, const void* b, float alpha, int64_t n,
-              int32_t dtype);
-ql_status cross_entropy(ql_ctx* ctx, float* losses, void* dlogits, const void* logits,
-                        const int32_t* targets, const float* weights, float grad_scale, int64_t T,
-                        int64_t V, int32_t dtype);
-ql_status sum_squares(ql_ctx* ctx, float* out, const float* g, int64_t n);
-ql_status scale(ql_ctx* ctx, float* x, float alpha, int64_t n);
-ql_status topk(ql_ctx* ctx, int32_t* out_ids, float* out_vals, const void* logits, int64_t B,
-               int64_t V, int64_t k, int32_t dtype);
 
 // ---------------------------------------------------------------- helpers
 

@@ -130,26 +130,26 @@ void dequantize_absmax_8bit(float* absmax, const uint8_t* qabsmax, const float* 
     absmax[b] = dequant_absmax(dyn, qabsmax[b], absmax2[b / nested_blocksize], offset);
 }
 
-ql_status quantize_4bit_entry(ql_ctx* ctx, uint8_t* packed, float* absmax, const float* x,
+ql_status quantize_4bit(ql_ctx* ctx, uint8_t* packed, float* absmax, const float* x,
                               uint64_t n, int32_t blocksize, int32_t quant_type) {
   quantize_4bit(packed, absmax, x, n, blocksize, quant_type, threads(ctx));
   return QL_OK;
 }
 
-ql_status dequantize_4bit_entry(ql_ctx* ctx, float* out, const uint8_t* packed,
+ql_status dequantize_4bit(ql_ctx* ctx, float* out, const uint8_t* packed,
                                 const float* absmax, uint64_t n, int32_t blocksize,
                                 int32_t quant_type) {
   dequantize_4bit(out, packed, absmax, n, blocksize, quant_type, threads(ctx));
   return QL_OK;
 }
 
-ql_status quantize_absmax_8bit_entry(ql_ctx*, uint8_t* qabsmax, float* absmax2, float* offset,
+ql_status quantize_absmax_8bit(ql_ctx*, uint8_t* qabsmax, float* absmax2, float* offset,
                                      const float* absmax, uint64_t nb, int32_t nested_blocksize) {
   quantize_absmax_8bit(qabsmax, absmax2, offset, absmax, nb, nested_blocksize);
   return QL_OK;
 }
 
-ql_status dequantize_absmax_8bit_entry(ql_ctx*, float* absmax, const uint8_t* qabsmax,
+ql_status dequantize_absmax_8bit(ql_ctx*, float* absmax, const uint8_t* qabsmax,
                                        const float* absmax2, const float* offset, uint64_t nb,
                                        int32_t nested_blocksize) {
   dequantize_absmax_8bit(absmax, qabsmax, absmax2, *offset, nb, nested_blocksize);
