@@ -396,9 +396,9 @@ export class JobRunner {
     try {
       await this.publisher.publish(job.tenant, id, dir);
     } catch (e) {
-      const message = `could not register ${id} for serving: ${(e as Error).message}`;
+      const message = `${id} could not be registered for serving: ${(e as Error).message}`;
       if (required) throw new JobFailure({ code: "model_not_servable", message: `the fine-tuned model ${message}`, param: null });
-      this.#event(job.id, "warn", message);
+      this.#event(job.id, "warn", `the checkpoint ${message}`);
     }
   }
 

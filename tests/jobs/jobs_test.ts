@@ -530,6 +530,41 @@ Deno.test("a job whose checkpoint vanished while it was interrupted fails with t
   }
 });
 
+Deno.test("a job whose final model cannot be registered for serving fails with the reason (a checkpoint's failure only warns)", async () => {
+  const e = await env();
+  try {
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(4)));
+    const j = e.jobs.create(A, {
+      model: "tiny",
+      training_file: file.id,
+      seed: 1,
+      hyperparameters: { ...TEACH, n_epochs: 2, checkpoint_every: 2 },
+    });
+    // started after the job exists: it finds it queued (the service wakes only the env's runners)
+    const runner = new JobRunner({
+      store: e.store,
+      files: e.files,
+      checkpointDir: `${e.root}/adapters/.fine_tuning`,
+      bases: e.bases,
+      publisher: { publish: () => Promise.reject(new Error("the registry refuses it")) },
+      log: null,
+    });
+    const d = await e.jobs.waitFor(j.id);
+    assert.equal(d.status, "failed");
+    assert.equal(d.fineTunedModel, null, "no model is announced");
+    assert.equal(d.error?.code, "model_not_servable");
+    assert.match(
+      d.error!.message,
+      /^the fine-tuned model ft:tiny::ftjob-\w+(:ckpt-step-12)? could not be registered for serving: the registry refuses it$/,
+    );
+    const warns = e.jobs.events(A, j.id, { limit: 1000 }).data.filter((ev) => ev.level === "warn").map((ev) => ev.message);
+    assert.ok(warns.some((m) => /^the checkpoint .*:ckpt-step-2 could not be registered/.test(m)), warns.join("\n"));
+    await runner.stop();
+  } finally {
+    await e.close();
+  }
+});
+
 Deno.test("cancel: a queued job at once, a running one after its micro-batch; finished jobs cannot be cancelled", async () => {
   const e = await env();
   try {
