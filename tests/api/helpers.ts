@@ -5,7 +5,8 @@ import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
 import { createServer, type Server, type ServerOptions } from "../../server/serving/server.ts";
 import { makeModel } from "../../scripts/make_model.ts";
 
-export const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR } from "../fixtures.ts";
+export const STORIES = STORIES_DIR;
 export const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
 };

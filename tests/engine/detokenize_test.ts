@@ -5,7 +5,7 @@ import { Rng } from "../../server/engine/sampling.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
 import { makeModel } from "../../scripts/make_model.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 const REF = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: Array<{ prompt_ids: number[]; generated_ids: number[]; full_text: string }>;
 };

@@ -7,7 +7,7 @@ import { type ModelBundle, openModel } from "../../server/model/bundle.ts";
 import { Engine, type GenerateEvent, type GenerateRequest } from "../../server/engine/engine.ts";
 import type { Context } from "../../server/ffi/tensor.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
 };

@@ -4,7 +4,7 @@ import { ChatTemplateError, renderChatTemplate } from "../../server/model/chat_t
 import { GenerationConfigError, loadGenerationConfig, parseGenerationConfig } from "../../server/model/generation_config.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 
 const LLAMA3_TEMPLATE = "{{- bos_token }}{%- for message in messages %}" +
   "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}" +

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, loadModelConfig, parseModelConfig, ropeInvFreq } from "../../server/model/config.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 
 const LLAMA2_7B = {
   architectures: ["LlamaForCausalLM"],

@@ -7,7 +7,7 @@ import { loadModel, memoryReport } from "../../server/model/loader.ts";
 import type { KvCache, LlamaModel } from "../../server/model/llama.ts";
 import { loadReferenceWeights, referenceForward } from "./reference_llama.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
 };

@@ -10,7 +10,7 @@ import {
   writeSafetensors,
 } from "../../server/model/safetensors.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 
 /** Raw file: 8-byte LE header length, header text (as given), `dataLength` data bytes. */
 function rawFile(header: string | object, dataLength: number, opts: { declaredLength?: bigint } = {}): Uint8Array {

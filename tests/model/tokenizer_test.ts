@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
 
-const DIR = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as DIR } from "../fixtures.ts";
 const REF = JSON.parse(Deno.readTextFileSync(`${DIR}/reference_greedy.json`)) as {
   cases: Array<{ prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }>;
 };

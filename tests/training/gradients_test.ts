@@ -9,7 +9,7 @@ import { LORA_MODULES } from "../../server/model/llama.ts";
 import { Rng } from "../native/rng.ts";
 import { DType } from "../../server/ffi/tensor.ts";
 
-const STORIES = new URL("../../../shared/models/stories260K", import.meta.url).pathname;
+import { STORIES_DIR as STORIES } from "../fixtures.ts";
 
 function batch(): TrainBatch {
   // two packed sequences of 9 and 6 tokens; loss on a subset of positions
