@@ -8,9 +8,9 @@
 //
 // With --check nothing is written: it exits 1 (naming the files) when the committed files differ
 // from what the server produces now, so CI catches an SDK that drifted from the server.
+import { parseCommandLine } from "../server/util/flags.ts";
 // Pinned here rather than in deno.json: only this script uses it.
 // deno-lint-ignore no-import-prefix
-import { parseCommandLine } from "../server/util/flags.ts";
 import openapiTS, { astToString } from "npm:openapi-typescript@7.13.0";
 
 const ROOT = new URL("../", import.meta.url);
