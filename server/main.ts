@@ -63,6 +63,12 @@ if (!dirInfo?.isDirectory) fail(cmd, `model folder ${modelDir} not found (--mode
 if (!(await Deno.stat(`${modelDir}/config.json`).catch(() => null))?.isFile) {
   fail(cmd, `${modelDir} is not a model folder: no config.json (a Hugging Face folder has ${MODEL_FILES})`);
 }
+try {
+  const config = JSON.parse(await Deno.readTextFile(`${modelDir}/config.json`));
+  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new Error("not a JSON object");
+} catch (e) {
+  fail(cmd, `${modelDir}/config.json is not a model config: ${oneLine(e)}`);
+}
 
 // 2. the data folder must be writable
 const dataDir = str("data")!.replace(/\/+$/, "") || ".";
