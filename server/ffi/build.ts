@@ -153,6 +153,8 @@ export async function ensureNative(backends: BackendName[], o: BuildOptions = {}
   const stale = o.force ? backends : staleLibraries(backends);
   if (stale.length === 0) return [];
   const log = o.log ?? ((l: string) => console.log(l));
+  const missing = missingPackages(stale);
+  if (missing.length) throw new NativeBuildError(`the native build needs ${missing.join(", ")}: install with \`${INSTALL_COMMAND}\``);
   if (!o.force) {
     log(`native: building ${stale.map((b) => `libqlora_${b}.so`).join(", ")} (missing or older than native/src; a minute or two)`);
   }
