@@ -8,6 +8,7 @@
 //
 // With --check nothing is written: it exits 1 (naming the files) when the committed files differ
 // from what the server produces now, so CI catches an SDK that drifted from the server.
+import { parseCommandLine } from "../server/util/flags.ts";
 // Pinned here rather than in deno.json: only this script uses it.
 // deno-lint-ignore no-import-prefix
 import openapiTS, { astToString } from "npm:openapi-typescript@7.13.0";
@@ -104,14 +105,14 @@ async function readOrNull(p: URL): Promise<string | null> {
 }
 
 if (import.meta.main) {
-  const check = Deno.args.includes("--check");
-  const unknown = Deno.args.filter((a) => a !== "--check");
-  if (unknown.length) {
-    console.error(
-      `usage: deno task sdk [--check]  (unknown: ${unknown.join(" ")})`,
-    );
-    Deno.exit(2);
-  }
+  const { values } = parseCommandLine({
+    name: "deno task sdk",
+    summary: "Regenerates sdk/openapi.json and sdk/generated/api.ts from the server's schemas.",
+    flags: {
+      check: { type: "boolean", default: false, help: "only check that the committed files match the server (exit 1 when not)" },
+    },
+  });
+  const check = values.check === true;
   const { spec, types } = await generate();
   const files: [URL, string][] = [[SPEC_PATH, spec], [TYPES_PATH, types]];
   const rel = (u: URL) => u.pathname.slice(ROOT.pathname.length);

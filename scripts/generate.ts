@@ -2,53 +2,60 @@
 // [--seed S] [--quant Q] [--top-p P] [--top-k K] [--threads N] [--activations f32|bf16] [--stats]`:
 // prints the continuation
 // (streamed as it is generated; greedy at temperature 0).
-import { parseArgs } from "node:util";
+import { fail, parseCommandLine } from "../server/util/flags.ts";
 import { Context } from "../server/ffi/tensor.ts";
 import { openModel } from "../server/model/bundle.ts";
 import { Engine } from "../server/engine/engine.ts";
 import type { QuantChoice } from "../server/model/loader.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string" },
-    prompt: { type: "string" },
-    "max-tokens": { type: "string", default: "64" },
-    temperature: { type: "string", default: "0" },
-    "top-p": { type: "string", default: "1" },
-    "top-k": { type: "string", default: "0" },
-    seed: { type: "string" },
-    quant: { type: "string", default: "nf4" },
-    activations: { type: "string" },
-    threads: { type: "string" },
-    stats: { type: "boolean", default: false },
+const cmd = {
+  name: "deno task generate",
+  summary: "Prints a prompt's continuation, streamed as it is generated (greedy at temperature 0).",
+  flags: {
+    model: { type: "string" as const, arg: "DIR", help: "a Hugging Face model folder", defaultText: "models/stories260K" },
+    prompt: { type: "string" as const, arg: "TEXT", help: "the prompt (required)" },
+    "max-tokens": { type: "string" as const, arg: "N", default: "64", help: "tokens to generate" },
+    temperature: { type: "string" as const, arg: "T", default: "0", help: "sampling temperature (0: greedy)" },
+    "top-p": { type: "string" as const, arg: "P", default: "1", help: "nucleus sampling" },
+    "top-k": { type: "string" as const, arg: "K", default: "0", help: "top-k sampling (0: off)" },
+    seed: { type: "string" as const, arg: "S", help: "sampling seed", defaultText: "random" },
+    quant: { type: "string" as const, choices: ["nf4", "fp4", "int4", "none"], default: "nf4", help: "quantization at load" },
+    activations: {
+      type: "string" as const,
+      choices: ["f32", "bf16"],
+      help: "activations and KV cache",
+      defaultText: "bf16 on a 4-bit base, f32 with --quant none",
+    },
+    threads: { type: "string" as const, arg: "N", help: "CPU threads", defaultText: "all cores" },
+    stats: { type: "boolean" as const, default: false, help: "print timing figures after the text" },
   },
-  strict: true,
-});
-if (!values.model || values.prompt === undefined) {
-  console.error(
-    "usage: deno task generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--quant nf4|fp4|int4|none]",
-  );
-  Deno.exit(2);
+};
+const values = parseCommandLine(cmd).values as Record<string, string | undefined> & { stats: boolean };
+values.model ??= new URL("../models/stories260K", import.meta.url).pathname;
+if (values.prompt === undefined) fail(cmd, "--prompt TEXT is required (deno task generate --help lists the flags)");
+try {
+  if (!Deno.statSync(`${values.model}/config.json`).isFile) throw new Error();
+} catch {
+  fail(cmd, `${values.model} is not a model folder (no config.json)`);
 }
 const num = (name: string, v: string | undefined) => {
   const n = Number(v);
-  if (v === undefined || !Number.isFinite(n)) {
-    console.error(`--${name} must be a number (got ${v})`);
-    Deno.exit(2);
-  }
+  if (v === undefined || !Number.isFinite(n)) fail(cmd, `--${name} must be a number (got ${v})`);
   return n;
 };
 
-using ctx = new Context({ threads: values.threads ? num("threads", values.threads) : 0 });
-if (values.activations !== undefined && values.activations !== "f32" && values.activations !== "bf16") {
-  console.error(`--activations must be f32 or bf16 (got ${values.activations})`);
-  Deno.exit(2);
+const threads = values.threads ? num("threads", values.threads) : 0;
+let ctx: Context;
+let bundle: Awaited<ReturnType<typeof openModel>>;
+try {
+  ctx = new Context({ threads });
+  bundle = await openModel(ctx, values.model, {
+    quant: values.quant as QuantChoice,
+    activations: values.activations as "f32" | "bf16" | undefined,
+  });
+} catch (e) {
+  fail(cmd, (e as Error).message); // e.g. the native library is not built: `deno task build`
 }
-const bundle = await openModel(ctx, values.model, {
-  quant: values.quant as QuantChoice,
-  activations: values.activations as "f32" | "bf16" | undefined,
-});
 const promptIds = bundle.tokenizer.encode(values.prompt, { addSpecialTokens: true });
 const engine = new Engine(bundle.loaded.model, bundle.tokenizer, { maxModelLen: bundle.maxModelLen, maxNumSeqs: 1 });
 const t0 = performance.now();
@@ -86,4 +93,5 @@ try {
 } finally {
   engine.dispose();
   bundle.loaded.model.dispose();
+  ctx.dispose();
 }

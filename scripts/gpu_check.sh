@@ -109,7 +109,7 @@ if [[ "$MODE" != "--bench" ]]; then
     c++filt | grep -E "gemv_4bit|wmma_gemm|attn_|adam|quantize_4bit|lora_" | cut -c1-200 | sort -u || true
   echo "== op suite on the CUDA backend"
   (cd "$ROOT" && QLORA_BUILD_DIR="$BUILD" QLORA_BACKEND=cuda deno test --allow-all tests/native/)
-  (cd "$ROOT" && QLORA_BUILD_DIR="$BUILD" QLORA_BACKEND=cuda deno run --allow-all scripts/check_vectors.ts ../shared/reference/nf4_vectors.json) || true
+  (cd "$ROOT" && QLORA_BUILD_DIR="$BUILD" QLORA_BACKEND=cuda deno run --allow-all scripts/check_vectors.ts tests/fixtures/reference/nf4_vectors.json) || true
 fi
 
 # Dense bf16 tensor-core FLOP per clock per SM (fp32 accumulate; data-center parts).

@@ -2,30 +2,25 @@
 // Llama model folder (Hugging Face layout).
 //
 //   deno run -A scripts/make_model.ts --shape tiny|smollm-135m|tinyllama-1.1b --out DIR [--seed N] [--dtype f32|bf16]
-import { makeModel } from "../server/model/make_model.ts";
-
-function usage(): never {
-  console.error("usage: deno run -A scripts/make_model.ts --shape tiny|smollm-135m|tinyllama-1.1b --out DIR [--seed N] [--dtype f32|bf16]");
-  Deno.exit(2);
-}
+import { fail, parseCommandLine } from "../server/util/flags.ts";
+import { makeModel, SHAPES } from "../server/model/make_model.ts";
 
 if (import.meta.main) {
-  const args = Deno.args;
-  const get = (flag: string): string | undefined => {
-    const i = args.indexOf(flag);
-    if (i < 0) return undefined;
-    const v = args[i + 1];
-    if (v === undefined || v.startsWith("--")) usage();
-    return v;
+  const cmd = {
+    name: "deno run -A scripts/make_model.ts",
+    summary: "Writes a Llama model folder with random weights in a known shape (for tests and benchmarks; it answers gibberish).",
+    flags: {
+      shape: { type: "string" as const, choices: Object.keys(SHAPES), help: "the model shape (required)" },
+      out: { type: "string" as const, arg: "DIR", help: "the folder to write (required)" },
+      seed: { type: "int" as const, default: 0, help: "weight seed" },
+      dtype: { type: "string" as const, choices: ["f32", "bf16"], help: "weight dtype", defaultText: "the shape's" },
+    },
   };
-  const shape = get("--shape");
-  const out = get("--out");
-  if (!shape || !out) usage();
-  const seedStr = get("--seed");
-  const seed = seedStr === undefined ? 0 : Number(seedStr);
-  if (!Number.isSafeInteger(seed)) usage();
-  const dtype = get("--dtype");
-  if (dtype !== undefined && dtype !== "f32" && dtype !== "bf16") usage();
+  const { values } = parseCommandLine(cmd);
+  if (!values.shape || !values.out) fail(cmd, "--shape and --out are required (--help lists the flags)");
+  const shape = values.shape as string, out = values.out as string;
+  const seed = values.seed as number;
+  const dtype = values.dtype as string | undefined;
   const t0 = performance.now();
   const files = await makeModel({ shape, out, seed, dtype: dtype as "f32" | "bf16" | undefined });
   console.log(`wrote ${out}: ${files.join(", ")} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

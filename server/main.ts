@@ -1,78 +1,148 @@
-// main.ts — `deno task start [--model DIR] [--quant Q] [--port N] [--host H] [--adapters DIR]
-// [--data DIR] [--api-keys FILE] [--threads N] [--max-num-seqs N] [--chat-template FILE]`.
-// With no --model it serves the small model scripts/make_model.ts makes (created once under the
-// data folder). With no API keys configured it binds to localhost only.
-import { parseArgs } from "node:util";
+// main.ts — `deno task start [flags]` (`deno task start --help` lists them with their defaults).
+// With no --model it serves models/stories260K, the tiny pretrained TinyStories model carried in
+// the repository. It builds the native library first when it is missing or older than its
+// sources. Every start error is one line on stderr and exit code 2. With no API keys configured
+// it binds to localhost only.
 import { createServer } from "./server.ts";
-import { makeModel } from "./model/make_model.ts";
+import { type Command, fail, parseCommandLine } from "./util/flags.ts";
+import { ensureNative, NativeBuildError, wantedBackends } from "./ffi/build.ts";
+import { KeyStore } from "./api/auth.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string" },
-    "model-id": { type: "string" },
-    quant: { type: "string", default: "nf4" },
-    port: { type: "string", default: "8000" },
-    host: { type: "string" },
-    adapters: { type: "string" },
-    data: { type: "string", default: "./data" },
-    "api-keys": { type: "string" },
-    threads: { type: "string" },
-    "max-num-seqs": { type: "string", default: "64" },
-    "max-queue": { type: "string", default: "256" },
-    "adapter-cache-mb": { type: "string", default: "1024" },
-    "chat-template": { type: "string" },
+const DEFAULT_MODEL = new URL("../models/stories260K", import.meta.url).pathname;
+const MODEL_FILES = "config.json, *.safetensors, tokenizer.json (+ tokenizer_config.json, generation_config.json)";
+
+const cmd: Command = {
+  name: "deno task start",
+  summary: "Starts the OpenAI-compatible server (serving and LoRA training on a 4-bit base); builds the native library first if needed.",
+  flags: {
+    model: {
+      type: "string",
+      arg: "DIR",
+      help: `a Hugging Face model folder (${MODEL_FILES})`,
+      defaultText: "models/stories260K, the built-in TinyStories model",
+    },
+    "model-id": { type: "string", arg: "ID", help: "the id the API lists", defaultText: "the folder's name" },
+    quant: { type: "string", choices: ["nf4", "fp4", "int4", "none"], default: "nf4", help: "quantization of the linear layers at load" },
+    activations: {
+      type: "string",
+      choices: ["f32", "bf16"],
+      help: "activations and KV cache",
+      defaultText: "bf16 on a 4-bit base, f32 with --quant none",
+    },
+    port: { type: "int", default: 8000, help: "HTTP port" },
+    host: { type: "string", arg: "HOST", default: "127.0.0.1", help: "address to bind (other than localhost only with API keys)" },
+    data: { type: "string", arg: "DIR", default: "./data", help: "folder for server state (uploads, jobs, registered adapters)" },
+    adapters: { type: "string", arg: "DIR", help: "the adapter root adapters are registered from", defaultText: "<data>/adapters" },
+    "api-keys": {
+      type: "string",
+      arg: "FILE",
+      help: 'API keys, {"keys": [{"key", "tenant" | "admin"}]} (also QLORA_API_KEYS, QLORA_ADMIN_KEYS)',
+      defaultText: "none: localhost only",
+    },
+    threads: { type: "int", help: "CPU threads", defaultText: "all cores" },
+    "max-num-seqs": { type: "int", default: 64, help: "sequences decoded together" },
+    "max-queue": { type: "int", default: 256, help: "waiting requests before 429" },
+    "adapter-cache-mb": { type: "int", default: 1024, help: "device memory for resident adapters" },
+    "chat-template": { type: "string", arg: "FILE", help: "a Jinja chat template for models without one", defaultText: "the model's" },
   },
-  strict: true,
-});
+};
+
+const { values } = parseCommandLine(cmd);
+const str = (k: string) => values[k] as string | undefined;
+const num = (k: string) => values[k] as number | undefined;
 
 const say = (msg: string, extra: Record<string, unknown> = {}) =>
   console.log(JSON.stringify({ ts: new Date().toISOString(), level: "info", msg, ...extra }));
-const quant = values.quant as "nf4" | "fp4" | "int4" | "none";
-if (!["nf4", "fp4", "int4", "none"].includes(quant)) {
-  console.error(`--quant must be nf4, fp4, int4 or none (got ${values.quant})`);
-  Deno.exit(2);
+const oneLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0];
+
+// 1. the model folder (cheap checks first; the loader checks the rest)
+const modelDir = (str("model") ?? DEFAULT_MODEL).replace(/\/+$/, "");
+const isDefault = str("model") === undefined;
+const dirInfo = await Deno.stat(modelDir).catch(() => null);
+if (!dirInfo?.isDirectory) fail(cmd, `model folder ${modelDir} not found (--model DIR: a Hugging Face folder with ${MODEL_FILES})`);
+if (!(await Deno.stat(`${modelDir}/config.json`).catch(() => null))?.isFile) {
+  fail(cmd, `${modelDir} is not a model folder: no config.json (a Hugging Face folder has ${MODEL_FILES})`);
 }
-const dataDir = values.data!.replace(/\/+$/, "");
-let modelDir = values.model;
-if (!modelDir) {
-  modelDir = `${dataDir}/models/tiny`;
-  let exists = false;
+try {
+  const config = JSON.parse(await Deno.readTextFile(`${modelDir}/config.json`));
+  if (typeof config !== "object" || config === null || Array.isArray(config)) throw new Error("not a JSON object");
+} catch (e) {
+  fail(cmd, `${modelDir}/config.json is not a model config: ${oneLine(e)}`);
+}
+
+// 2. the data folder must be writable
+const dataDir = str("data")!.replace(/\/+$/, "") || ".";
+try {
+  await Deno.mkdir(dataDir, { recursive: true });
+  const probe = `${dataDir}/.write-test-${Deno.pid}`;
+  await Deno.writeTextFile(probe, "");
+  await Deno.remove(probe);
+} catch (e) {
+  fail(cmd, `cannot write the data folder ${dataDir} (--data DIR): ${oneLine(e)}`);
+}
+
+// 3. keys and chat template files
+const keysFile = str("api-keys");
+if (keysFile !== undefined) {
   try {
-    exists = Deno.statSync(`${modelDir}/config.json`).isFile;
-  } catch { /* not made yet */ }
-  if (!exists) {
-    say("no --model given: making the tiny default model", { dir: modelDir });
-    await makeModel({ shape: "tiny", out: modelDir });
+    await KeyStore.load(keysFile, () => undefined, []);
+  } catch (e) {
+    fail(cmd, `bad API keys file ${keysFile} (--api-keys): ${oneLine(e)}`);
   }
-  say("no --model given: serving the tiny default model made by scripts/make_model.ts (random weights, for trying the API)", {
-    dir: modelDir,
-  });
 }
-const int = (v: string | undefined, name: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) {
-    console.error(`--${name} must be a non-negative integer`);
-    Deno.exit(2);
+let chatTemplate: string | null = null;
+if (str("chat-template") !== undefined) {
+  try {
+    chatTemplate = await Deno.readTextFile(str("chat-template")!);
+  } catch (e) {
+    fail(cmd, `cannot read the chat template ${str("chat-template")}: ${oneLine(e)}`);
   }
-  return n;
-};
+}
 
-const server = await createServer({
-  modelDir,
-  modelId: values["model-id"],
-  quant,
-  adapterRoot: values.adapters ?? `${dataDir}/adapters`,
-  dataDir,
-  threads: values.threads ? int(values.threads, "threads") : 0,
-  maxNumSeqs: int(values["max-num-seqs"], "max-num-seqs"),
-  maxQueue: int(values["max-queue"], "max-queue"),
-  adapterBudgetBytes: int(values["adapter-cache-mb"], "adapter-cache-mb") * 1024 * 1024,
-  keysFile: values["api-keys"],
-  chatTemplate: values["chat-template"] ? await Deno.readTextFile(values["chat-template"]) : null,
-});
+// 4. the port must be free (checked again when binding)
+const port = num("port")!;
+const requestedHost = str("host")!;
+const portInUse = (e: unknown) => e instanceof Deno.errors.AddrInUse;
+if (port !== 0) {
+  try {
+    Deno.listen({ port, hostname: requestedHost }).close();
+  } catch (e) {
+    if (portInUse(e)) fail(cmd, `port ${port} is in use on ${requestedHost} (choose another with --port N)`);
+    fail(cmd, `cannot listen on ${requestedHost}:${port}: ${oneLine(e)}`);
+  }
+}
 
-let hostname = values.host ?? "127.0.0.1";
+// 5. the native library, built when missing or stale
+try {
+  await ensureNative(wantedBackends("serve"), { log: (line) => say(line) });
+} catch (e) {
+  if (e instanceof NativeBuildError && e.detail) console.log(e.detail);
+  fail(cmd, oneLine(e));
+}
+
+// 6. the model (loaded and quantized in the engine worker, which logs progress)
+say(`loading ${modelDir}`, { quant: str("quant"), activations: str("activations") ?? "default" });
+let server;
+try {
+  server = await createServer({
+    modelDir,
+    modelId: str("model-id"),
+    quant: str("quant") as "nf4" | "fp4" | "int4" | "none",
+    activations: str("activations") as "f32" | "bf16" | undefined,
+    adapterRoot: str("adapters") ?? `${dataDir}/adapters`,
+    dataDir,
+    threads: num("threads") ?? 0,
+    maxNumSeqs: num("max-num-seqs")!,
+    maxQueue: num("max-queue")!,
+    adapterBudgetBytes: num("adapter-cache-mb")! * 1024 * 1024,
+    keysFile,
+    chatTemplate,
+  });
+} catch (e) {
+  fail(cmd, `cannot load the model in ${modelDir}: ${oneLine(e)}`);
+}
+
+let hostname = requestedHost;
 if (server.deps.keys.size === 0) {
   if (!["127.0.0.1", "localhost", "::1"].includes(hostname)) {
     say(
@@ -82,18 +152,28 @@ if (server.deps.keys.size === 0) {
   hostname = "127.0.0.1";
 }
 const info = server.deps.host.info;
-const srv = Deno.serve({
-  port: int(values.port, "port"),
-  hostname,
-  onListen: ({ hostname, port }) =>
-    say(`listening on http://${hostname}:${port}`, {
-      model: info.id,
-      quant: info.quant,
-      backend: info.backend,
-      max_model_len: info.maxModelLen,
-      keys: server.deps.keys.size,
-    }),
-}, server.app.fetch);
+const about = isDefault
+  ? `serving ${info.id}, the built-in TinyStories model (260K parameters: it continues short stories; send "Once upon a time"). ` +
+    `To serve another model: deno task start --model DIR, a Hugging Face folder with ${MODEL_FILES}`
+  : `serving ${info.id} from ${modelDir}`;
+let srv: Deno.HttpServer;
+try {
+  srv = Deno.serve({
+    port,
+    hostname,
+    onListen: ({ hostname, port }) =>
+      say(`listening on http://${hostname}:${port}: ${about}`, {
+        model: info.id,
+        quant: info.quant,
+        backend: info.backend,
+        max_model_len: info.maxModelLen,
+        keys: server.deps.keys.size,
+      }),
+  }, server.app.fetch);
+} catch (e) {
+  if (portInUse(e)) fail(cmd, `port ${port} is in use on ${hostname} (choose another with --port N)`);
+  fail(cmd, `cannot listen on ${hostname}:${port}: ${oneLine(e)}`);
+}
 
 const stop = async () => {
   say("shutting down");

@@ -18,6 +18,8 @@ export interface ServerOptions {
   modelDir: string;
   modelId?: string;
   quant?: WorkerInit["quant"];
+  /** Activations and KV cache (default: bf16 on a 4-bit base, f32 with quant "none"). */
+  activations?: WorkerInit["activations"];
   /** Folder adapters are registered from (created if missing). */
   adapterRoot: string;
   /** Folder for server state (uploaded adapters). */
@@ -70,6 +72,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     modelDir: o.modelDir,
     modelId,
     quant: o.quant ?? "nf4",
+    activations: o.activations,
     threads: o.threads ?? 0,
     maxNumSeqs,
     maxModelLen: o.maxModelLen,

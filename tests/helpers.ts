@@ -5,7 +5,11 @@ import { moduleDims, writePeftAdapter } from "../server/adapters/peft.ts";
 import { createServer, type Server, type ServerOptions } from "../server/server.ts";
 import { makeModel } from "../server/model/make_model.ts";
 
-export const STORIES = new URL("../../shared/models/stories260K", import.meta.url).pathname;
+/** llama2.c's stories260K in the Hugging Face layout (MIT), with reference_greedy.json and no chat
+ * template, kept in the repository (tests/fixtures/) so a fresh clone runs the suite alone. */
+export const STORIES = new URL("./fixtures/models/stories260K", import.meta.url).pathname;
+/** Bit-exact NF4/FP4 quantization cases (bitsandbytes' semantics); see fixtures/reference/README.md. */
+export const NF4_VECTORS = new URL("./fixtures/reference/nf4_vectors.json", import.meta.url).pathname;
 export const REFERENCE = JSON.parse(Deno.readTextFileSync(`${STORIES}/reference_greedy.json`)) as {
   cases: { prompt: string; prompt_ids: number[]; generated_ids: number[]; full_text: string }[];
 };

@@ -1,6 +1,9 @@
 // main.ts — `deno task bench [suite] [--json FILE]`: runs the benchmark suites (all of them when
 // none is named) and prints one table. A suite is the module scripts/bench/<suite>.ts exporting
-// `run(): Promise<Row[]>`; a suite whose module does not exist yet is reported as such.
+// `run(): Promise<Row[]>`; a suite whose module does not exist yet is reported as such. The
+// references are measured with ../shared/peers: without it a suite that needs it says so in one line.
+import { FlagError, helpText, parseFlags } from "../../server/util/flags.ts";
+import { PeersMissingError } from "./peers.ts";
 
 /** One measured figure: ours against a reference measured in the same run. */
 export interface Row {
@@ -32,19 +35,30 @@ export function formatTable(rows: (Row & { suite: string })[]): string {
   return [line(head), width.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 
+const COMMAND = {
+  name: "deno task bench",
+  summary: `Runs benchmark suites (${SUITES.join(", ")}; all when none is named) against references measured in the same run ` +
+    "with ../shared/peers, and prints one table.",
+  positionals: `[${SUITES.join("|")}]...`,
+  flags: { json: { type: "string" as const, arg: "FILE", help: "also write the rows as JSON", defaultText: "none" } },
+};
+
 async function main(args: string[]): Promise<number> {
-  let json: string | null = null;
-  const names: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--json") {
-      json = args[++i] ?? null;
-      if (!json) {
-        console.error("--json needs a file name");
-        return 2;
-      }
-    } else if (args[i].startsWith("--json=")) json = args[i].slice(7);
-    else names.push(args[i]);
+  let parsed;
+  try {
+    parsed = parseFlags(COMMAND, args);
+  } catch (e) {
+    if (!(e instanceof FlagError)) throw e;
+    if (e.showHelp) console.log(helpText(COMMAND));
+    console.error(`${COMMAND.name}: ${e.message}`);
+    return 2;
   }
+  if (parsed.help) {
+    console.log(helpText(COMMAND));
+    return 0;
+  }
+  const json = (parsed.values.json as string | undefined) ?? null;
+  const names = parsed.positionals;
   for (const n of names) {
     if (!(SUITES as readonly string[]).includes(n)) {
       console.error(`unknown suite "${n}" (suites: ${SUITES.join(", ")})`);
@@ -68,7 +82,8 @@ async function main(args: string[]): Promise<number> {
       for (const r of rows) all.push({ suite, ...r });
     } catch (e) {
       failed = true;
-      console.error(`suite ${suite} failed: ${e instanceof Error ? e.stack : e}`);
+      if (e instanceof PeersMissingError) console.error(`suite ${suite} skipped: ${e.message}`);
+      else console.error(`suite ${suite} failed: ${e instanceof Error ? e.stack : e}`);
     }
   }
   if (all.length) console.log(formatTable(all));

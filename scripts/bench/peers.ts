@@ -1,7 +1,22 @@
 // peers.ts — runs the measurements of ../shared/peers (llama.cpp, PyTorch, DRAM bandwidth) in the
 // benchmark's own run, so every ratio compares figures taken side by side. The peer scripts are
 // called where they lie, never copied.
-const SHARED = new URL("../../../shared/peers/", import.meta.url).pathname;
+const SHARED_DIR = new URL("../../../shared/peers/", import.meta.url).pathname;
+
+/** ../shared/peers is not beside this clone: the reference measurements cannot run. */
+export class PeersMissingError extends Error {
+  override name = "PeersMissingError";
+}
+
+/** The peers folder (with a trailing slash); throws PeersMissingError when it is absent. */
+export function peersDir(): string {
+  try {
+    if (Deno.statSync(SHARED_DIR).isDirectory) return SHARED_DIR;
+  } catch { /* absent */ }
+  throw new PeersMissingError(
+    `the benchmarks measure their references with ../shared/peers (readbw.c, llama.cpp, PyTorch scripts), which is not beside this clone (${SHARED_DIR})`,
+  );
+}
 const WORK = "/tmp/qlora-peers";
 
 async function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<string> {
@@ -24,7 +39,7 @@ async function exists(path: string): Promise<boolean> {
 export async function readBandwidth(threads = 2, mib = 1024, reps = 7): Promise<number> {
   await Deno.mkdir(WORK, { recursive: true });
   const bin = `${WORK}/readbw`;
-  if (!(await exists(bin))) await run("gcc", ["-O3", "-march=native", "-fopenmp", `${SHARED}readbw.c`, "-o", bin]);
+  if (!(await exists(bin))) await run("gcc", ["-O3", "-march=native", "-fopenmp", `${peersDir()}readbw.c`, "-o", bin]);
   const text = await run(bin, [String(mib), String(reps)], { env: { OMP_NUM_THREADS: String(threads) } });
   const m = text.match(/median ([\d.]+) GB\/s/);
   if (!m) throw new Error(`readbw printed no median: ${text}`);
@@ -47,7 +62,7 @@ async function ensureLlamaCpp(): Promise<string> {
       env: { NODE_LLAMA_CPP_SKIP_DOWNLOAD: "true" },
     });
   }
-  await Deno.copyFile(`${SHARED}bench.mjs`, `${dir}/bench.mjs`);
+  await Deno.copyFile(`${peersDir()}bench.mjs`, `${dir}/bench.mjs`);
   return dir;
 }
 
@@ -65,7 +80,7 @@ async function pythonWithNumpy(): Promise<string> {
 export async function llamaCpp(shape: "135m" | "1.1b" | "7b", threads = 2, pp = 256, tg = 64, reps = 3): Promise<LlamaCppFigures> {
   const dir = await ensureLlamaCpp();
   const gguf = `${dir}/r${shape}.gguf`;
-  if (!(await exists(gguf))) await run(await pythonWithNumpy(), [`${SHARED}make_gguf.py`, shape, gguf, "q4_0"]);
+  if (!(await exists(gguf))) await run(await pythonWithNumpy(), [`${peersDir()}make_gguf.py`, shape, gguf, "q4_0"]);
   const line = (await run("node", ["bench.mjs", gguf, String(threads), String(pp), String(tg), String(reps)], { cwd: dir })).trim().split(
     "\n",
   ).pop()!;
@@ -76,7 +91,7 @@ export async function llamaCpp(shape: "135m" | "1.1b" | "7b", threads = 2, pp = 
 
 /** PyTorch LoRA training tokens/s from shared/peers/torch_lora.py. */
 export async function torchLora(dtype: "bf16" | "fp32", threads = 2): Promise<number> {
-  const text = await run("/usr/bin/python3", [`${SHARED}torch_lora.py`, "--threads", String(threads), "--dtype", dtype], {
+  const text = await run("/usr/bin/python3", [`${peersDir()}torch_lora.py`, "--threads", String(threads), "--dtype", dtype], {
     env: { OPENBLAS_NUM_THREADS: "1" },
   });
   const m = text.match(/([\d.]+)\s*tok(?:ens)?\/s/);

@@ -22,6 +22,8 @@ export interface LoadOptions {
    * prefill, the int8 fused matvec for decode, half the KV memory) or "f32" (default with quant
    * "none", where the computation stays exact float32). */
   activations?: "f32" | "bf16";
+  /** Called as tensors are read, uploaded and quantized (done / total tensors, source bytes read). */
+  onProgress?: (p: { done: number; total: number; bytes: number; seconds: number }) => void;
 }
 
 export class ModelLoadError extends Error {
@@ -103,8 +105,14 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
     } else {
       scratch = new Uint8Array(largest);
     }
+    const total = st.names.length, t0 = performance.now();
+    let done = 0, bytesRead = 0;
+    const progress = () => opts.onProgress?.({ done, total, bytes: bytesRead, seconds: (performance.now() - t0) / 1000 });
     const readRaw = async (name: string): Promise<Uint8Array> => {
+      progress(); // the tensors before this one are in device memory (quantized) by now
       const n = st.info(name).byteLength;
+      done = Math.min(total - 1, done + 1);
+      bytesRead += n;
       const view = scratch.subarray(0, n);
       await st.readInto(name, view);
       return view;
@@ -199,6 +207,8 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
     const activations = opts.activations ?? (quant === "none" && prequantType === null ? "f32" : "bf16");
     const model = new LlamaModel(ctx, shape, embed, layers, finalNorm, lmHead, invFreq, activations === "bf16" ? DType.BF16 : DType.F32);
     owned.length = 0; // the model owns everything now
+    done = total;
+    progress();
     return { dir, config, model, quant: prequantType ?? quant, prequantized: prequantType !== null };
   } catch (e) {
     for (const o of owned) o.dispose();

@@ -12,6 +12,7 @@ export interface WorkerInit {
   modelDir: string;
   modelId: string;
   quant: "nf4" | "fp4" | "int4" | "none";
+  activations?: "f32" | "bf16";
   threads: number;
   maxNumSeqs: number;
   maxModelLen?: number;

@@ -3,7 +3,7 @@
 /// <reference lib="deno.worker" />
 import { Context } from "../ffi/tensor.ts";
 import { openModel } from "../model/bundle.ts";
-import { memoryReport } from "../model/loader.ts";
+import { type LoadOptions, memoryReport } from "../model/loader.ts";
 import { Engine, EngineError } from "../engine/engine.ts";
 import { SamplingParamsError } from "../engine/sampling.ts";
 import { AdapterCache } from "../adapters/cache.ts";
@@ -39,9 +39,36 @@ function stats(): EngineStats {
   };
 }
 
+/** Logs loading progress (tensors, MB, MB/s) about once a second; silent for a load under 1 s. */
+function progressLogger(dir: string): LoadOptions["onProgress"] {
+  let last = performance.now();
+  let logged = false;
+  return (p) => {
+    const now = performance.now();
+    if (p.done < p.total && now - last < 1000) return;
+    if (p.done === p.total && !logged) return;
+    last = now;
+    logged = true;
+    const mb = p.bytes / 1e6;
+    console.log(JSON.stringify({
+      ts: new Date().toISOString(),
+      level: "info",
+      msg: p.done < p.total ? `loading ${dir}: ${p.done}/${p.total} tensors` : `loaded ${dir}: ${p.total} tensors`,
+      mb: Math.round(mb),
+      mb_per_s: Math.round(mb / Math.max(p.seconds, 1e-3)),
+      seconds: Math.round(p.seconds * 10) / 10,
+    }));
+  };
+}
+
 async function init(o: WorkerInit): Promise<void> {
   const ctx = new Context({ threads: o.threads });
-  const bundle = await openModel(ctx, o.modelDir, { quant: o.quant, id: o.modelId });
+  const bundle = await openModel(ctx, o.modelDir, {
+    quant: o.quant,
+    id: o.modelId,
+    activations: o.activations,
+    onProgress: progressLogger(o.modelDir),
+  });
   const shape = bundle.loaded.model.shape;
   const maxModelLen = Math.min(bundle.maxModelLen, o.maxModelLen ?? Infinity);
   cache = new AdapterCache(ctx, shape, o.adapterBudgetBytes);

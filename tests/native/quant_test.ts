@@ -7,7 +7,7 @@ import { dequantize4bit, dequantizeAbsmax8bit, quantize4bit, quantizeAbsmax8bit 
 import { DType, type QuantTypeName, QWeight } from "../../server/ffi/tensor.ts";
 import { NativeError } from "../../server/ffi/errors.ts";
 
-const VECTORS = new URL("../../../shared/reference/nf4_vectors.json", import.meta.url).pathname;
+import { NF4_VECTORS as VECTORS } from "../helpers.ts";
 
 testEachBackend("reference vectors are reproduced bit for bit", (ctx) => {
   const results = checkVectorFile(ctx, VECTORS);

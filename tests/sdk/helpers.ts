@@ -19,7 +19,7 @@ export interface LiveServer {
   close(): Promise<void>;
 }
 
-/** Starts `deno run server/main.ts` on a free port with the tiny model (made under dataDir). */
+/** Starts `deno run server/main.ts` on a free port with the default model (models/stories260K). */
 export async function startServer(opts: { keys?: boolean; extraArgs?: string[] } = {}): Promise<LiveServer> {
   const dataDir = await Deno.makeTempDir({ prefix: "qlora-sdk-test-" });
   const env: Record<string, string> = { QLORA_API_KEYS: "", QLORA_ADMIN_KEYS: "" };
@@ -130,9 +130,9 @@ export async function startServer(opts: { keys?: boolean; extraArgs?: string[] }
   };
 }
 
-/** The tiny model's shape, from the folder the server made. */
+/** The default model's shape (models/stories260K, which the server serves with no --model). */
 export async function modelShape(server: LiveServer): Promise<LlamaShape> {
-  const c = JSON.parse(await Deno.readTextFile(`${server.dataDir}/models/tiny/config.json`));
+  const c = JSON.parse(await Deno.readTextFile(`${ROOT}models/stories260K/config.json`));
   const heads = c.num_attention_heads, hidden = c.hidden_size;
   return {
     hidden,
