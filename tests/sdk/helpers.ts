@@ -131,7 +131,7 @@ export async function startServer(opts: { keys?: boolean; extraArgs?: string[] }
 }
 
 /** The default model's shape (models/stories260K, which the server serves with no --model). */
-export async function modelShape(server: LiveServer): Promise<LlamaShape> {
+export async function modelShape(): Promise<LlamaShape> {
   const c = JSON.parse(await Deno.readTextFile(`${ROOT}models/stories260K/config.json`));
   const heads = c.num_attention_heads, hidden = c.hidden_size;
   return {
