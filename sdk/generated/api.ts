@@ -1513,10 +1513,10 @@ export interface components {
             status_details: string | null;
             expires_at: number | null;
         };
-        FineTuningHyperparameters: {
+        FineTuningDpoHyperparameters: {
             /** @description Passes over the training data ("auto": 3). */
             n_epochs?: "auto" | number;
-            /** @description Sequences per micro-batch (with packing: rows of max_seq_len tokens) ("auto": up to 4). */
+            /** @description Examples per optimizer step, as in OpenAI's API (packing only decides how a step is cut into micro-batches; "auto": about 0.2% of the training examples, from 1 to 256). */
             batch_size?: "auto" | number;
             /** @description Scales learning_rate ("auto": 1). */
             learning_rate_multiplier?: "auto" | number;
@@ -1541,11 +1541,11 @@ export interface components {
             lr_scheduler?: "linear" | "cosine" | "constant";
             /** @description Extension: global gradient-norm clipping, 0 for none (default 1). */
             max_grad_norm?: number;
-            /** @description Extension: micro-batches per optimizer step (default 1). */
+            /** @description Extension: at least this many micro-batches per optimizer step (less memory; a step is still batch_size examples) (default 1). */
             gradient_accumulation_steps?: number;
             /** @description Extension: longest sequence, in tokens (default min(1024, the model's)). */
             max_seq_len?: number;
-            /** @description Extension: pack examples into rows, with no attention across them (default true). */
+            /** @description Extension: pack a step's examples into micro-batches of 4 × max_seq_len tokens, no attention across them (false: one example per micro-batch) (default true). */
             packing?: boolean;
             /** @description Extension: take the loss on every token, not only the assistant's (default false). */
             train_on_inputs?: boolean;
@@ -1555,7 +1555,62 @@ export interface components {
              */
             optimizer?: "adamw" | "paged_adamw" | "paged_adamw_8bit";
             /**
-             * @description Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA) (default "nf4").
+             * @description Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA) (default: the served base's).
+             * @enum {string}
+             */
+            quant?: "nf4" | "none";
+            /** @description Extension: not supported (LoRA only); true is a 400 (default false). */
+            full_finetune?: boolean;
+            /** @description Extension: AdamW weight decay (default 0). */
+            weight_decay?: number;
+            /** @description Extension: steps between checkpoints, 0 for about 5 per job ("auto": 0). */
+            checkpoint_every?: "auto" | number;
+            /** @description How far the policy may move from the reference (the base): larger stays closer ("auto": 0.1). */
+            beta?: "auto" | number;
+        };
+        FineTuningHyperparameters: {
+            /** @description Passes over the training data ("auto": 3). */
+            n_epochs?: "auto" | number;
+            /** @description Examples per optimizer step, as in OpenAI's API (packing only decides how a step is cut into micro-batches; "auto": about 0.2% of the training examples, from 1 to 256). */
+            batch_size?: "auto" | number;
+            /** @description Scales learning_rate ("auto": 1). */
+            learning_rate_multiplier?: "auto" | number;
+            /** @description Extension: peak learning rate before the multiplier (default 0.0002). */
+            learning_rate?: number;
+            /** @description Extension: LoRA rank (default 16). */
+            lora_r?: number;
+            /** @description Extension: LoRA alpha (default 2 × lora_r). */
+            lora_alpha?: number;
+            /** @description Extension: dropout on the LoRA input (default 0.05). */
+            lora_dropout?: number;
+            /** @description Extension: modules that get LoRA (default "all-linear"). */
+            target_modules?: "all-linear" | ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
+            /** @description Extension: scale by alpha/√r instead of alpha/r (default false). */
+            use_rslora?: boolean;
+            /** @description Extension: fraction of steps of linear warmup (default 0.03). */
+            warmup_ratio?: number;
+            /**
+             * @description Extension: decay after warmup (default "linear").
+             * @enum {string}
+             */
+            lr_scheduler?: "linear" | "cosine" | "constant";
+            /** @description Extension: global gradient-norm clipping, 0 for none (default 1). */
+            max_grad_norm?: number;
+            /** @description Extension: at least this many micro-batches per optimizer step (less memory; a step is still batch_size examples) (default 1). */
+            gradient_accumulation_steps?: number;
+            /** @description Extension: longest sequence, in tokens (default min(1024, the model's)). */
+            max_seq_len?: number;
+            /** @description Extension: pack a step's examples into micro-batches of 4 × max_seq_len tokens, no attention across them (false: one example per micro-batch) (default true). */
+            packing?: boolean;
+            /** @description Extension: take the loss on every token, not only the assistant's (default false). */
+            train_on_inputs?: boolean;
+            /**
+             * @description Extension: the AdamW variant (default "paged_adamw").
+             * @enum {string}
+             */
+            optimizer?: "adamw" | "paged_adamw" | "paged_adamw_8bit";
+            /**
+             * @description Extension: the base's storage: nf4 (QLoRA) or none (16/32-bit LoRA) (default: the served base's).
              * @enum {string}
              */
             quant?: "nf4" | "none";
@@ -1605,6 +1660,12 @@ export interface components {
                 type: "supervised";
                 supervised: {
                     hyperparameters: components["schemas"]["ResolvedFineTuningHyperparameters"];
+                };
+            } | {
+                /** @enum {string} */
+                type: "dpo";
+                dpo: {
+                    hyperparameters: components["schemas"]["ResolvedFineTuningDpoHyperparameters"];
                 };
             };
             /** @description Extension: optimizer steps done. */
@@ -1666,7 +1727,9 @@ export interface components {
             supervised?: {
                 hyperparameters?: components["schemas"]["FineTuningHyperparameters"];
             };
-            dpo?: unknown;
+            dpo?: {
+                hyperparameters?: components["schemas"]["FineTuningDpoHyperparameters"];
+            };
             reinforcement?: unknown;
         };
         LoadLoraAdapterRequest: {
@@ -1709,6 +1772,33 @@ export interface components {
             /** @enum {string} */
             object: "list";
             data: components["schemas"]["Model"][];
+        };
+        ResolvedFineTuningDpoHyperparameters: {
+            n_epochs: number;
+            batch_size: number;
+            learning_rate_multiplier: number;
+            learning_rate: number;
+            lora_r: number;
+            lora_alpha: number;
+            lora_dropout: number;
+            target_modules: ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
+            use_rslora: boolean;
+            warmup_ratio: number;
+            /** @enum {string} */
+            lr_scheduler: "linear" | "cosine" | "constant";
+            max_grad_norm: number;
+            gradient_accumulation_steps: number;
+            max_seq_len: number;
+            packing: boolean;
+            train_on_inputs: boolean;
+            /** @enum {string} */
+            optimizer: "adamw" | "paged_adamw" | "paged_adamw_8bit";
+            /** @enum {string} */
+            quant: "nf4" | "none";
+            full_finetune: boolean;
+            weight_decay: number;
+            checkpoint_every: number;
+            beta: number;
         };
         ResolvedFineTuningHyperparameters: {
             n_epochs: number;
