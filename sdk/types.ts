@@ -85,9 +85,12 @@ export type FileListParams = NonNullable<paths["/v1/files"]["get"]["parameters"]
 // in server/jobs/hyperparameters.ts)
 /** OpenAI's n_epochs, batch_size, learning_rate_multiplier and the server's extensions beside them. */
 export type Hyperparameters = Schemas["FineTuningHyperparameters"];
+/** DPO's hyperparameters: the supervised ones and beta. */
+export type DpoHyperparameters = Schemas["FineTuningDpoHyperparameters"];
 export type FineTuningMethod = Schemas["FineTuningMethod"];
 /** The hyperparameters a job resolved (every extension filled in). */
 export type ResolvedHyperparameters = Schemas["ResolvedFineTuningHyperparameters"];
+export type ResolvedDpoHyperparameters = Schemas["ResolvedFineTuningDpoHyperparameters"];
 export type FineTuningJob = Schemas["FineTuningJob"];
 export type FineTuningJobStatus = FineTuningJob["status"];
 export type FineTuningJobCreateParams = Schemas["CreateFineTuningJobRequest"];
