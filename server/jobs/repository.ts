@@ -172,7 +172,7 @@ export class JobRepository {
   cancel(id: string): "cancelled" | "requested" | "finished" {
     return this.store.transaction(() => {
       const waiting = this.store.run(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('validating_files', 'queued')",
+        "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status IN ('validating_files', 'queued', 'paused')",
         nowSeconds(),
         id,
       );
@@ -184,6 +184,39 @@ export class JobRepository {
 
   cancelRequested(id: string): boolean {
     return this.store.get<{ c: number }>("SELECT cancel_requested AS c FROM jobs WHERE id = ?", id)?.c === 1;
+  }
+
+  /** Pauses a job that waits at once ("paused"); a running one is asked to ("requested": its runner
+   * checkpoints after the current micro-batch and marks it paused). */
+  pause(id: string): "paused" | "requested" | "not_pausable" {
+    return this.store.transaction(() => {
+      const waiting = this.store.run("UPDATE jobs SET status = 'paused' WHERE id = ? AND status IN ('validating_files', 'queued')", id);
+      if (waiting.changes === 1) return "paused";
+      const running = this.store.run(
+        "UPDATE jobs SET pause_requested = 1 WHERE id = ? AND status = 'running' AND cancel_requested = 0",
+        id,
+      );
+      return running.changes === 1 ? "requested" : "not_pausable";
+    });
+  }
+
+  pauseRequested(id: string): boolean {
+    return this.store.get<{ p: number }>("SELECT pause_requested AS p FROM jobs WHERE id = ?", id)?.p === 1;
+  }
+
+  /** running → paused (by its runner, after the pause checkpoint). */
+  markPaused(id: string): void {
+    this.store.run("UPDATE jobs SET status = 'paused', pause_requested = 0 WHERE id = ? AND status = 'running'", id);
+  }
+
+  /** paused → queued ("resumed"; its runner resumes from the last checkpoint); a pause not yet
+   * taken is withdrawn ("withdrawn"). */
+  resume(id: string): "resumed" | "withdrawn" | "not_paused" {
+    return this.store.transaction(() => {
+      if (this.store.run("UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'paused'", id).changes === 1) return "resumed";
+      const pending = this.store.run("UPDATE jobs SET pause_requested = 0 WHERE id = ? AND status = 'running' AND pause_requested = 1", id);
+      return pending.changes === 1 ? "withdrawn" : "not_paused";
+    });
   }
 
   // ---------------------------------------------------------------------------------- events

@@ -39,7 +39,7 @@ export interface JobRunnerOptions {
 }
 
 /** How a run that did not fail ended. */
-type RunEnd = "succeeded" | "cancelled" | "interrupted";
+type RunEnd = "succeeded" | "cancelled" | "paused" | "interrupted";
 
 /** A job's data, tokenized for its base. */
 interface JobData {
@@ -308,10 +308,18 @@ export class JobRunner {
         stepStart = performance.now();
       },
       onCheckpoint: (step, final, state) => this.#checkpoint(job, base, step, final, state, lastMetrics),
-      shouldStop: () => this.#stopping || this.#repo.cancelRequested(job.id),
+      shouldStop: () => this.#stopping || this.#repo.cancelRequested(job.id) || this.#repo.pauseRequested(job.id),
     });
     if (ended === "completed") return "succeeded";
-    return this.#repo.cancelRequested(job.id) ? "cancelled" : "interrupted";
+    if (this.#repo.cancelRequested(job.id)) return "cancelled";
+    if (!this.#stopping && this.#repo.pauseRequested(job.id)) {
+      // the weights and optimizer are those of the last whole step: checkpoint them, so that resume
+      // continues exactly there (and the paused model can be tried)
+      const last = this.#repo.resumable(job.id)[0]?.step ?? 0;
+      if (trainer.step > last) await this.#checkpoint(job, base, trainer.step, false, trainer.state, lastMetrics);
+      return "paused";
+    }
+    return "interrupted";
   }
 
   /** The step's metrics event and progress; returns the metrics. */
@@ -356,6 +364,9 @@ export class JobRunner {
     if (end === "cancelled") {
       this.#repo.finish(job.id, "cancelled", null);
       this.#event(job.id, "info", `The job was cancelled at step ${trainer.step}.`);
+    } else if (end === "paused") {
+      this.#repo.markPaused(job.id);
+      this.#event(job.id, "info", `The job was paused at step ${trainer.step}; resume continues from there.`);
     } else if (end === "interrupted") {
       this.#event(job.id, "info", `Training paused at step ${trainer.step} (server stopping); it resumes from the last checkpoint.`);
     }

@@ -129,6 +129,34 @@ export class JobService {
     return this.require(caller, id);
   }
 
+  /** Pauses a job (OpenAI's POST …/pause): a waiting one at once; a running one checkpoints after
+   * its current micro-batch, then shows "paused". Its checkpoints stay servable. */
+  pause(caller: Caller, id: string): JobRecord {
+    const job = this.require(caller, id);
+    const outcome = this.#repo.pause(job.id);
+    if (outcome === "not_pausable") {
+      throw new ClientError(409, `a ${job.status} job cannot be paused`, "job_not_pausable", "fine_tuning_job_id");
+    }
+    this.#repo.addEvent(
+      job.id,
+      "info",
+      outcome === "paused" ? "The job was paused." : "Pause requested; the job checkpoints after its current micro-batch.",
+    );
+    return this.require(caller, id);
+  }
+
+  /** Resumes a paused job from its last checkpoint (OpenAI's POST …/resume). */
+  resume(caller: Caller, id: string): JobRecord {
+    const job = this.require(caller, id);
+    const outcome = this.#repo.resume(job.id);
+    if (outcome === "not_paused") {
+      throw new ClientError(409, `the job is ${job.status}, not paused`, "job_not_paused", "fine_tuning_job_id");
+    }
+    this.#repo.addEvent(job.id, "info", outcome === "resumed" ? "The job was resumed; it is queued." : "The pause request was withdrawn.");
+    if (outcome === "resumed") this.#onQueued?.();
+    return this.require(caller, id);
+  }
+
   /** Newest first. */
   events(caller: Caller, id: string, opts: PageOptions = {}): Page<JobEvent> {
     const job = this.require(caller, id);

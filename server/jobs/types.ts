@@ -4,7 +4,8 @@
 // names a job gives its models.
 import type { Hyperparameters, HyperparametersInput, JobMethod } from "./hyperparameters.ts";
 
-export const JOB_STATUSES = ["validating_files", "queued", "running", "succeeded", "failed", "cancelled"] as const;
+// "paused" is OpenAI's status of a paused job (POST …/pause); its published schema's enum predates it
+export const JOB_STATUSES = ["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const TERMINAL: readonly JobStatus[] = ["succeeded", "failed", "cancelled"];
 

@@ -77,6 +77,8 @@ const MIGRATIONS: string[] = [
   // the example formats a file holds (comma-separated: chat, prompt, preference), known at upload;
   // NULL for files uploaded before (checked when their job runs)
   `ALTER TABLE files ADD COLUMN kinds TEXT;`,
+  // a running job asked to pause (its runner checkpoints at the next micro-batch and marks it paused)
+  `ALTER TABLE jobs ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export class Store {

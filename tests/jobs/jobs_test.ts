@@ -415,6 +415,39 @@ Deno.test("stop mid-job, restart a runner on the same database: it resumes from 
   }
 });
 
+Deno.test("pause mid-job (OpenAI's pause/resume): a checkpoint at the paused step, then resume ends with the uninterrupted run's weights", async () => {
+  const e = await env();
+  try {
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    e.runner();
+    const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
+    const d0 = await e.jobs.waitFor(j0.id);
+    assert.equal(d0.status, "succeeded", JSON.stringify(d0.error));
+    const want = await finalWeights(e.registry.get(A, d0.fineTunedModel!)!.dir);
+
+    const j1 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
+    while ((e.jobs.get(A, j1.id)!.step ?? 0) < 3) await new Promise((r) => setTimeout(r, 1));
+    e.jobs.pause(A, j1.id);
+    const paused = await e.jobs.waitFor(j1.id, ["paused"]);
+    assert.ok(paused.step >= 3 && paused.step < d0.totalSteps!, `paused at step ${paused.step}`);
+    assert.equal(e.jobs.checkpoints(A, j1.id).data[0].step, paused.step, "a checkpoint at the paused step");
+    assert.throws(() => e.jobs.pause(A, j1.id), (err: unknown) => err instanceof ClientError && err.status === 409);
+    assert.throws(() => e.jobs.resume(B, j1.id), (err: unknown) => err instanceof ClientError && err.status === 404);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(e.jobs.get(A, j1.id)!.status, "paused", "a paused job stays paused");
+    const resumed = e.jobs.resume(A, j1.id).status;
+    assert.ok(resumed === "queued" || resumed === "running", `resumed: ${resumed}`);
+    const d1 = await e.jobs.waitFor(j1.id);
+    assert.equal(d1.status, "succeeded", JSON.stringify(d1.error));
+    assert.deepEqual(metricsOf(e.jobs, A, j1.id).map((x) => x.step), Array.from({ length: d0.totalSteps! }, (_, i) => i + 1));
+    const got = await finalWeights(e.registry.get(A, d1.fineTunedModel!)!.dir);
+    for (const [k, v] of want) assert.deepEqual(got.get(k), v, `${k} differs after pause and resume`);
+    assert.throws(() => e.jobs.resume(A, j1.id), (err: unknown) => err instanceof ClientError && err.status === 409);
+  } finally {
+    await e.close();
+  }
+});
+
 Deno.test("SIGKILL of the process mid-job: a new runner resumes from the last checkpoint and ends with the uninterrupted run's weights", async () => {
   const e = await env();
   try {

@@ -133,6 +133,32 @@ const routes = {
       409: err("The job has already finished"),
     },
   }),
+  pause: createRoute({
+    method: "post",
+    path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}/pause",
+    tags: ["Fine-tuning"],
+    summary: "Pauses a job: a waiting one at once, a running one after a checkpoint at its current step (status paused).",
+    request: { params: JobIdParam },
+    responses: {
+      200: { description: "The job", content: { "application/json": { schema: JobSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such job"),
+      409: err("The job has finished or is paused already"),
+    },
+  }),
+  resume: createRoute({
+    method: "post",
+    path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}/resume",
+    tags: ["Fine-tuning"],
+    summary: "Resumes a paused job from its last checkpoint (or withdraws a pause not yet taken).",
+    request: { params: JobIdParam },
+    responses: {
+      200: { description: "The job", content: { "application/json": { schema: JobSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such job"),
+      409: err("The job is not paused"),
+    },
+  }),
   events: createRoute({
     method: "get",
     path: "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events",
@@ -207,6 +233,16 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
   app.openapi(routes.cancel, (c) => {
     const { fine_tuning_job_id } = c.req.valid("param");
     return c.json(jobObject(jobs.cancel(c.get("principal"), fine_tuning_job_id)), 200);
+  });
+
+  app.openapi(routes.pause, (c) => {
+    const { fine_tuning_job_id } = c.req.valid("param");
+    return c.json(jobObject(jobs.pause(c.get("principal"), fine_tuning_job_id)), 200);
+  });
+
+  app.openapi(routes.resume, (c) => {
+    const { fine_tuning_job_id } = c.req.valid("param");
+    return c.json(jobObject(jobs.resume(c.get("principal"), fine_tuning_job_id)), 200);
   });
 
   app.openapi(routes.events, (c) => {
