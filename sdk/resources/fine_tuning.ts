@@ -1,5 +1,5 @@
 // fine_tuning.ts — client.fineTuning.jobs: QLoRA fine-tuning jobs in OpenAI's shape (create, list,
-// retrieve, cancel, events, checkpoints) and wait(), which follows a job's events until it ends.
+// retrieve, cancel, pause, resume, events, checkpoints) and wait(), which follows a job's events until it ends.
 // A succeeded job's `fine_tuned_model` is servable at once: pass it as a request's `model`.
 import { type APIPromise, type RequestOptions, seg } from "../core.ts";
 import { APIUserAbortError } from "../errors.ts";
@@ -83,6 +83,17 @@ export class Jobs extends APIResource {
   /** Asks a job to stop; it ends with status "cancelled". */
   cancel(id: string, options?: RequestOptions): APIPromise<FineTuningJob> {
     return this._client.post(`/fine_tuning/jobs/${seg(id)}/cancel`, options);
+  }
+
+  /** Pauses a job: a waiting one at once, a running one after a checkpoint at its current step
+   * (status "paused"; its checkpoints stay servable). */
+  pause(id: string, options?: RequestOptions): APIPromise<FineTuningJob> {
+    return this._client.post(`/fine_tuning/jobs/${seg(id)}/pause`, options);
+  }
+
+  /** Resumes a paused job from its last checkpoint. */
+  resume(id: string, options?: RequestOptions): APIPromise<FineTuningJob> {
+    return this._client.post(`/fine_tuning/jobs/${seg(id)}/resume`, options);
   }
 
   /** A job's events (loss, learning rate, tokens/s, validation loss, status changes), page by page. */
