@@ -291,6 +291,9 @@ export interface ResponseSpec {
   model: string;
   stream: boolean;
   includeUsage: boolean;
+  /** With includeUsage, the chunks before the usage chunk carry `usage: null` (chat's stream
+   * schema says so); otherwise they carry no usage (completions' schema has no null usage). */
+  nullUsageInChunks: boolean;
   /** Prompt tokens of each distinct prompt (for usage). */
   promptTokens: number[];
   shape(choice: Choice): ChoiceShape;
@@ -345,7 +348,7 @@ export function respond(
     model: spec.model,
     system_fingerprint,
     choices,
-    ...(usage !== undefined ? { usage } : spec.includeUsage ? { usage: null } : {}),
+    ...(usage !== undefined ? { usage } : spec.includeUsage && spec.nullUsageInChunks ? { usage: null } : {}),
   });
   const choiceChunk = (index: number, fields: Record<string, unknown>, logprobs: unknown, finish: string | null) =>
     chunk([{ index, ...fields, logprobs, finish_reason: finish }]);

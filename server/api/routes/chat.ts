@@ -111,6 +111,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       model: body.model,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
+      nullUsageInChunks: true,
       promptTokens: [promptIds.length],
       shape: () => shape(),
     }) as unknown as ReturnType<typeof c.json<never, 200>>;

@@ -120,6 +120,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       model: body.model,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
+      nullUsageInChunks: false,
       promptTokens: prompts.map((x) => x.length),
       shape: (ch) => shape(ch.index),
     }) as unknown as ReturnType<typeof c.json<never, 200>>;
