@@ -3,6 +3,7 @@
 // 404, no key a 401), chat messages through the chat template; GET /version.
 import assert from "node:assert/strict";
 import { json, makeAdapter, REFERENCE, STORIES_SHAPE, storiesServer } from "../helpers.ts";
+import { QloraClient } from "../../sdk/mod.ts";
 
 const MODEL = "stories260K";
 const KEYS = [{ key: "sk-tenant-a-0001", tenant: "a" }, { key: "sk-tenant-b-0001", tenant: "b" }];
@@ -53,6 +54,16 @@ Deno.test("tokenize/detokenize round trip on stories260K, per model or adapter, 
     const v = await s.app.request("/version");
     assert.equal(v.status, 200);
     assert.match((await v.json()).version, /^\d+\.\d+\.\d+/);
+    // the SDK's client.tokenizer (paths beside /v1)
+    const client = new QloraClient({
+      baseURL: "http://server/v1",
+      apiKey: "sk-tenant-a-0001",
+      fetch: (input, init) => Promise.resolve(s.app.request(String(input), init)),
+    });
+    const viaSdk = await client.tokenizer.tokenize({ model: "mine", prompt: REFERENCE.cases[0].prompt });
+    assert.deepEqual(viaSdk.tokens, REFERENCE.cases[0].prompt_ids);
+    assert.equal((await client.tokenizer.detokenize({ tokens: viaSdk.tokens.slice(1) })).prompt, REFERENCE.cases[0].prompt);
+    assert.match((await client.tokenizer.version()).version, /^\d/);
     const doc = await (await s.app.request("/openapi.json")).json();
     for (const p of ["/tokenize", "/detokenize", "/version"]) assert.ok(doc.paths[p], p);
   } finally {
