@@ -1498,27 +1498,29 @@ export interface components {
         ChatCompletionRequest: {
             /** @example tiny */
             model: string;
-            frequency_penalty?: number | null;
-            presence_penalty?: number | null;
-            logit_bias?: {
-                [key: string]: number;
-            } | null;
+            messages: components["schemas"]["ChatMessage"][];
             /** @description Deprecated by OpenAI in favour of max_completion_tokens; both work. */
             max_tokens?: number | null;
+            max_completion_tokens?: number | null;
+            logprobs?: boolean | null;
+            top_logprobs?: number | null;
+            temperature?: number | null;
+            top_p?: number | null;
             n?: number | null;
-            seed?: number | null;
-            /** @description Up to 16 sequences where generation stops; the stop text is not returned. */
-            stop?: string | string[] | null;
             stream?: boolean | null;
             stream_options?: {
                 include_usage?: boolean | null;
                 /** @description Only false: no stream obfuscation. */
                 include_obfuscation?: boolean | null;
             } | null;
-            temperature?: number | null;
-            top_p?: number | null;
-            /** @description Describes the caller: accepted and recorded in the request log. */
-            user?: string;
+            /** @description Up to 16 sequences where generation stops; the stop text is not returned. */
+            stop?: string | string[] | null;
+            presence_penalty?: number | null;
+            frequency_penalty?: number | null;
+            logit_bias?: {
+                [key: string]: number;
+            } | null;
+            seed?: number | null;
             /** @description Extension: keep the k most likely tokens (≤ 0: off). */
             top_k?: number | null;
             /** @description Extension: drop tokens below min_p × the top probability. */
@@ -1531,10 +1533,8 @@ export interface components {
             min_tokens?: number;
             /** @description Extension: extra token ids that end generation. */
             stop_token_ids?: number[] | null;
-            messages: components["schemas"]["ChatMessage"][];
-            max_completion_tokens?: number | null;
-            logprobs?: boolean | null;
-            top_logprobs?: number | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            user?: string;
             /** @description Only {"type": "text"} for now (structured outputs will come later). */
             response_format?: {
                 type: string;
@@ -1659,27 +1659,30 @@ export interface components {
              * @example stories260K
              */
             model: string;
-            frequency_penalty?: number | null;
-            presence_penalty?: number | null;
-            logit_bias?: {
-                [key: string]: number;
-            } | null;
+            /** @example Once upon a time */
+            prompt: string | string[] | number[] | number[][];
             /** @description Default 16. */
             max_tokens?: number | null;
+            logprobs?: number | null;
+            echo?: boolean | null;
+            best_of?: number | null;
+            temperature?: number | null;
+            top_p?: number | null;
             n?: number | null;
-            seed?: number | null;
-            /** @description Up to 16 sequences where generation stops; the stop text is not returned. */
-            stop?: string | string[] | null;
             stream?: boolean | null;
             stream_options?: {
                 include_usage?: boolean | null;
                 /** @description Only false: no stream obfuscation. */
                 include_obfuscation?: boolean | null;
             } | null;
-            temperature?: number | null;
-            top_p?: number | null;
-            /** @description Describes the caller: accepted and recorded in the request log. */
-            user?: string;
+            /** @description Up to 16 sequences where generation stops; the stop text is not returned. */
+            stop?: string | string[] | null;
+            presence_penalty?: number | null;
+            frequency_penalty?: number | null;
+            logit_bias?: {
+                [key: string]: number;
+            } | null;
+            seed?: number | null;
             /** @description Extension: keep the k most likely tokens (≤ 0: off). */
             top_k?: number | null;
             /** @description Extension: drop tokens below min_p × the top probability. */
@@ -1692,11 +1695,8 @@ export interface components {
             min_tokens?: number;
             /** @description Extension: extra token ids that end generation. */
             stop_token_ids?: number[] | null;
-            /** @example Once upon a time */
-            prompt: string | string[] | number[] | number[][];
-            logprobs?: number | null;
-            echo?: boolean | null;
-            best_of?: number | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            user?: string;
             /** @description Not supported (no insertion (fill-in-the-middle)): any non-null value is a 400 unsupported_parameter. */
             suffix?: unknown;
         };

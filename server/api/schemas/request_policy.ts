@@ -206,7 +206,10 @@ export function policySchema<S extends z.ZodRawShape>(policy: Policy, shape: S, 
     throw new Error(`${name}: request schema and policy differ (no schema: ${missing.join(", ")}; not in the policy: ${extra.join(", ")})`);
   }
   const full: Record<string, z.ZodType> = {};
-  for (const [k, p] of Object.entries(policy)) {
+  // the route's own fields first, in its order (model, messages, …), then the policy's others
+  const order = [...Object.keys(shape), ...Object.keys(policy).filter((k) => !(k in shape))];
+  for (const k of order) {
+    const p = policy[k];
     let s = (shape as unknown as Record<string, z.ZodType>)[k] ?? p.schema!.optional();
     if (!(k in shape) || p.kind === "unsupported" || p.kind === "recorded") s = s.openapi({ description: p.note });
     full[k] = s;
