@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "../../server/server.ts";
 import { json, sseData, storiesServer, tinyModel } from "../helpers.ts";
 import { assertOpenAi } from "./openai_schema.ts";
+import { type FinishEvent, finishReason } from "../../server/api/generation.ts";
+import { ClientError } from "../../server/util/errors.ts";
 
 const KEY = "sk-schema-0123456789";
 const AUTH = { authorization: `Bearer ${KEY}` };
@@ -169,4 +171,24 @@ Deno.test("429 is OpenAI's ErrorResponse with Retry-After", async () => {
     await s.close();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("finish_reason is only OpenAI's: the engine's abort becomes a 503 (request_aborted), an engine fault a 500", () => {
+  const f = (finishReason: "stop" | "length" | "abort", stopReason: string | number | null = null) =>
+    ({
+      type: "finish",
+      finishReason,
+      stopReason,
+      promptTokens: 1,
+      completionTokens: 1,
+      cachedTokens: 0,
+      text: "",
+    }) as unknown as FinishEvent;
+  assert.equal(finishReason(f("stop", "\n")), "stop");
+  assert.equal(finishReason(f("length")), "length");
+  assert.throws(
+    () => finishReason(f("abort")),
+    (e: unknown) => e instanceof ClientError && e.status === 503 && e.code === "request_aborted",
+  );
+  assert.throws(() => finishReason(f("abort", "error: boom")), (e: unknown) => !(e instanceof ClientError) && /boom/.test(String(e)));
 });
