@@ -24,6 +24,7 @@ import { Models } from "./resources/models.ts";
 import { Adapters } from "./resources/adapters.ts";
 import { Files } from "./resources/files.ts";
 import { FineTuning } from "./resources/fine_tuning.ts";
+import { Tokenizer } from "./resources/tokenizer.ts";
 
 export const VERSION = "0.1.0";
 export const DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1";
@@ -64,6 +65,8 @@ export class QloraClient implements ClientCore {
   readonly adapters: Adapters;
   readonly files: Files;
   readonly fineTuning: FineTuning;
+  /** vLLM's /tokenize, /detokenize and /version (beside /v1). */
+  readonly tokenizer: Tokenizer;
 
   constructor(options: ClientOptions = {}) {
     this.#options = options;
@@ -86,6 +89,7 @@ export class QloraClient implements ClientCore {
     this.adapters = new Adapters(this);
     this.files = new Files(this);
     this.fineTuning = new FineTuning(this);
+    this.tokenizer = new Tokenizer(this);
   }
 
   /** A copy of this client with some options changed. */

@@ -37,4 +37,5 @@ export { Models } from "./resources/models.ts";
 export { Adapters } from "./resources/adapters.ts";
 export { Files } from "./resources/files.ts";
 export { FineTuning, Jobs } from "./resources/fine_tuning.ts";
+export { Tokenizer } from "./resources/tokenizer.ts";
 export type * from "./types.ts";

@@ -42,8 +42,9 @@ export type CompletionCreateParamsStreaming = CompletionCreateParams & {
   stream: true;
 };
 export type Completion = Schemas["Completion"];
-/** Streamed completions are text_completion objects, each with the new text of its choice. */
-export type CompletionChunk = Completion;
+/** Streamed completions are text_completion objects, each with the new text of its choice
+ * (finish_reason null until a choice's last chunk). */
+export type CompletionChunk = Schema<"CompletionChunk", Completion>;
 
 // ---- models
 export type Model = Schemas["Model"];
@@ -102,3 +103,10 @@ export type FineTuningJobListParams = QueryOf<"/v1/fine_tuning/jobs", never> & {
 };
 export type FineTuningJobEventListParams = QueryOf<"/v1/fine_tuning/jobs/{fine_tuning_job_id}/events", never>;
 export type FineTuningJobCheckpointListParams = QueryOf<"/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", never>;
+
+// ---- tokenizer and server (vLLM's /tokenize, /detokenize, /version: outside /v1)
+export type TokenizeParams = Schemas["TokenizeRequest"];
+export type TokenizeResponse = Schemas["TokenizeResponse"];
+export type DetokenizeParams = Schemas["DetokenizeRequest"];
+export type DetokenizeResponse = Schemas["DetokenizeResponse"];
+export type ServerVersion = Schemas["Version"];

@@ -6,6 +6,140 @@
 // deno-fmt-ignore-file
 
 export interface paths {
+    "/detokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Turns token ids back into text (vLLM's /detokenize). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["DetokenizeRequest"];
+                };
+            };
+            responses: {
+                /** @description The text */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["DetokenizeResponse"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unknown model */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Tokenizes a prompt, or chat messages through the chat template (vLLM's /tokenize). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TokenizeRequest"];
+                };
+            };
+            responses: {
+                /** @description The tokens */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TokenizeResponse"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unknown model */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/adapters": {
         parameters: {
             query?: never;
@@ -372,7 +506,7 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["Completion"];
-                        "text/event-stream": components["schemas"]["Completion"];
+                        "text/event-stream": components["schemas"]["CompletionChunk"];
                     };
                 };
                 /** @description Invalid request */
@@ -1375,6 +1509,42 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/version": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The server's version. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The version */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Version"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1415,20 +1585,24 @@ export interface components {
             object: "chat.completion";
             created: number;
             model: string;
-            system_fingerprint?: string;
+            /** @description The model, quantization and backend this server runs. */
+            system_fingerprint: string;
             choices: {
                 index: number;
                 message: {
                     /** @enum {string} */
                     role: "assistant";
                     content: string | null;
+                    /** @description Always null (no refusals). */
+                    refusal: null;
                 };
                 logprobs: components["schemas"]["ChatLogprobs"];
-                /** @enum {string|null} */
-                finish_reason: "stop" | "length" | "abort" | null;
+                /** @enum {string} */
+                finish_reason: "stop" | "length";
+                /** @description Extension (vLLM): the stop string or token id that ended the choice. */
                 stop_reason?: string | number | null;
             }[];
-            usage?: components["schemas"]["Usage"];
+            usage: components["schemas"]["Usage"];
         };
         ChatCompletionChunk: {
             id: string;
@@ -1436,6 +1610,8 @@ export interface components {
             object: "chat.completion.chunk";
             created: number;
             model: string;
+            /** @description The model, quantization and backend this server runs. */
+            system_fingerprint: string;
             choices: {
                 index: number;
                 delta: {
@@ -1445,7 +1621,7 @@ export interface components {
                 };
                 logprobs: components["schemas"]["ChatLogprobs"];
                 /** @enum {string|null} */
-                finish_reason: "stop" | "length" | "abort" | null;
+                finish_reason: "stop" | "length" | null;
             }[];
             usage?: components["schemas"]["Usage"];
         };
@@ -1463,7 +1639,9 @@ export interface components {
             n?: number | null;
             stream?: boolean | null;
             stream_options?: {
-                include_usage?: boolean;
+                include_usage?: boolean | null;
+                /** @description Only false: no stream obfuscation. */
+                include_obfuscation?: boolean | null;
             } | null;
             /** @description Up to 16 sequences where generation stops; the stop text is not returned. */
             stop?: string | string[] | null;
@@ -1473,7 +1651,6 @@ export interface components {
                 [key: string]: number;
             } | null;
             seed?: number | null;
-            user?: string;
             /** @description Extension: keep the k most likely tokens (≤ 0: off). */
             top_k?: number | null;
             /** @description Extension: drop tokens below min_p × the top probability. */
@@ -1486,6 +1663,53 @@ export interface components {
             min_tokens?: number;
             /** @description Extension: extra token ids that end generation. */
             stop_token_ids?: number[] | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            user?: string;
+            /** @description Only {"type": "text"} for now (structured outputs will come later). */
+            response_format?: {
+                type: string;
+                json_schema?: unknown;
+            } | null;
+            /** @description Only ["text"]. */
+            modalities?: string[] | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            safety_identifier?: string | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            prompt_cache_key?: string | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            store?: boolean | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            service_tier?: string | null;
+            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            tools?: unknown;
+            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            tool_choice?: unknown;
+            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            parallel_tool_calls?: unknown;
+            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            functions?: unknown;
+            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            function_call?: unknown;
+            /** @description Not supported (no audio output): any non-null value is a 400 unsupported_parameter. */
+            audio?: unknown;
+            /** @description Not supported (no predicted outputs): any non-null value is a 400 unsupported_parameter. */
+            prediction?: unknown;
+            /** @description Not supported (no web search): any non-null value is a 400 unsupported_parameter. */
+            web_search_options?: unknown;
+            /** @description Not supported (not a reasoning model): any non-null value is a 400 unsupported_parameter. */
+            reasoning_effort?: unknown;
+            /** @description Not supported (not a reasoning model): any non-null value is a 400 unsupported_parameter. */
+            verbosity?: unknown;
+            /** @description Not supported (no moderation): any non-null value is a 400 unsupported_parameter. */
+            moderation?: unknown;
+            /** @description Not supported (the prefix cache has no retention settings): any non-null value is a 400 unsupported_parameter. */
+            prompt_cache_retention?: unknown;
+            /** @description Not supported (the prefix cache has no options): any non-null value is a 400 unsupported_parameter. */
+            prompt_cache_options?: unknown;
         };
         ChatLogprobs: {
             content: {
@@ -1498,17 +1722,28 @@ export interface components {
                     bytes: number[] | null;
                 }[];
             }[] | null;
+            /** @description Always null (no refusals). */
+            refusal: null;
         } | null;
         ChatMessage: {
             /** @enum {string} */
             role: "system" | "developer" | "user" | "assistant" | "tool";
-            content?: string | {
-                /** @enum {string} */
-                type: "text";
-                text: string;
-            }[] | null;
+            content?: string | ({
+                type: string;
+                text?: string;
+            } & {
+                [key: string]: unknown;
+            })[] | null;
             name?: string;
             tool_call_id?: string;
+            /** @description Not supported (tool calling is not implemented yet). */
+            tool_calls?: unknown;
+            /** @description Not supported (tool calling is not implemented yet). */
+            function_call?: unknown;
+            /** @description Not supported (no audio). */
+            audio?: unknown;
+            /** @description Not supported (no refusals). */
+            refusal?: unknown;
         };
         Completion: {
             id: string;
@@ -1516,23 +1751,36 @@ export interface components {
             object: "text_completion";
             created: number;
             model: string;
-            system_fingerprint?: string;
+            /** @description The model, quantization and backend this server runs. */
+            system_fingerprint: string;
             choices: {
                 index: number;
                 text: string;
                 logprobs: components["schemas"]["CompletionLogprobs"];
-                /** @enum {string|null} */
-                finish_reason: "stop" | "length" | "abort" | null;
+                /** @enum {string} */
+                finish_reason: "stop" | "length";
+                /** @description Extension (vLLM): the stop string or token id that ended the choice. */
                 stop_reason?: string | number | null;
             }[];
             usage?: components["schemas"]["Usage"];
         };
+        CompletionChunk: components["schemas"]["Completion"] & {
+            choices?: {
+                index: number;
+                text: string;
+                logprobs: components["schemas"]["CompletionLogprobs"];
+                /** @enum {string|null} */
+                finish_reason: "stop" | "length" | null;
+                /** @description Extension (vLLM): the stop string or token id that ended the choice. */
+                stop_reason?: string | number | null;
+            }[];
+        };
         CompletionLogprobs: {
             tokens: string[];
-            token_logprobs: (number | null)[];
-            top_logprobs: ({
+            token_logprobs: number[];
+            top_logprobs: {
                 [key: string]: number;
-            } | null)[];
+            }[];
             text_offset: number[];
         } | null;
         CompletionRequest: {
@@ -1548,13 +1796,14 @@ export interface components {
             logprobs?: number | null;
             echo?: boolean | null;
             best_of?: number | null;
-            suffix?: string | null;
             temperature?: number | null;
             top_p?: number | null;
             n?: number | null;
             stream?: boolean | null;
             stream_options?: {
-                include_usage?: boolean;
+                include_usage?: boolean | null;
+                /** @description Only false: no stream obfuscation. */
+                include_obfuscation?: boolean | null;
             } | null;
             /** @description Up to 16 sequences where generation stops; the stop text is not returned. */
             stop?: string | string[] | null;
@@ -1564,7 +1813,6 @@ export interface components {
                 [key: string]: number;
             } | null;
             seed?: number | null;
-            user?: string;
             /** @description Extension: keep the k most likely tokens (≤ 0: off). */
             top_k?: number | null;
             /** @description Extension: drop tokens below min_p × the top probability. */
@@ -1577,6 +1825,10 @@ export interface components {
             min_tokens?: number;
             /** @description Extension: extra token ids that end generation. */
             stop_token_ids?: number[] | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            user?: string;
+            /** @description Not supported (no insertion (fill-in-the-middle)): any non-null value is a 400 unsupported_parameter. */
+            suffix?: unknown;
         };
         CreateAdapterRequest: {
             /** @example my-adapter */
@@ -1602,6 +1854,24 @@ export interface components {
             method?: components["schemas"]["FineTuningMethod"];
             hyperparameters?: components["schemas"]["FineTuningHyperparameters"] & unknown;
             integrations?: unknown[] | null;
+        };
+        DetokenizeRequest: {
+            /**
+             * @description The base model's id or one of the caller's adapter ids (default: the base model); all share the tokenizer.
+             * @example stories260K
+             */
+            model?: string;
+            /**
+             * @example [
+             *       1,
+             *       403,
+             *       407
+             *     ]
+             */
+            tokens: number[];
+        };
+        DetokenizeResponse: {
+            prompt: string;
         };
         Error: {
             error: {
@@ -1640,8 +1910,10 @@ export interface components {
              * @enum {string}
              */
             status: "processed";
-            status_details: string | null;
-            expires_at: number | null;
+            /** @description Absent: files are validated on upload. */
+            status_details?: string;
+            /** @description Absent: files do not expire. */
+            expires_at?: number;
         };
         FineTuningDpoHyperparameters: {
             /** @description Passes over the training data ("auto": 3). */
@@ -1834,10 +2106,10 @@ export interface components {
             message: string;
             /** @enum {string} */
             type: "message" | "metrics";
-            /** @description For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated). */
-            data: {
+            /** @description Absent for messages. For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated). */
+            data?: {
                 [key: string]: unknown;
-            } | null;
+            };
         };
         FineTuningJobEventList: {
             /** @enum {string} */
@@ -1956,6 +2228,40 @@ export interface components {
             weight_decay: number;
             checkpoint_every: number;
         };
+        TokenizeChatRequest: {
+            /**
+             * @description The base model's id or one of the caller's adapter ids (default: the base model); all share the tokenizer.
+             * @example stories260K
+             */
+            model?: string;
+            messages: components["schemas"]["ChatMessage"][];
+            /** @description End with the assistant's turn opening (default true). */
+            add_generation_prompt?: boolean;
+            /** @description Add special tokens beyond the template's (default false: the template has them). */
+            add_special_tokens?: boolean;
+            /** @description Also return each token's string. */
+            return_token_strs?: boolean | null;
+        };
+        TokenizeCompletionRequest: {
+            /**
+             * @description The base model's id or one of the caller's adapter ids (default: the base model); all share the tokenizer.
+             * @example stories260K
+             */
+            model?: string;
+            /** @example Once upon a time */
+            prompt: string;
+            /** @description Add the BOS token (default true). */
+            add_special_tokens?: boolean;
+            /** @description Also return each token's string. */
+            return_token_strs?: boolean | null;
+        };
+        TokenizeRequest: components["schemas"]["TokenizeCompletionRequest"] | components["schemas"]["TokenizeChatRequest"];
+        TokenizeResponse: {
+            count: number;
+            max_model_len: number;
+            tokens: number[];
+            token_strs: string[] | null;
+        };
         UnloadLoraAdapterRequest: {
             lora_name: string;
             lora_int_id?: number;
@@ -1994,6 +2300,10 @@ export interface components {
                 cached_tokens: number;
             } | null;
         } | null;
+        Version: {
+            /** @example 1.0.0 */
+            version: string;
+        };
     };
     responses: never;
     parameters: never;

@@ -14,6 +14,7 @@ import { registerModels } from "./routes/models.ts";
 import { registerAdapters } from "./routes/adapters.ts";
 import { registerFilesRoutes } from "./routes/files.ts";
 import { registerFineTuningRoutes } from "./routes/fine_tuning.ts";
+import { registerTokenize, SERVER_VERSION } from "./routes/tokenize.ts";
 
 export type { AppDeps } from "./deps.ts";
 
@@ -42,18 +43,22 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       status: c.res.status,
       ms: Math.round((performance.now() - t0) * 10) / 10,
       tenant: c.var.principal?.tenant ?? null,
+      ...(c.var.recorded ? { caller: c.var.recorded } : {}),
     });
   });
 
-  app.use(
-    "/v1/*",
-    bodyLimit({
-      maxSize: deps.bodyLimitBytes,
-      onError: (c) =>
-        errorResponse(c, new ClientError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
-    }),
-  );
-  app.use("/v1/*", authMiddleware(deps.keys));
+  // vLLM's /tokenize and /detokenize sit outside /v1 and are served per tenant like it
+  for (const path of ["/v1/*", "/tokenize", "/detokenize"]) {
+    app.use(
+      path,
+      bodyLimit({
+        maxSize: deps.bodyLimitBytes,
+        onError: (c) =>
+          errorResponse(c, new ClientError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
+      }),
+    );
+    app.use(path, authMiddleware(deps.keys));
+  }
 
   app.get("/health", (c) =>
     c.json({
@@ -70,6 +75,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerChat(app, deps);
   registerModels(app, deps);
   registerAdapters(app, deps);
+  registerTokenize(app, deps);
   if (deps.files) registerFilesRoutes(app, { files: deps.files });
   if (deps.jobs) registerFineTuningRoutes(app, { jobs: deps.jobs });
 
@@ -78,7 +84,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     openapi: "3.1.0",
     info: {
       title: "qlora server",
-      version: "1.0.0",
+      version: SERVER_VERSION,
       description: "OpenAI-compatible completions and chat over a 4-bit base model, with per-request LoRA adapters for many tenants.",
     },
     security: [{ bearer: [] }],

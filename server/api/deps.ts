@@ -30,5 +30,6 @@ export interface AppDeps {
 }
 
 export interface AppEnv {
-  Variables: { principal: Caller; requestId: string };
+  /** recorded: the request's caller-describing fields (request_policy.ts), for its log line. */
+  Variables: { principal: Caller; requestId: string; recorded: Record<string, unknown> | null };
 }

@@ -37,8 +37,12 @@ export function openAiError(err: unknown): { status: ContentfulStatusCode; body:
   return { status, body: { error: { message, type: TYPES[status] ?? "invalid_request_error", param, code } } };
 }
 
+/** Seconds a client told 429 waits before retrying (the queue drains in about that time). */
+export const RETRY_AFTER_SECONDS = 1;
+
 export function errorResponse(c: Context, err: unknown): Response {
   const { status, body } = openAiError(err);
+  if (status === 429) c.header("Retry-After", String(RETRY_AFTER_SECONDS));
   return c.json(body, status);
 }
 
@@ -53,38 +57,55 @@ interface Issue {
   message: string;
   errors?: Issue[][];
   keys?: string[];
+  params?: { code?: string };
+}
+
+interface Specific {
+  path: PropertyKey[];
+  message: string;
+  code: string;
 }
 
 /** The most specific form of a zod issue: inside a union, the branch issue that got furthest
  * (its path made absolute); an unknown key names the key itself. */
-function specific(issue: Issue): { path: PropertyKey[]; message: string } {
+function specific(issue: Issue): Specific {
   if (issue.code === "invalid_union" && issue.errors?.length) {
-    let best: { path: PropertyKey[]; message: string } | null = null;
+    let best: Specific | null = null;
     for (const branch of issue.errors) {
       for (const sub of branch) {
         const s = specific(sub);
         const path = [...issue.path, ...s.path];
-        if (!best || path.length > best.path.length) best = { path, message: s.message };
+        if (!best || path.length > best.path.length) best = { ...s, path };
       }
     }
     if (best && best.path.length > issue.path.length) return best;
   }
   if (issue.code === "unrecognized_keys" && issue.keys?.length) {
+    // OpenAI's own message (the parenthesis keeps the older wording for clients that matched it)
+    const names = issue.keys.map((k) => issueParam([...issue.path, k]));
     return {
       path: [...issue.path, issue.keys[0]],
-      message: `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`,
+      message: `Unrecognized request argument supplied: ${names.join(", ")} (unknown field${names.length > 1 ? "s" : ""})`,
+      code: "unknown_parameter",
     };
   }
-  return { path: issue.path, message: issue.message };
+  // request_policy.ts's refusals carry their code (unsupported_parameter, unsupported_value)
+  return { path: issue.path, message: issue.message, code: issue.params?.code ?? "invalid_value" };
 }
 
 /** The app's only zod hook: a schema violation is a 400 whose `param` names the field at fault
- * (for an unknown field, the field itself). */
+ * (for an unknown field, the field itself, with OpenAI's message "Unrecognized request argument
+ * supplied: <name>" and code unknown_parameter; for a field or value request_policy.ts refuses,
+ * its code unsupported_parameter or unsupported_value and its message alone). */
 // deno-lint-ignore no-explicit-any
 export function validationHook(result: { success: boolean; error?: any }, c: Context): Response | undefined {
   if (result.success) return;
   const issues = ((result.error?.issues ?? []) as Issue[]).map(specific);
-  const param = issues[0] ? issueParam(issues[0].path) : null;
-  const message = issues.slice(0, 5).map((i) => `${issueParam(i.path) ?? "body"}: ${i.message}`).join("; ");
-  return errorResponse(c, new ClientError(400, message || "invalid request", "invalid_value", param));
+  const first = issues[0];
+  const param = first ? issueParam(first.path) : null;
+  // an unknown or unsupported field is told in OpenAI's words alone; other violations name their field
+  const message = first && first.code !== "invalid_value"
+    ? first.message
+    : issues.slice(0, 5).map((i) => `${issueParam(i.path) ?? "body"}: ${i.message}`).join("; ");
+  return errorResponse(c, new ClientError(400, message || "invalid request", first?.code ?? "invalid_value", param));
 }

@@ -14,6 +14,7 @@ import type { Caller } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { openAiError } from "./errors.ts";
+import { type ChatMessage, ChatTemplateError, renderChatTemplate } from "../model/chat_template.ts";
 
 export type TokenEvent = Extract<GenerateEvent, { type: "token" }>;
 export type FinishEvent = Extract<GenerateEvent, { type: "finish" }>;
@@ -24,6 +25,40 @@ export function resolveModel(deps: AppDeps, who: Caller, model: string): Adapter
   const rec = deps.registry.get(who, model);
   if (!rec) throw new ClientError(404, `The model \`${model}\` does not exist.`, "model_not_found", "model");
   return rec;
+}
+
+/** Chat messages (text parts joined) → the prompt's token ids, through the model's chat template
+ * (or the server's --chat-template); 400 when there is none or it fails. */
+export function chatPromptIds(
+  deps: AppDeps,
+  messages: { role: ChatMessage["role"]; content?: string | { text?: string }[] | null; name?: string; tool_call_id?: string }[],
+  opts: { addGenerationPrompt?: boolean; addSpecialTokens?: boolean } = {},
+): number[] {
+  const tok = deps.tokenizer;
+  const template = tok.chatTemplate ?? deps.chatTemplate;
+  if (!template) {
+    throw new ClientError(
+      400,
+      `the model \`${deps.host.info.id}\` has no chat template (it is a base model): use /v1/completions, or start the server with --chat-template FILE`,
+      "chat_template_missing",
+      "messages",
+    );
+  }
+  const msgs: ChatMessage[] = messages.map((m) => ({
+    ...m,
+    content: Array.isArray(m.content) ? m.content.map((p) => p.text ?? "").join("") : (m.content ?? ""),
+  }));
+  try {
+    const text = renderChatTemplate(template, msgs, {
+      addGenerationPrompt: opts.addGenerationPrompt ?? true,
+      bosToken: tok.bosToken,
+      eosToken: tok.eosToken,
+    });
+    return tok.encode(text, { addSpecialTokens: opts.addSpecialTokens ?? false });
+  } catch (e) {
+    if (e instanceof ChatTemplateError) throw new ClientError(400, e.message, "chat_template_error", "messages");
+    throw e;
+  }
 }
 
 export interface CommonFields {
@@ -169,11 +204,31 @@ export async function startChoices(deps: AppDeps, reqs: WorkerGenerate[], signal
   });
 }
 
-export function finishReason(f: FinishEvent): "stop" | "length" | "abort" {
-  if (f.finishReason === "abort" && typeof f.stopReason === "string" && f.stopReason.startsWith("error:")) {
+/** A finish event as OpenAI's finish_reason: only "stop" or "length" ever reach a client. The
+ * engine's third reason, "abort", never does: a request the client aborted (it disconnected or
+ * closed the stream) has nobody left to answer; one the server aborted (it is shutting down) ends
+ * as an error instead: a 503 JSON response, or, once a stream has started, an error event in
+ * OpenAI's shape in place of the choice's last chunk (and no [DONE]); an engine fault is a 500. */
+export function finishReason(f: FinishEvent): "stop" | "length" {
+  if (f.finishReason !== "abort") return f.finishReason;
+  if (typeof f.stopReason === "string" && f.stopReason.startsWith("error:")) {
     throw new Error(`generation failed: ${f.stopReason.slice(7)}`);
   }
-  return f.finishReason;
+  throw new ClientError(503, "the server stopped the request before it finished (it is shutting down); retry", "request_aborted");
+}
+
+const fingerprints = new WeakMap<AppDeps, string>();
+/** OpenAI's system_fingerprint: the model, quantization and backend this server runs (FNV-1a). */
+export function systemFingerprint(deps: AppDeps): string {
+  let fp = fingerprints.get(deps);
+  if (!fp) {
+    const info = deps.host.info;
+    let h = 0x811c9dc5;
+    for (const ch of `${info.id}|${info.quant}|${info.backend}|${info.maxModelLen}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+    fp = `fp_${h.toString(16).padStart(8, "0")}`;
+    fingerprints.set(deps, fp);
+  }
+  return fp;
 }
 
 export function usageOf(finishes: FinishEvent[], promptTokensPerPrompt: number[]) {
@@ -236,6 +291,9 @@ export interface ResponseSpec {
   model: string;
   stream: boolean;
   includeUsage: boolean;
+  /** With includeUsage, the chunks before the usage chunk carry `usage: null` (chat's stream
+   * schema says so); otherwise they carry no usage (completions' schema has no null usage). */
+  nullUsageInChunks: boolean;
   /** Prompt tokens of each distinct prompt (for usage). */
   promptTokens: number[];
   shape(choice: Choice): ChoiceShape;
@@ -252,6 +310,7 @@ export function respond(
 ): Promise<Response> | Response {
   const { choices, unlink, abort } = started;
   const created = Math.floor(Date.now() / 1000);
+  const system_fingerprint = systemFingerprint(deps);
   const finishes: FinishEvent[] = [];
   const end = () => {
     unlink();
@@ -275,6 +334,7 @@ export function respond(
         object: spec.object,
         created,
         model: spec.model,
+        system_fingerprint,
         choices: out,
         usage: usageOf(finishes, spec.promptTokens),
       }, 200)
@@ -286,8 +346,9 @@ export function respond(
     object: spec.chunkObject,
     created,
     model: spec.model,
+    system_fingerprint,
     choices,
-    ...(usage !== undefined ? { usage } : spec.includeUsage ? { usage: null } : {}),
+    ...(usage !== undefined ? { usage } : spec.includeUsage && spec.nullUsageInChunks ? { usage: null } : {}),
   });
   const choiceChunk = (index: number, fields: Record<string, unknown>, logprobs: unknown, finish: string | null) =>
     chunk([{ index, ...fields, logprobs, finish_reason: finish }]);

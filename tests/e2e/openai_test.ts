@@ -178,6 +178,37 @@ Deno.test({
       const m = await client.models.retrieve("tiny");
       assert.equal(m.id, "tiny");
       await assert.rejects(client.chat.completions.create({ model: "tiny", messages: [] }), OpenAI.BadRequestError);
+      // no parameter silently ignored: tools (not yet) and JSON mode (later) are typed 400s naming the field;
+      // caller-describing fields pass
+      const refused = async (extra: Record<string, unknown>, param: string, code: string) => {
+        await assert.rejects(client.chat.completions.create({ model: "tiny", messages, max_tokens: 2, ...extra }), (e: unknown) => {
+          assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+          assert.equal(e.param, param);
+          assert.equal(e.code, code);
+          return true;
+        });
+      };
+      await refused(
+        { tools: [{ type: "function", function: { name: "f", parameters: {} } }], tool_choice: "auto" },
+        "tools",
+        "unsupported_parameter",
+      );
+      await refused({ response_format: { type: "json_object" } }, "response_format.type", "unsupported_value");
+      await refused({ store: true }, "store", "unsupported_value");
+      const ok = await client.chat.completions.create({
+        model: "tiny",
+        messages,
+        max_tokens: 2,
+        response_format: { type: "text" },
+        metadata: { app: "e2e" },
+        store: false,
+        service_tier: "auto",
+        safety_identifier: "h1",
+        prompt_cache_key: "k1",
+        modalities: ["text"],
+      });
+      assert.equal(ok.choices[0].message.refusal, null);
+      assert.equal(typeof ok.system_fingerprint, "string");
     } finally {
       await shutdown();
       await Deno.remove(root, { recursive: true });

@@ -8,10 +8,11 @@ import {
 } from "../schemas/chat.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
-import { type ChatMessage, ChatTemplateError, renderChatTemplate } from "../../model/chat_template.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
 import { GENERATION_ERRORS } from "./shared.ts";
+import { CHAT_POLICY, recordedFields } from "../schemas/request_policy.ts";
 import {
+  chatPromptIds,
   checkLength,
   checkTokenIds,
   type ChoiceShape,
@@ -58,28 +59,8 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     const body: ChatCompletionRequest = c.req.valid("json");
     const who = c.get("principal");
     const adapter = resolveModel(deps, who, body.model);
-    const tok = deps.tokenizer;
-    const template = tok.chatTemplate ?? deps.chatTemplate;
-    if (!template) {
-      throw new ClientError(
-        400,
-        `the model \`${deps.host.info.id}\` has no chat template (it is a base model): use /v1/completions, or start the server with --chat-template FILE`,
-        "chat_template_missing",
-        "messages",
-      );
-    }
-    const messages: ChatMessage[] = body.messages.map((m) => ({
-      ...m,
-      content: Array.isArray(m.content) ? m.content.map((p) => p.text).join("") : (m.content ?? ""),
-    }));
-    let promptIds: number[];
-    try {
-      const text = renderChatTemplate(template, messages, { addGenerationPrompt: true, bosToken: tok.bosToken, eosToken: tok.eosToken });
-      promptIds = tok.encode(text, { addSpecialTokens: false });
-    } catch (e) {
-      if (e instanceof ChatTemplateError) throw new ClientError(400, e.message, "chat_template_error", "messages");
-      throw e;
-    }
+    c.set("recorded", recordedFields(CHAT_POLICY, body));
+    const promptIds = chatPromptIds(deps, body.messages);
     if (promptIds.length === 0) throw new ClientError(400, "the rendered prompt is empty", "invalid_value", "messages");
     checkTokenIds(deps, promptIds, "messages");
     const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
@@ -111,11 +92,13 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
           if (e.type === "token" && logprobs !== null) entries.push(entry = logprobEntry(deps, e));
         },
         tokenChunk: (e) =>
-          e.text.length > 0 || entry ? { fields: { delta: { content: e.text } }, logprobs: entry ? { content: [entry] } : null } : null,
+          e.text.length > 0 || entry
+            ? { fields: { delta: { content: e.text } }, logprobs: entry ? { content: [entry], refusal: null } : null }
+            : null,
         finishChunk: (e) => ({ delta: e.text ? { content: e.text } : {} }),
         whole: (e, reason) => ({
-          message: { role: "assistant", content: text },
-          logprobs: logprobs !== null ? { content: entries } : null,
+          message: { role: "assistant", content: text, refusal: null },
+          logprobs: logprobs !== null ? { content: entries, refusal: null } : null,
           finish_reason: reason,
           stop_reason: e.stopReason,
         }),
@@ -128,6 +111,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       model: body.model,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
+      nullUsageInChunks: true,
       promptTokens: [promptIds.length],
       shape: () => shape(),
     }) as unknown as ReturnType<typeof c.json<never, 200>>;

@@ -1,10 +1,11 @@
 // completions.ts — POST /v1/completions.
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
-import { type CompletionRequest, CompletionRequestSchema, CompletionSchema } from "../schemas/completions.ts";
+import { CompletionChunkSchema, type CompletionRequest, CompletionRequestSchema, CompletionSchema } from "../schemas/completions.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
 import { GENERATION_ERRORS } from "./shared.ts";
+import { COMPLETIONS_POLICY, recordedFields } from "../schemas/request_policy.ts";
 import {
   checkLength,
   checkTokenIds,
@@ -27,7 +28,7 @@ const route = createRoute({
   responses: {
     200: {
       description: "The completion (JSON), or a stream of text_completion chunks (SSE) when stream is true.",
-      content: { "application/json": { schema: CompletionSchema }, "text/event-stream": { schema: CompletionSchema } },
+      content: { "application/json": { schema: CompletionSchema }, "text/event-stream": { schema: CompletionChunkSchema } },
     },
     ...GENERATION_ERRORS,
   },
@@ -65,14 +66,9 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
     const body: CompletionRequest = c.req.valid("json");
     const who = c.get("principal");
     const adapter = resolveModel(deps, who, body.model);
-    if (body.suffix) throw new ClientError(400, "suffix is not supported", "unsupported", "suffix");
+    // suffix, best_of ≠ n and echo with logprobs are refused by the schema (request_policy.ts)
     const n = body.n ?? 1;
-    if (body.best_of !== null && body.best_of !== undefined && body.best_of !== n) {
-      throw new ClientError(400, "best_of must equal n", "unsupported", "best_of");
-    }
-    if (body.echo && body.logprobs !== null && body.logprobs !== undefined) {
-      throw new ClientError(400, "echo with logprobs is not supported (no prompt logprobs)", "unsupported", "echo");
-    }
+    c.set("recorded", recordedFields(COMPLETIONS_POLICY, body));
     const p = body.prompt;
     const prompts: number[][] = typeof p === "string"
       ? [deps.tokenizer.encode(p)]
@@ -124,6 +120,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       model: body.model,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
+      nullUsageInChunks: false,
       promptTokens: prompts.map((x) => x.length),
       shape: (ch) => shape(ch.index),
     }) as unknown as ReturnType<typeof c.json<never, 200>>;

@@ -28,8 +28,8 @@ export function fileObject(f: FileRecord) {
     filename: f.filename,
     purpose: f.purpose,
     status: "processed" as const,
-    status_details: null,
-    expires_at: null,
+    // no status_details (nothing went wrong) and no expires_at (files do not expire): OpenAI's
+    // schema wants a string / an integer or the field absent
   };
 }
 

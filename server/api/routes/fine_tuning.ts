@@ -67,7 +67,7 @@ function eventObject(e: JobEvent) {
     level: e.level,
     message: e.message,
     type: e.type,
-    data: e.data,
+    ...(e.data ? { data: e.data } : {}), // OpenAI's schema: an object or absent
   };
 }
 

@@ -1,4 +1,5 @@
 // adapters.ts — /v1/adapters (REST) and vLLM's /v1/load_lora_adapter, /v1/unload_lora_adapter.
+// Request bodies are strict: an unknown field is a 400 naming it.
 import { z } from "@hono/zod-openapi";
 
 export const AdapterSchema = z.object({
@@ -24,14 +25,14 @@ export const CreateAdapterSchema = z.object({
   path: z.string().min(1).max(4096).openapi({ description: "A PEFT folder, relative to the adapter root." }),
   tenant: z.string().optional().openapi({ description: "Admin only: the tenant to register it for." }),
   preload: z.boolean().optional().openapi({ description: "Load it onto the device now (default false)." }),
-}).openapi("CreateAdapterRequest");
+}).strict().openapi("CreateAdapterRequest");
 
 export const UploadAdapterSchema = z.object({
   id: z.string().min(1).max(128),
   adapter_config: z.any().openapi({ type: "string", format: "binary", description: "adapter_config.json" }),
   adapter_model: z.any().openapi({ type: "string", format: "binary", description: "adapter_model.safetensors" }),
   tenant: z.string().optional(),
-}).openapi("UploadAdapterRequest");
+}).strict().openapi("UploadAdapterRequest");
 
 export const DeletedSchema = z.object({ id: z.string(), object: z.literal("adapter"), deleted: z.boolean() }).openapi("AdapterDeleted");
 
@@ -39,9 +40,9 @@ export const LoadLoraSchema = z.object({
   lora_name: z.string().min(1).max(128),
   lora_path: z.string().min(1).max(4096),
   load_inplace: z.boolean().optional(),
-}).openapi("LoadLoraAdapterRequest");
+}).strict().openapi("LoadLoraAdapterRequest");
 
 export const UnloadLoraSchema = z.object({
   lora_name: z.string().min(1).max(128),
   lora_int_id: z.number().int().optional(),
-}).openapi("UnloadLoraAdapterRequest");
+}).strict().openapi("UnloadLoraAdapterRequest");

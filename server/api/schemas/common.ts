@@ -20,7 +20,16 @@ export const UsageSchema = z.object({
 export const StopSchema = z.union([z.string(), z.array(z.string()).max(16)]).nullable().optional()
   .openapi({ description: "Up to 16 sequences where generation stops; the stop text is not returned." });
 
-export const StreamOptionsSchema = z.object({ include_usage: z.boolean().optional() }).nullable().optional();
+export const StreamOptionsSchema = z.object({
+  include_usage: z.boolean().nullable().optional(),
+  include_obfuscation: z.boolean().nullable().optional().openapi({ description: "Only false: no stream obfuscation." }),
+}).strict().nullable().optional();
+
+/** The engine's configuration as OpenAI's system_fingerprint (the same for every response of one server). */
+export const SystemFingerprintSchema = z.string().openapi({ description: "The model, quantization and backend this server runs." });
+
+/** OpenAI's finish reasons that this server gives (no tool calls, no content filter). */
+export const FinishReasonSchema = z.enum(["stop", "length"]);
 
 /** Sampling fields common to chat and completions (OpenAI's, then the extensions). */
 export const samplingFields = {
@@ -34,7 +43,6 @@ export const samplingFields = {
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   logit_bias: z.record(z.string(), z.number().min(-100).max(100)).nullable().optional(),
   seed: z.number().int().min(-(2 ** 53 - 1)).max(2 ** 53 - 1).nullable().optional(),
-  user: z.string().max(256).optional(),
   top_k: z.number().int().min(-1).nullable().optional().openapi({ description: "Extension: keep the k most likely tokens (≤ 0: off)." }),
   min_p: z.number().min(0).max(1).nullable().optional().openapi({
     description: "Extension: drop tokens below min_p × the top probability.",

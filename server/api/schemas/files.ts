@@ -11,8 +11,8 @@ export const FileObjectSchema = z.object({
   status: z.literal("processed").openapi({
     description: "Deprecated in OpenAI's API; always processed here (files are validated on upload).",
   }),
-  status_details: z.string().nullable(),
-  expires_at: z.number().int().nullable(),
+  status_details: z.string().optional().openapi({ description: "Absent: files are validated on upload." }),
+  expires_at: z.number().int().optional().openapi({ description: "Absent: files do not expire." }),
 }).openapi("FileObject");
 
 export const FileListSchema = z.object({
@@ -33,7 +33,7 @@ export const UploadFileSchema = z.object({
       'JSONL: one {"messages": [...]} (optional per-message "weight" 0/1 on assistant messages) or {"prompt", "completion"} per line.',
   }),
   purpose: z.string().openapi({ example: "fine-tune", description: 'Only "fine-tune" is accepted.' }),
-}).openapi("UploadFileRequest");
+}).strict().openapi("UploadFileRequest");
 
 export const FileListQuerySchema = z.object({
   purpose: z.string().optional(),

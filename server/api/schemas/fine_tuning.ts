@@ -71,9 +71,9 @@ export const EventSchema = z.object({
   level: z.enum(EVENT_LEVELS),
   message: z.string(),
   type: z.enum(EVENT_TYPES),
-  data: z.record(z.string(), z.unknown()).nullable().openapi({
+  data: z.record(z.string(), z.unknown()).optional().openapi({
     description:
-      "For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated).",
+      "Absent for messages. For metrics: step, total_steps, epoch, train_loss, learning_rate, grad_norm, tokens_per_second, valid_loss (when evaluated).",
   }),
 }).openapi("FineTuningJobEvent");
 
