@@ -85,7 +85,7 @@ function specific(issue: Issue): Specific {
     const names = issue.keys.map((k) => issueParam([...issue.path, k]));
     return {
       path: [...issue.path, issue.keys[0]],
-      message: `Unrecognized request argument supplied: ${names.join(", ")} (unknown field${names.length > 1 ? "s" : ""})`,
+      message: `Unrecognized request argument supplied: ${names.join(", ")}`,
       code: "unknown_parameter",
     };
   }
