@@ -9,7 +9,7 @@ import type { CheckpointRecord, JobError, JobEvent, JobRecord, JobStatus, Page }
 
 const JOB_COLUMNS = `id, tenant, model, training_file AS trainingFile, validation_file AS validationFile, suffix, seed,
   metadata, method, hyper, status, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt, error,
-  fine_tuned_model AS fineTunedModel, trained_tokens AS trainedTokens, step, total_steps AS totalSteps`;
+  fine_tuned_model AS fineTunedModel, trained_tokens AS trainedTokens, step, total_steps AS totalSteps, result_files AS resultFiles`;
 const EVENT_COLUMNS = "id, job_id AS jobId, created_at AS createdAt, level, type, message, data";
 const CHECKPOINT_COLUMNS = "id, job_id AS jobId, step, created_at AS createdAt, model_id AS modelId, dir, metrics, final";
 
@@ -17,8 +17,9 @@ const CHECKPOINT_COLUMNS = "id, job_id AS jobId, step, created_at AS createdAt, 
 type Stored<T, Json extends keyof T> = Omit<T, Json> & { [K in Json]: string | null };
 
 const parseJson = (text: string | null) => text === null ? null : JSON.parse(text);
-const toJob = (r: Stored<JobRecord, "metadata" | "method" | "hyper" | "error">): JobRecord => ({
+const toJob = (r: Stored<JobRecord, "metadata" | "method" | "hyper" | "error" | "resultFiles">): JobRecord => ({
   ...r,
+  resultFiles: parseJson(r.resultFiles) ?? [],
   method: parseJson(r.method)?.type ?? "supervised",
   metadata: parseJson(r.metadata),
   hyper: parseJson(r.hyper),
@@ -73,7 +74,7 @@ export class JobRepository {
 
   /** The job, whoever owns it (the runner's view). */
   job(id: string): JobRecord | undefined {
-    const r = this.store.get<Stored<JobRecord, "metadata" | "method" | "hyper" | "error">>(
+    const r = this.store.get<Stored<JobRecord, "metadata" | "method" | "hyper" | "error" | "resultFiles">>(
       `SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`,
       id,
     );
@@ -102,7 +103,7 @@ export class JobRepository {
       where.push("json_extract(metadata, ?) = ?");
       params.push(`$."${k.replace(/"/g, "")}"`, v);
     }
-    const rows = this.store.all<Stored<JobRecord, "metadata" | "method" | "hyper" | "error">>(
+    const rows = this.store.all<Stored<JobRecord, "metadata" | "method" | "hyper" | "error" | "resultFiles">>(
       `SELECT ${JOB_COLUMNS} FROM jobs ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`,
       ...params,
       opts.limit + 1,
@@ -112,7 +113,7 @@ export class JobRepository {
 
   /** Jobs in a status, oldest first. */
   withStatus(status: JobStatus, limit = -1): JobRecord[] {
-    return this.store.all<Stored<JobRecord, "metadata" | "method" | "hyper" | "error">>(
+    return this.store.all<Stored<JobRecord, "metadata" | "method" | "hyper" | "error" | "resultFiles">>(
       `SELECT ${JOB_COLUMNS} FROM jobs WHERE status = ? ORDER BY seq LIMIT ?`,
       status,
       limit,
@@ -157,14 +158,24 @@ export class JobRepository {
     );
   }
 
-  succeed(id: string, fineTunedModel: string, step: number): void {
+  succeed(id: string, fineTunedModel: string, step: number, resultFiles: string[]): void {
     this.store.run(
-      "UPDATE jobs SET status = 'succeeded', finished_at = ?, fine_tuned_model = ?, step = ? WHERE id = ? AND status = 'running'",
+      `UPDATE jobs SET status = 'succeeded', finished_at = ?, fine_tuned_model = ?, step = ?, result_files = ?
+       WHERE id = ? AND status = 'running'`,
       nowSeconds(),
       fineTunedModel,
       step,
+      JSON.stringify(resultFiles),
       id,
     );
+  }
+
+  /** The job's metrics events' data, by step. */
+  metrics(jobId: string): Record<string, number>[] {
+    return this.store.all<{ data: string }>(
+      "SELECT data FROM job_events WHERE job_id = ? AND type = 'metrics' ORDER BY CAST(json_extract(data, '$.step') AS INTEGER), seq",
+      jobId,
+    ).map((r) => JSON.parse(r.data));
   }
 
   /** Cancels a job that has not started at once ("cancelled"); a running one is asked to stop

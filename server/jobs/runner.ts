@@ -332,7 +332,9 @@ export class JobRunner {
       learning_rate: e.lr,
       grad_norm: e.gradNorm,
       tokens_per_second: e.tokensPerSecond,
+      ...(e.accuracy !== undefined ? { train_mean_token_accuracy: e.accuracy } : {}),
       ...(e.validationLoss !== undefined ? { valid_loss: e.validationLoss } : {}),
+      ...(e.validationAccuracy !== undefined ? { valid_mean_token_accuracy: e.validationAccuracy } : {}),
       // DPO: TRL's rewards/* per step, averaged over the step's pairs
       ...(e.dpo
         ? {
@@ -390,18 +392,28 @@ export class JobRunner {
     // used; a final model that cannot be served fails the job (it did not produce a model)
     await this.#publish(job, ckptModel, dir, final);
     if (final) await this.#publish(job, modelId, dir, true);
+    const resultFiles = final ? [(await this.#writeResults(job)).id] : [];
     this.#repo.transaction(() => {
       this.#repo.addCheckpoint({ jobId: job.id, step, modelId: ckptModel, dir, metrics: ckptMetrics, final });
       if (final) {
         this.#event(job.id, "info", `New fine-tuned model created: ${modelId}`);
         this.#event(job.id, "info", "The job has successfully completed");
-        this.#repo.succeed(job.id, modelId, step);
+        this.#repo.succeed(job.id, modelId, step, resultFiles);
       } else this.#event(job.id, "info", `Checkpoint created at step ${step}: ${ckptModel}`);
     });
     this.#onCheckpoint?.(job.id, step, final);
   }
 
   /** Registers a model for serving; a failure is a warning, or the job's failure when `required`. */
+  /** OpenAI's result file: one CSV row per step (step, train_loss, train_mean_token_accuracy,
+   * valid_loss, valid_mean_token_accuracy; empty where not measured), owned by the job's tenant. */
+  async #writeResults(job: JobRecord) {
+    const columns = ["step", "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy"];
+    const rows = this.#repo.metrics(job.id).map((m) => columns.map((c) => m[c] ?? "").join(","));
+    const csv = [columns.join(","), ...rows].join("\n") + "\n";
+    return await this.files.createResult(job.tenant, `${job.id}_step_metrics.csv`, new TextEncoder().encode(csv));
+  }
+
   async #publish(job: JobRecord, id: string, dir: string, required = false): Promise<void> {
     if (!this.publisher) return;
     try {

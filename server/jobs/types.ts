@@ -42,6 +42,8 @@ export interface JobRecord {
   metadata: Record<string, string> | null;
   method: JobMethod;
   hyper: Hyperparameters;
+  /** Files the job produced (its step-metrics CSV), once it succeeded. */
+  resultFiles: string[];
   status: JobStatus;
   createdAt: number;
   startedAt: number | null;

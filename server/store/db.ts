@@ -79,6 +79,8 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE files ADD COLUMN kinds TEXT;`,
   // a running job asked to pause (its runner checkpoints at the next micro-batch and marks it paused)
   `ALTER TABLE jobs ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0;`,
+  // the files a finished job produced (OpenAI's result_files: the step-metrics CSV), a JSON array
+  `ALTER TABLE jobs ADD COLUMN result_files TEXT;`,
 ];
 
 export class Store {

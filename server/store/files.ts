@@ -135,6 +135,36 @@ export class FileStore {
     return rec;
   }
 
+  /** Stores a file the server made for a tenant (a job's results: purpose "fine-tune-results"). */
+  async createResult(tenant: string, filename: string, data: Uint8Array): Promise<FileRecord> {
+    const id = newId("file");
+    const path = `${this.dir}/${id}.csv`;
+    await Deno.mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(path, data);
+    const rec: FileRecord = {
+      id,
+      tenant,
+      filename: safeName(filename),
+      purpose: "fine-tune-results",
+      bytes: data.byteLength,
+      createdAt: nowSeconds(),
+      path,
+      examples: 0,
+      kinds: null,
+    };
+    this.store.run(
+      "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at, path, examples) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+      rec.id,
+      rec.tenant,
+      rec.filename,
+      rec.purpose,
+      rec.bytes,
+      rec.createdAt,
+      rec.path,
+    );
+    return rec;
+  }
+
   /** The caller's file (an admin sees every tenant's), or undefined. */
   get(caller: Caller, id: string): FileRecord | undefined {
     const r = caller.admin

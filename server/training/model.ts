@@ -25,6 +25,8 @@ export interface StepResult {
   /** Σ weight·nll / Σ weight over the batch's loss tokens. */
   loss: number;
   lossTokens: number;
+  /** Σ weight over the loss tokens whose most likely next token (argmax) is the target. */
+  correct: number;
 }
 
 /** One DPO micro-batch's outcome (pairs packed as sequences chosen₀, rejected₀, chosen₁, …). */
@@ -71,6 +73,8 @@ class TrainWorkspace {
       weights: f(T),
       pos: f(T),
       losses: f(T),
+      top1: f(T), // argmax id per row (token accuracy)
+      top1v: f(T),
       ones: this.ctx.upload(new Float32Array(T).fill(1)),
       dx: a(T * C),
       dh: a(T * C),
@@ -241,6 +245,12 @@ export class LoraTrainingModel {
   #forward(batch: TrainBatch, gradScale: number | null): StepResult {
     const { weightSum } = this.#logits(batch);
     const T = batch.tokens.length, w = this.#ws.b;
+    // token accuracy from the logits, before the loss op turns them into dlogits in place
+    ops.topk(this.ctx, w.top1, w.top1v, w.logits, T, this.model.shape.vocab, 1, F32);
+    const top1 = w.top1.readI32(0, T);
+    const weights = batch.lossWeights;
+    let correct = 0;
+    for (let i = 0; i < T; i++) if (batch.targets[i] >= 0 && top1[i] === batch.targets[i]) correct += weights ? weights[i] : 1;
     // head: loss = Σ w·nll / Σ w; dlogits (in place, f32) scaled accordingly
     const scale = gradScale !== null && weightSum > 0 ? gradScale / weightSum : 0;
     ops.crossEntropy(
@@ -258,7 +268,7 @@ export class LoraTrainingModel {
     const losses = w.losses.readF32(0, T);
     let total = 0;
     for (let i = 0; i < T; i++) total += losses[i];
-    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum };
+    return { loss: weightSum > 0 ? total / weightSum : 0, lossTokens: weightSum, correct };
   }
 
   /** Uploads the batch (tokens, targets, positions, weights) and runs it up to the logits. */

@@ -69,8 +69,18 @@ export interface StepEvent {
   lr: number;
   gradNorm: number;
   tokensPerSecond: number;
+  /** Supervised: the share of the step's loss tokens whose most likely prediction is the target. */
+  accuracy?: number;
   validationLoss?: number;
+  validationAccuracy?: number;
   dpo?: DpoMetrics;
+}
+
+/** Validation: the loss (token-mean cross-entropy, or pair-mean DPO loss) and, supervised, the
+ * token accuracy. */
+export interface Evaluation {
+  loss: number;
+  accuracy?: number;
 }
 
 export interface TrainerHooks {
@@ -175,8 +185,8 @@ export class Trainer {
   }
 
   /** Validation loss: token-mean cross-entropy, or pair-mean DPO loss (no dropout). */
-  evaluate(items: TrainItem[]): number {
-    let total = 0, weight = 0;
+  evaluate(items: TrainItem[]): Evaluation {
+    let total = 0, weight = 0, correct = 0;
     const beta = this.h.dpoBeta ?? 0.1;
     for (const mb of this.#steps(items, Math.max(1, items.length)).flat()) {
       const batch = this.#pack(mb);
@@ -191,9 +201,11 @@ export class Trainer {
         const r = this.#net.evaluate(batch);
         total += r.loss * r.lossTokens;
         weight += r.lossTokens;
+        correct += r.correct;
       }
     }
-    return weight > 0 ? total / weight : 0;
+    const loss = weight > 0 ? total / weight : 0;
+    return this.h.method === "dpo" ? { loss } : { loss, accuracy: weight > 0 ? correct / weight : 0 };
   }
 
   /** Runs training from this.step (0, or a restored checkpoint's step) to the end. */
@@ -216,7 +228,7 @@ export class Trainer {
         // (supervised) or pairs (DPO), so the step's loss is the mean over all of them
         const counts = group.map((mb) => this.#weight(mb));
         const stepWeight = counts.reduce((a, b) => a + b, 0);
-        let lossSum = 0, tokens = 0;
+        let lossSum = 0, tokens = 0, correct = 0, lossTokens = 0;
         const dpo: DpoMetrics | undefined = h.method === "dpo" ? { chosenReward: 0, rejectedReward: 0, margin: 0, accuracy: 0 } : undefined;
         for (const [i, mb] of group.entries()) {
           if (hooks.shouldStop?.()) return "stopped";
@@ -234,6 +246,8 @@ export class Trainer {
           } else {
             const r = this.#net.forwardBackward(batch, share);
             lossSum += r.loss * share;
+            correct += r.correct;
+            lossTokens += r.lossTokens;
           }
           tokens += batch.tokens.length;
           await new Promise((res) => setImmediate(res));
@@ -264,9 +278,14 @@ export class Trainer {
           tokensPerSecond: tokens / seconds,
         };
         if (dpo) event.dpo = { ...dpo, margin: dpo.chosenReward - dpo.rejectedReward };
+        else event.accuracy = lossTokens > 0 ? correct / lossTokens : 0;
         const evalNow = validation && validation.length > 0 &&
           (h.evalEvery > 0 ? this.step % h.evalEvery === 0 : s === perEpoch - 1);
-        if (evalNow) event.validationLoss = this.evaluate(validation!);
+        if (evalNow) {
+          const v = this.evaluate(validation!);
+          event.validationLoss = v.loss;
+          if (v.accuracy !== undefined) event.validationAccuracy = v.accuracy;
+        }
         await hooks.onStep?.(event);
         if (h.checkpointEvery > 0 && this.step % h.checkpointEvery === 0 && this.step < total) {
           await hooks.onCheckpoint?.(this.step, false, this.state);

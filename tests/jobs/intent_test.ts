@@ -95,6 +95,19 @@ Deno.test({
         max_tokens: 24,
       });
       assert.equal(reply.choices[0].message.content, answer);
+      // result_files: OpenAI's step-metrics CSV, a file of the job's tenant
+      assert.equal(job.result_files.length, 1);
+      const meta = await s.client.files.retrieve(job.result_files[0]);
+      assert.equal(meta.purpose, "fine-tune-results");
+      const csv = (await (await s.client.files.content(job.result_files[0])).text()).trim().split("\n");
+      assert.equal(csv[0], "step,train_loss,train_mean_token_accuracy,valid_loss,valid_mean_token_accuracy");
+      assert.equal(csv.length, 1 + 240);
+      const rows = csv.slice(1).map((l) => l.split(","));
+      assert.deepEqual(rows.map((r) => Number(r[0])), Array.from({ length: 240 }, (_, i) => i + 1));
+      const [first, last] = [rows[0], rows[239]].map((r) => ({ loss: Number(r[1]), acc: Number(r[2]) }));
+      // (the random-weight model keeps a high loss even once its greedy answer is right: small logits)
+      assert.ok(last.loss < first.loss && last.acc === 1 && first.acc < 0.5, `${JSON.stringify(first)} → ${JSON.stringify(last)}`);
+      assert.ok(rows.every((r) => r[3] === "" && r[4] === ""), "no validation file: no validation columns");
     } finally {
       await s.close();
       Deno.chdir(cwd);

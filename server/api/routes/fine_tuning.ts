@@ -34,7 +34,7 @@ export function jobObject(j: JobRecord) {
     hyperparameters: { n_epochs: h.n_epochs, batch_size: h.batch_size, learning_rate_multiplier: h.learning_rate_multiplier },
     model: j.model,
     organization_id: j.tenant,
-    result_files: [] as string[],
+    result_files: j.resultFiles,
     seed: j.seed,
     status: j.status,
     trained_tokens: j.status === "succeeded" ? j.trainedTokens : null,
