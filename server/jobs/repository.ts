@@ -5,7 +5,7 @@
 import { newId, nowSeconds, type Store } from "../store/db.ts";
 import type { Caller } from "../util/caller.ts";
 import type { Hyperparameters, JobMethod } from "./hyperparameters.ts";
-import type { CheckpointRecord, JobError, JobEvent, JobRecord, JobStatus, Page } from "./types.ts";
+import type { CheckpointRecord, InitFrom, JobError, JobEvent, JobRecord, JobStatus, Page } from "./types.ts";
 
 const JOB_COLUMNS = `id, tenant, model, training_file AS trainingFile, validation_file AS validationFile, suffix, seed,
   metadata, method, hyper, status, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt, error,
@@ -21,6 +21,7 @@ const toJob = (r: Stored<JobRecord, "metadata" | "method" | "hyper" | "error" | 
   ...r,
   resultFiles: parseJson(r.resultFiles) ?? [],
   method: parseJson(r.method)?.type ?? "supervised",
+  initFrom: parseJson(r.method)?.from ?? null,
   metadata: parseJson(r.metadata),
   hyper: parseJson(r.hyper),
   error: parseJson(r.error),
@@ -42,6 +43,7 @@ export interface NewJob {
   seed: number;
   metadata: Record<string, string> | null;
   method: JobMethod;
+  initFrom: InitFrom | null;
   hyper: Hyperparameters;
 }
 
@@ -65,7 +67,7 @@ export class JobRepository {
       job.suffix,
       job.seed,
       job.metadata ? JSON.stringify(job.metadata) : null,
-      JSON.stringify({ type: job.method }),
+      JSON.stringify({ type: job.method, ...(job.initFrom ? { from: job.initFrom } : {}) }),
       JSON.stringify(job.hyper),
       nowSeconds(),
     );
@@ -286,6 +288,19 @@ export class JobRepository {
       `SELECT ${CHECKPOINT_COLUMNS} FROM job_checkpoints WHERE job_id = ? ORDER BY step`,
       jobId,
     ).map(toCheckpoint);
+  }
+
+  /** The job and checkpoint folder behind a model a job produced (its result or one of its
+   * checkpoints), if the caller may use it. */
+  producedModel(caller: Caller, modelId: string): { job: JobRecord; dir: string } | undefined {
+    const r = this.store.get<{ jobId: string; dir: string }>(
+      `SELECT c.job_id AS jobId, c.dir AS dir FROM job_checkpoints c JOIN jobs j ON j.id = c.job_id
+       WHERE c.model_id = ? OR (c.final = 1 AND j.fine_tuned_model = ? AND j.status = 'succeeded') LIMIT 1`,
+      modelId,
+      modelId,
+    );
+    const job = r && this.jobFor(caller, r.jobId);
+    return job && r ? { job, dir: r.dir } : undefined;
   }
 
   /** The checkpoints a run can resume from (not the final adapter), newest first. */

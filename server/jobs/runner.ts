@@ -13,12 +13,12 @@ import type { Store } from "../store/db.ts";
 import type { FileStore } from "../store/files.ts";
 import { DatasetError, type Example, parseJsonl, tokenizeExample, tokenizePair } from "../training/dataset.ts";
 import { type StepEvent, totalSteps, Trainer, type TrainerState, type TrainItem } from "../training/trainer.ts";
-import { isResumable, loadCheckpoint, writeCheckpoint } from "../training/checkpoints.ts";
+import { isResumable, loadCheckpoint, loadLoraWeights, writeCheckpoint } from "../training/checkpoints.ts";
 import type { BaseProvider, TrainingBase } from "./bases.ts";
 import { trainConfig } from "./hyperparameters.ts";
 import type { ModelPublisher } from "./publisher.ts";
 import { JobRepository } from "./repository.ts";
-import { checkpointModelId, fineTunedModelId, type JobError, type JobEvent, type JobRecord } from "./types.ts";
+import { checkpointModelId, fineTunedModelId, type InitFrom, type JobError, type JobEvent, type JobRecord } from "./types.ts";
 
 export interface JobRunnerOptions {
   store: Store;
@@ -278,6 +278,7 @@ export class JobRunner {
         const started = `${total} steps, ${data.train.length} examples, ${trainer.lora.numParameters} LoRA parameters`;
         this.#event(job.id, "info", `Fine-tuning job started: ${started}.`);
       }
+      if (job.initFrom) await this.#initFrom(job, job.initFrom, trainer, base);
       return;
     }
     let reason = `the checkpoint at step ${resumeFrom[0].step} is missing or incomplete`;
@@ -296,6 +297,20 @@ export class JobRunner {
     // the interrupted run's metrics after the checkpoint are redone
     this.#repo.dropMetricsAfter(job.id, trainer.step);
     this.#event(job.id, "info", `Resumed from the checkpoint at step ${trainer.step} (LoRA weights and optimizer state).`);
+  }
+
+  /** Starts from a fine-tuned model's LoRA weights (a fresh optimizer; the schedule starts over). */
+  async #initFrom(job: JobRecord, from: InitFrom, trainer: Trainer, base: TrainingBase): Promise<void> {
+    try {
+      await loadLoraWeights(from.dir, trainer.lora, base.model.shape);
+    } catch (e) {
+      throw new JobFailure({
+        code: "invalid_model",
+        message: `cannot continue from ${from.model}: ${(e as Error).message}`,
+        param: "model",
+      });
+    }
+    this.#event(job.id, "info", `Continuing from the weights of ${from.model}.`);
   }
 
   async #train(job: JobRecord, trainer: Trainer, base: TrainingBase, data: JobData): Promise<RunEnd> {

@@ -10,7 +10,7 @@ import { ID_RE as ADAPTER_ID_RE } from "../adapters/registry.ts";
 import type { Caller } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
 import type { BaseCatalog } from "./bases.ts";
-import { type Hyperparameters, type JobMethod, resolveHyperparameters } from "./hyperparameters.ts";
+import { type Hyperparameters, hyperparametersParam, type JobMethod, resolveHyperparameters } from "./hyperparameters.ts";
 import { JobRepository } from "./repository.ts";
 import {
   checkpointModelId,
@@ -53,40 +53,56 @@ export class JobService {
 
   create(caller: Caller, req: CreateJobRequest): JobRecord {
     const models = this.#bases.models();
-    if (!models.includes(req.model)) {
+    // a fine-tuned model (or checkpoint) of the caller's continues training on its base
+    const parent = models.includes(req.model) ? undefined : this.#repo.producedModel(caller, req.model);
+    const base = parent?.job.model ?? req.model;
+    if (!models.includes(base)) {
       throw new ClientError(
         400,
-        `model "${req.model}" cannot be fine-tuned here (models: ${models.join(", ")})`,
+        `model "${req.model}" cannot be fine-tuned here (models: ${models.join(", ")}, or a fine-tuned model of yours)`,
         "model_not_found",
         "model",
       );
     }
     const method = req.method ?? "supervised";
     const train = this.#fineTuneFile(caller, req.training_file, "training_file");
-    this.#checkData(train, req.model, method, "training_file");
+    this.#checkData(train, base, method, "training_file");
     if (req.validation_file) {
-      this.#checkData(this.#fineTuneFile(caller, req.validation_file, "validation_file"), req.model, method, "validation_file");
+      this.#checkData(this.#fineTuneFile(caller, req.validation_file, "validation_file"), base, method, "validation_file");
     }
     const suffix = req.suffix ?? null;
-    checkModelIds(req.model, suffix);
+    checkModelIds(base, suffix);
     const seed = req.seed ?? Math.floor(Math.random() * 2 ** 31);
     if (!Number.isInteger(seed) || seed < 0 || seed > MAX_SEED) {
       throw new ClientError(400, `seed: an integer in [0, ${MAX_SEED}]`, "invalid_value", "seed");
     }
-    const hyper = resolveHyperparameters(req.hyperparameters ?? {}, {
+    // continuing: the adapter's shape is the parent's (rank, alpha, modules, base quant); another cannot load its weights
+    const inherited = parent ? adapterShape(parent.job.hyper) : {};
+    const hyper = resolveHyperparameters({ ...inherited, ...req.hyperparameters }, {
       examples: train.examples,
-      maxModelLen: this.#bases.maxModelLen(req.model),
+      maxModelLen: this.#bases.maxModelLen(base),
       quants: this.#bases.quants(),
     }, method);
+    for (const [field, value] of Object.entries(inherited) as [keyof Hyperparameters, unknown][]) {
+      if (JSON.stringify(hyper[field]) !== JSON.stringify(value)) {
+        throw new ClientError(
+          400,
+          `${field}: a job continuing from ${req.model} trains its adapter, whose ${field} is ${JSON.stringify(value)}`,
+          "invalid_value",
+          `${hyperparametersParam(method)}.${field}`,
+        );
+      }
+    }
     const id = this.#repo.insert({
       tenant: caller.tenant,
-      model: req.model,
+      model: base,
       trainingFile: train.id,
       validationFile: req.validation_file ?? null,
       suffix,
       seed,
       metadata: req.metadata ?? null,
       method,
+      initFrom: parent ? { model: req.model, dir: parent.dir } : null,
       hyper,
     });
     this.#repo.addEvent(id, "info", `Created fine-tuning job: ${id}`);
@@ -219,6 +235,15 @@ export class JobService {
 }
 
 const clamp = (limit: number, max: number) => Math.max(1, Math.min(limit, max));
+
+/** What an adapter's weights fix: a job continuing from it must keep them. */
+const adapterShape = (h: Hyperparameters) => ({
+  lora_r: h.lora_r,
+  lora_alpha: h.lora_alpha,
+  target_modules: h.target_modules,
+  use_rslora: h.use_rslora,
+  quant: h.quant,
+});
 
 /** Fewer optimizer steps than this rarely move a model: the job says so when it is created. */
 export const FEW_STEPS = 50;

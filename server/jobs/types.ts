@@ -12,6 +12,12 @@ export const TERMINAL: readonly JobStatus[] = ["succeeded", "failed", "cancelled
 export const EVENT_LEVELS = ["info", "warn", "error"] as const;
 export const EVENT_TYPES = ["message", "metrics"] as const;
 
+/** A fine-tuned model a job starts from, and the PEFT folder holding its weights. */
+export interface InitFrom {
+  model: string;
+  dir: string;
+}
+
 export interface CreateJobRequest {
   model: string;
   training_file: string;
@@ -41,6 +47,8 @@ export interface JobRecord {
   seed: number;
   metadata: Record<string, string> | null;
   method: JobMethod;
+  /** The fine-tuned model (or checkpoint) the job continues from: its LoRA weights start the run. */
+  initFrom: InitFrom | null;
   hyper: Hyperparameters;
   /** Files the job produced (its step-metrics CSV), once it succeeded. */
   resultFiles: string[];

@@ -105,18 +105,15 @@ export async function isResumable(dir: string): Promise<boolean> {
   return true;
 }
 
-/**
- * Loads a checkpoint into a freshly made trainer (same model and hyperparameters): the LoRA
- * weights through the PEFT reader, the optimizer state and the step from the state file.
- * Returns the step. Throws CheckpointError when the folder does not fit the trainer.
- */
-export async function loadCheckpoint(dir: string, state: TrainerState, shape: LlamaShape): Promise<number> {
+/** Loads a PEFT folder's LoRA weights into `lora` (same modules and rank, or CheckpointError):
+ * how a resume starts, and how a job continues from a fine-tuned model. */
+export async function loadLoraWeights(dir: string, lora: TrainerState["lora"], shape: LlamaShape): Promise<void> {
   const loaded = new Set<string>();
   try {
     await readPeftAdapter(dir, shape, (m, w) => {
-      const p = state.lora.get(m.layer, m.module);
+      const p = lora.get(m.layer, m.module);
       if (!p) throw new CheckpointError(`the checkpoint has layer ${m.layer} ${m.module}, which the job does not train`);
-      if (m.rank !== state.lora.spec.r) throw new CheckpointError(`the checkpoint has rank ${m.rank}, the job ${state.lora.spec.r}`);
+      if (m.rank !== lora.spec.r) throw new CheckpointError(`the checkpoint has rank ${m.rank}, the job ${lora.spec.r}`);
       p.A.write(w.a);
       p.B.write(w.b);
       loaded.add(`${m.layer}.${m.module}`);
@@ -125,9 +122,18 @@ export async function loadCheckpoint(dir: string, state: TrainerState, shape: Ll
     if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`cannot read the checkpoint's adapter: ${(e as Error).message}`);
   }
-  if (loaded.size !== state.lora.pairs.length) {
-    throw new CheckpointError(`the checkpoint has ${loaded.size} LoRA modules, the job ${state.lora.pairs.length}`);
+  if (loaded.size !== lora.pairs.length) {
+    throw new CheckpointError(`the checkpoint has ${loaded.size} LoRA modules, the job ${lora.pairs.length}`);
   }
+}
+
+/**
+ * Loads a checkpoint into a freshly made trainer (same model and hyperparameters): the LoRA
+ * weights through the PEFT reader, the optimizer state and the step from the state file.
+ * Returns the step. Throws CheckpointError when the folder does not fit the trainer.
+ */
+export async function loadCheckpoint(dir: string, state: TrainerState, shape: LlamaShape): Promise<number> {
+  await loadLoraWeights(dir, state.lora, shape);
   let st: SafetensorsFile;
   try {
     st = await SafetensorsFile.open(`${dir}/${TRAINING_STATE}`);

@@ -108,6 +108,34 @@ Deno.test({
       // (the random-weight model keeps a high loss even once its greedy answer is right: small logits)
       assert.ok(last.loss < first.loss && last.acc === 1 && first.acc < 0.5, `${JSON.stringify(first)} → ${JSON.stringify(last)}`);
       assert.ok(rows.every((r) => r[3] === "" && r[4] === ""), "no validation file: no validation columns");
+
+      // continue training from the fine-tuned model: its weights start the run (a learning rate too
+      // small to move them keeps its answer); its adapter's shape is kept, another is refused
+      await assert.rejects(
+        s.client.fineTuning.jobs.create({
+          model: job.fine_tuned_model!,
+          training_file: file.id,
+          hyperparameters: { n_epochs: 1, ...{ lora_r: 8 } },
+        }),
+        (e: unknown) => e instanceof OpenAI.BadRequestError && /lora_r/.test(e.message),
+      );
+      const more = await s.client.fineTuning.jobs.create({
+        model: job.fine_tuned_model!,
+        training_file: file.id,
+        suffix: "more",
+        hyperparameters: { n_epochs: 1, batch_size: 4, ...{ learning_rate: 1e-12 } },
+      });
+      assert.equal(more.model, job.fine_tuned_model);
+      const cont = await s.wait(more.id);
+      assert.equal(cont.status, "succeeded", JSON.stringify(cont.error));
+      assert.match(cont.fine_tuned_model!, /^ft:tiny:more:/);
+      const again = await s.client.chat.completions.create({
+        model: cont.fine_tuned_model!,
+        messages: [{ role: "user", content: question }],
+        temperature: 0,
+        max_tokens: 24,
+      });
+      assert.equal(again.choices[0].message.content, answer, "the continued model starts from the fine-tuned weights");
     } finally {
       await s.close();
       Deno.chdir(cwd);

@@ -32,7 +32,8 @@ export function jobObject(j: JobRecord) {
     fine_tuned_model: j.fineTunedModel,
     finished_at: j.finishedAt,
     hyperparameters: { n_epochs: h.n_epochs, batch_size: h.batch_size, learning_rate_multiplier: h.learning_rate_multiplier },
-    model: j.model,
+    // the model the caller asked for: the base, or the fine-tuned model the job continues from
+    model: j.initFrom?.model ?? j.model,
     organization_id: j.tenant,
     result_files: j.resultFiles,
     seed: j.seed,
