@@ -108,8 +108,10 @@ export class JobService {
     this.#repo.addEvent(id, "info", `Created fine-tuning job: ${id}`);
     const warning = fewStepsWarning(train.examples, hyper);
     if (warning) this.#repo.addEvent(id, "warn", warning);
+    // the job as created, read before the runner (maybe another thread) is woken and moves it on
+    const job = this.require(caller, id);
     this.#onQueued?.();
-    return this.require(caller, id);
+    return job;
   }
 
   get(caller: Caller, id: string): JobRecord | undefined {
@@ -169,8 +171,9 @@ export class JobService {
       throw new ClientError(409, `the job is ${job.status}, not paused`, "job_not_paused", "fine_tuning_job_id");
     }
     this.#repo.addEvent(job.id, "info", outcome === "resumed" ? "The job was resumed; it is queued." : "The pause request was withdrawn.");
+    const resumed = this.require(caller, id);
     if (outcome === "resumed") this.#onQueued?.();
-    return this.require(caller, id);
+    return resumed;
   }
 
   /** Newest first. */

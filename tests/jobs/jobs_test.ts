@@ -435,8 +435,7 @@ Deno.test("pause mid-job (OpenAI's pause/resume): a checkpoint at the paused ste
     assert.throws(() => e.jobs.resume(B, j1.id), (err: unknown) => err instanceof ClientError && err.status === 404);
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(e.jobs.get(A, j1.id)!.status, "paused", "a paused job stays paused");
-    const resumed = e.jobs.resume(A, j1.id).status;
-    assert.ok(resumed === "queued" || resumed === "running", `resumed: ${resumed}`);
+    assert.equal(e.jobs.resume(A, j1.id).status, "queued");
     const d1 = await e.jobs.waitFor(j1.id);
     assert.equal(d1.status, "succeeded", JSON.stringify(d1.error));
     assert.deepEqual(metricsOf(e.jobs, A, j1.id).map((x) => x.step), Array.from({ length: d0.totalSteps! }, (_, i) => i + 1));
