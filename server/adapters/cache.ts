@@ -5,7 +5,7 @@
 // weights.
 import type { Context, DeviceBuffer } from "../ffi/tensor.ts";
 import type { LlamaShape, LoraModule } from "../model/llama.ts";
-import { ADAPTER_WEIGHTS, inspectPeftAdapter, PeftError, readPeftAdapter } from "./peft.ts";
+import { ADAPTER_WEIGHTS, checkFinite, inspectPeftAdapter, PeftError, readPeftAdapter } from "./peft.ts";
 
 export interface ResidentModule {
   a: bigint; // device address of A [r, in] f32
@@ -134,6 +134,8 @@ export class AdapterCache {
           if (n === null || n === 0) throw new PeftError(`${ADAPTER_WEIGHTS} is truncated`);
           off += n;
         }
+        // as readPeftAdapter does on the other path: every weight finite, checked where it will be used
+        checkFinite(new Float32Array(view.buffer, view.byteOffset, size / 4), ADAPTER_WEIGHTS);
       } catch (err) {
         buf.dispose();
         throw err;

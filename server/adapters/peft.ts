@@ -11,6 +11,9 @@ export const ADAPTER_CONFIG = "adapter_config.json";
 export const ADAPTER_WEIGHTS = "adapter_model.safetensors";
 const KEY_PREFIX = "base_model.model.model.layers.";
 const MAX_RANK = 1024;
+/** The largest |alpha / r| (or alpha / √r) accepted: PEFT's scales are O(1)-O(10); beyond this an
+ * adapter only overflows the f32 activations of every row it shares a batch with. */
+export const MAX_SCALE = 1e4;
 
 export class PeftError extends Error {
   override name = "PeftError";
@@ -43,6 +46,11 @@ export function parsePeftConfig(json: unknown): PeftConfig {
   }
   const alpha = j.lora_alpha ?? r;
   if (typeof alpha !== "number" || !Number.isFinite(alpha)) throw new PeftError("lora_alpha must be a number");
+  // the kernels use the scale as f32: check it there (1e308 is finite in JSON, infinite in f32)
+  const scale = Math.fround(loraScale(alpha, r, j.use_rslora === true));
+  if (!Number.isFinite(scale) || Math.abs(scale) > MAX_SCALE) {
+    throw new PeftError(`lora_alpha ${alpha} gives a LoRA scale of ${scale} (at most ${MAX_SCALE} in magnitude)`);
+  }
   const tm = j.target_modules;
   let targetModules: PeftConfig["targetModules"];
   if (tm === "all-linear") targetModules = "all-linear";
@@ -238,8 +246,16 @@ export interface PeftWeights {
   b: Float32Array; // [out, r]
 }
 
+/** Throws unless every weight is finite (a NaN or Inf in one adapter would poison the output of every
+ * row of its batch that the kernel touches with it). */
+export function checkFinite(w: Float32Array, what: string): void {
+  for (let i = 0; i < w.length; i++) {
+    if (!Number.isFinite(w[i])) throw new PeftError(`${what} holds a non-finite value (${w[i]}) at element ${i}`);
+  }
+}
+
 /** Reads the adapter; `each` receives every module's f32 weights in turn (views into one read of
- * the file when it is F32; converted copies for F16/BF16). */
+ * the file when it is F32; converted copies for F16/BF16), each checked finite. */
 export async function readPeftAdapter(
   dir: string,
   shape: LlamaShape,
@@ -259,6 +275,8 @@ export async function readPeftAdapter(
     const ai = st.info(m.aName), bi = st.info(m.bName);
     const a = f32(bytes.subarray(ai.byteOffset, ai.byteOffset + ai.byteLength), ai.dtype);
     const b = f32(bytes.subarray(bi.byteOffset, bi.byteOffset + bi.byteLength), bi.dtype);
+    checkFinite(a, `layer ${m.layer} ${m.module} lora_A`);
+    checkFinite(b, `layer ${m.layer} ${m.module} lora_B`);
     await each(m, { a, b });
   }
   return info;

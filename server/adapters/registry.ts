@@ -6,7 +6,7 @@
 import type { LlamaShape } from "../model/llama.ts";
 import type { Caller } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, inspectPeftAdapter, PeftError } from "./peft.ts";
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, inspectPeftAdapter, PeftError, readPeftAdapter } from "./peft.ts";
 
 export interface AdapterRecord {
   id: string;
@@ -143,6 +143,9 @@ export class AdapterRegistry {
     let info;
     try {
       info = await inspectPeftAdapter(dir, this.shape);
+      // the weights too, as they will be used (every value finite): a bad adapter is refused here,
+      // not discovered in a batch it shares with other tenants
+      await readPeftAdapter(dir, this.shape, () => {});
     } catch (e) {
       if (e instanceof PeftError) throw new ClientError(400, `invalid adapter: ${e.message}`, "invalid_adapter");
       throw e;
