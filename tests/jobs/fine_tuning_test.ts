@@ -333,6 +333,11 @@ Deno.test("fine-tuning: cancel over HTTP, list in cursor pages", async () => {
     assert.equal(p2.has_more, false);
     const byMeta = await (await s.req("/v1/fine_tuning/jobs?metadata[team]=none")).json();
     assert.equal(byMeta.data.length, 0);
+    // 1,200 filters are a 400 naming metadata, not a 500 from an oversized query
+    const many = Array.from({ length: 1200 }, (_, i) => `metadata[k${i}]=v`).join("&");
+    const tooMany = await s.req(`/v1/fine_tuning/jobs?${many}`);
+    assert.equal(tooMany.status, 400);
+    assert.equal((await tooMany.json()).error.param, "metadata");
 
     // queued ones cancel at once
     for (const id of ids.slice(1)) {

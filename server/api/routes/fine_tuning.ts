@@ -222,6 +222,11 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
       const m = /^metadata\[(.+)\]$/.exec(k);
       if (m) metadata[m[1]] = v;
     }
+    // a job has at most 16 metadata keys (OpenAI's limit), so more filters can match nothing; they
+    // would only build an ever larger query
+    if (Object.keys(metadata).length > 16) {
+      throw new ClientError(400, "at most 16 metadata[key]=value filters", "invalid_value", "metadata");
+    }
     const page = jobs.list(c.get("principal"), { ...q, metadata });
     return c.json({ object: "list" as const, data: page.data.map(jobObject), has_more: page.hasMore }, 200);
   });
