@@ -20,6 +20,9 @@ export type { AppDeps } from "./deps.ts";
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
 
+/** The methods the request counter names; any other is counted as "other". */
+const HTTP_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
 export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
 
@@ -32,7 +35,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     await next();
     c.header("x-request-id", requestId);
     const route = c.req.routePath && c.req.routePath !== "*" && c.req.routePath !== "/*" ? c.req.routePath : "unmatched";
-    if (route !== "/metrics") deps.metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    // label values from fixed sets only, so that no request can create new series
+    const method = HTTP_METHODS.has(c.req.method) ? c.req.method : "other";
+    if (route !== "/metrics") deps.metrics.requests.inc({ method, route, status: String(c.res.status) });
     deps.log?.({
       ts: new Date().toISOString(),
       level: c.res.status >= 500 ? "error" : "info",
@@ -69,7 +74,13 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
       running: deps.host.stats.running,
       waiting: deps.host.stats.waiting,
     }));
-  app.get("/metrics", (c) => c.text(deps.metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }));
+  // /metrics names every tenant's adapters (vllm:lora_requests_info): the admin's, like the
+  // operator's scraper (with no keys configured, every local caller is the admin)
+  app.use("/metrics", authMiddleware(deps.keys));
+  app.get("/metrics", (c) => {
+    if (!c.var.principal.admin) throw new ClientError(403, "/metrics needs an admin key", "permission_denied");
+    return c.text(deps.metrics.render(), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
 
   registerCompletions(app, deps);
   registerChat(app, deps);

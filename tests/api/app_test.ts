@@ -271,7 +271,15 @@ Deno.test("tenancy and auth: keys map to tenants; other tenants' adapters are 40
     await expectError(await s.app.request("/v1/models"), 401, "invalid_api_key");
     await expectError(await s.app.request("/v1/models", { headers: { authorization: "Bearer wrong-key-123" } }), 401, "invalid_api_key");
     assert.equal((await s.app.request("/health")).status, 200);
-    assert.equal((await s.app.request("/metrics")).status, 200);
+    // /metrics names every tenant's adapters: the admin's only
+    await expectError(await s.app.request("/metrics"), 401, "invalid_api_key");
+    await expectError(await s.app.request("/metrics", { headers: A }), 403, "permission_denied");
+    assert.equal((await s.app.request("/metrics", { headers: ADMIN })).status, 200);
+    // unknown HTTP methods do not create label series
+    for (const m of ["FOO", "BAR", "BAZ"]) await s.app.request("/v1/models", { method: m, headers: ADMIN });
+    const text = await (await s.app.request("/metrics", { headers: ADMIN })).text();
+    assert.doesNotMatch(text, /method="(FOO|BAR|BAZ)"/);
+    assert.match(text, /method="other"/);
     await makeAdapter(`${root}/adapters/a/mine`, STORIES_SHAPE, { seed: 5 });
     await makeAdapter(`${root}/adapters/b/theirs`, STORIES_SHAPE, { seed: 6 });
     // a tenant registers only from its own folder
