@@ -4,7 +4,7 @@
 // QLORA_ADMIN_KEYS="sk-root"). Keys are kept as SHA-256 digests. With no keys at all, every caller
 // is the local admin (the server then binds to localhost only).
 import type { MiddlewareHandler } from "hono";
-import { type Caller, LOCAL_CALLER } from "../util/caller.ts";
+import { type Caller, LOCAL_CALLER, TENANT_RE, TENANT_RULE } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
 
 async function digest(key: string): Promise<string> {
@@ -31,8 +31,8 @@ export class KeyStore {
       if (typeof k.key !== "string" || k.key.length < 8) throw new Error("API keys must be strings of at least 8 characters");
       const admin = k.admin === true;
       const tenant = admin ? (k.tenant ?? "admin") : k.tenant;
-      if (!tenant || !/^[A-Za-z0-9._-]{1,64}$/.test(tenant)) {
-        throw new Error(`key for tenant ${JSON.stringify(k.tenant)}: tenants are 1-64 of [A-Za-z0-9._-]`);
+      if (!tenant || !TENANT_RE.test(tenant)) {
+        throw new Error(`key for tenant ${JSON.stringify(k.tenant)}: tenant names are ${TENANT_RULE}`);
       }
       s.#keys.set(await digest(k.key), { tenant, admin });
     }

@@ -2,6 +2,7 @@
 // continuations (streamed or not), adapters (registration, different outputs, mixed batches equal
 // to requests alone, unload while in use), OpenAI-shaped errors, queue limits, metrics, docs.
 import assert from "node:assert/strict";
+import { KeyStore } from "../../server/api/auth.ts";
 import type { Server } from "../../server/server.ts";
 import { json, makeAdapter, REFERENCE, sseData, STORIES_SHAPE, storiesServer } from "../helpers.ts";
 
@@ -280,6 +281,18 @@ Deno.test("tenancy and auth: keys map to tenants; other tenants' adapters are 40
     const text = await (await s.app.request("/metrics", { headers: ADMIN })).text();
     assert.doesNotMatch(text, /method="(FOO|BAR|BAZ)"/);
     assert.match(text, /method="other"/);
+    // tenant names are safe folder names: an admin cannot upload into "..", "." or "-x"
+    for (const tenant of ["..", ".", "-x", "a/b"]) {
+      const form = new FormData();
+      form.append("id", "up");
+      form.append("tenant", tenant);
+      form.append("adapter_config", new File(["{}"], "adapter_config.json"));
+      form.append("adapter_model", new File([new Uint8Array(8)], "adapter_model.safetensors"));
+      const r = await s.app.request("/v1/adapters/upload", { method: "POST", body: form, headers: ADMIN });
+      assert.equal(r.status, 400, tenant);
+      assert.equal((await r.json()).error.param, "tenant", tenant);
+    }
+    await assert.rejects(KeyStore.create([{ key: "sk-dotdot-0001", tenant: ".." }]), /tenant names are 1-64/);
     await makeAdapter(`${root}/adapters/a/mine`, STORIES_SHAPE, { seed: 5 });
     await makeAdapter(`${root}/adapters/b/theirs`, STORIES_SHAPE, { seed: 6 });
     // a tenant registers only from its own folder

@@ -14,7 +14,7 @@ import {
 import { errorContent as err } from "./shared.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 import type { AdapterRecord } from "../../adapters/registry.ts";
-import type { Caller } from "../../util/caller.ts";
+import { type Caller, TENANT_RE, TENANT_RULE } from "../../util/caller.ts";
 import { ClientError } from "../../util/errors.ts";
 
 const IdParam = z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "my-adapter" }) });
@@ -111,7 +111,7 @@ const routes = {
 function owner(who: Caller, tenant: string | undefined): Caller {
   if (tenant === undefined || tenant === who.tenant) return who;
   if (!who.admin) throw new ClientError(403, "only an admin key may register adapters for another tenant", "forbidden", "tenant");
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(tenant)) throw new ClientError(400, "invalid tenant", "invalid_value", "tenant");
+  if (!TENANT_RE.test(tenant)) throw new ClientError(400, `tenant: ${TENANT_RULE}`, "invalid_value", "tenant");
   return { tenant, admin: true };
 }
 
