@@ -74,7 +74,8 @@ export function apiJobs(
   wakeWorker: () => void,
 ): { files: FileStore; jobs: JobService; close(): void } {
   const store = new Store(dbPath(o.dataDir));
-  const files = new FileStore(store, `${o.dataDir}/files`);
+  // the HTTP thread's store starts before the server listens: it sweeps what a crash left behind
+  const files = new FileStore(store, `${o.dataDir}/files`, { sweepTemp: true });
   const jobs = new JobService({ store, files, bases: servedCatalog(model), onQueued: wakeWorker });
   return { files, jobs, close: () => store.close() };
 }

@@ -71,10 +71,23 @@ export class FileStore {
   readonly maxBytes: number;
   readonly maxExamples: number;
 
-  constructor(readonly store: Store, readonly dir: string, opts: { maxBytes?: number; maxExamples?: number } = {}) {
+  constructor(
+    readonly store: Store,
+    readonly dir: string,
+    opts: { maxBytes?: number; maxExamples?: number; sweepTemp?: boolean } = {},
+  ) {
     this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_FILE_BYTES;
     this.maxExamples = opts.maxExamples ?? DEFAULT_MAX_EXAMPLES;
     Deno.mkdirSync(dir, { recursive: true });
+    if (opts.sweepTemp) this.#sweepTemp();
+  }
+
+  /** Removes the temp files of writes that a crash interrupted (never renamed into place). Only
+   * at start, before any upload can be in flight. */
+  #sweepTemp(): void {
+    for (const e of Deno.readDirSync(this.dir)) {
+      if (e.isFile && e.name.startsWith(".") && e.name.includes(".tmp-")) Deno.removeSync(`${this.dir}/${e.name}`);
+    }
   }
 
   /** Validates and stores an upload. */

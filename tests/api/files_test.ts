@@ -153,3 +153,21 @@ Deno.test("files: another tenant can neither see, read nor delete a tenant's fil
     await s.close();
   }
 });
+
+Deno.test("files: a temp file that a crash left mid-upload is swept when the server's store starts; complete files stay", async () => {
+  const s = await setup();
+  try {
+    const res = await s.app.request("/v1/files", upload(LINE));
+    assert.equal(res.status, 200);
+    const kept = (await res.json()).id;
+    const tmp = `${s.root}/files/.file-crashed.jsonl.tmp-${crypto.randomUUID()}`;
+    await Deno.writeTextFile(tmp, LINE); // what kill -9 during writeFileAtomic leaves
+    const restarted = new Store(`${s.root}/qlora.db`);
+    new FileStore(restarted, `${s.root}/files`, { sweepTemp: true });
+    restarted.close();
+    await assert.rejects(Deno.stat(tmp), Deno.errors.NotFound);
+    assert.equal(new TextDecoder().decode(await s.files.content({ tenant: "acme", admin: false }, kept)), LINE);
+  } finally {
+    await s.close();
+  }
+});
