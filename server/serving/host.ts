@@ -115,6 +115,9 @@ export class EngineHost {
         this.stats = m.stats;
         this.onStep?.(m.step, m.stats);
         return;
+      case "stats":
+        this.stats = m.stats;
+        return;
       case "publish": {
         const reply = (ok: boolean, message?: string) => {
           if (!this.#closed) this.#worker.postMessage({ t: "publish_done", rpc: m.rpc, ok, message } satisfies ToWorker);

@@ -72,6 +72,8 @@ export type FromWorker =
   | { t: "event"; id: number; ev: GenerateEvent }
   | { t: "fail"; id: number; message: string; code: string }
   | { t: "step"; step: StepInfo; stats: EngineStats }
+  /** Stats that changed outside a step (a cancel when no step follows), so /health never goes stale. */
+  | { t: "stats"; stats: EngineStats }
   | { t: "rpc"; rpc: number; ok: boolean; result?: unknown; message?: string; code?: string }
   | { t: "publish"; rpc: number; tenant: string; id: string; dir: string }
   | { t: "log"; entry: Record<string, unknown> };

@@ -168,6 +168,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       return;
     case "cancel":
       requests.get(m.id)?.abort();
+      post({ t: "stats", stats: stats() });
       return;
     case "adapter_load":
       try {

@@ -344,6 +344,10 @@ Deno.test("queue full answers 429; a client that goes away cancels its sequence"
     await reader.cancel().catch(() => {});
     for (let i = 0; i < 100 && s.deps.host.outstanding > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(s.deps.host.outstanding, 0, "the cancelled sequence left the engine");
+    // /health and the running gauge follow at once, not at the next request's step
+    for (let i = 0; i < 50 && (await (await s.app.request("/health")).json()).running > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal((await (await s.app.request("/health")).json()).running, 0, "/health is not stale after the disconnect");
+    assert.match(await (await s.app.request("/metrics")).text(), /^vllm:num_requests_running 0$/m);
     assert.equal((await complete(s, { prompt: "Once", max_tokens: 2 })).status, 200);
     assert.match(await (await s.app.request("/metrics")).text(), /^qlora_requests_rejected_total 1/m);
   }, { maxNumSeqs: 1, maxQueue: 0 });
