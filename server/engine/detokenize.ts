@@ -24,6 +24,9 @@ export interface DetokenizerOptions {
   includeStopString?: boolean;
   /** Prompt ids consumed first (their text goes to promptText, never to pieces). */
   promptIds?: ArrayLike<number>;
+  /** Stop strings count only from this many generated tokens on (vLLM's min_tokens): before, the
+   * text streams on as if there were none. */
+  minTokens?: number;
 }
 
 export interface DetokenizeStep {
@@ -44,6 +47,8 @@ export class IncrementalDetokenizer {
   #held = "";
   #stopped: string | null = null;
   #finished = false;
+  readonly #minTokens: number;
+  #pushed = 0;
   /** Text decoded from the prompt ids (complete characters only). */
   readonly promptText: string;
   /** All text emitted for generated tokens so far. */
@@ -54,6 +59,7 @@ export class IncrementalDetokenizer {
     this.#skip = opts.skipSpecialTokens ?? true;
     this.#stops = (opts.stop ?? []).filter((s) => s.length > 0);
     this.#includeStop = opts.includeStopString ?? false;
+    this.#minTokens = opts.minTokens ?? 0;
     this.#holdBack = this.#stops.reduce((m, s) => Math.max(m, s.length), 0) - 1;
     this.#strip = src.stripLeadingSpaces;
     let prompt = "";
@@ -78,6 +84,7 @@ export class IncrementalDetokenizer {
   /** Feeds one generated token id; returns the text that can be streamed now. */
   push(id: number): DetokenizeStep {
     if (this.#stopped !== null || this.#finished) return { text: "", stopped: null };
+    this.#pushed++;
     const s = this.#decodeToken(id);
     if (s.length === 0) return { text: "", stopped: null };
     this.#held += s;
@@ -108,7 +115,7 @@ export class IncrementalDetokenizer {
 
   #release(final: boolean): DetokenizeStep {
     const held = this.#held;
-    if (this.#stops.length > 0) {
+    if (this.#stops.length > 0 && this.#pushed >= this.#minTokens) {
       let best = -1;
       let which = "";
       for (const s of this.#stops) {

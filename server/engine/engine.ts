@@ -141,6 +141,7 @@ export class Engine {
       includeStopString: req.includeStopString,
       skipSpecialTokens: req.skipSpecialTokens ?? true,
       promptIds: req.promptIds,
+      minTokens: seq.stopping.minTokens,
     });
     const p: Pending = { seq, detok, events: new EventQueue(), done: false, cachedTokens: 0 };
     this.#pending.set(seq, p);
@@ -225,7 +226,7 @@ export class Engine {
       seq.appendToken(r.token);
       const piece = p.detok.push(r.token);
       p.events.push({ type: "token", tokenId: r.token, text: piece.text, logprob: r.logprob, topLogprobs: r.topLogprobs });
-      if (piece.stopped !== null && seq.numOutputTokens >= seq.stopping.minTokens) this.#finish(p, "stop", piece.stopped);
+      if (piece.stopped !== null) this.#finish(p, "stop", piece.stopped); // the detokenizer honours min_tokens
       else if (seq.checkStop(this.maxModelLen)) this.#finish(p, seq.finishReason!, seq.stopReason);
     });
     this.#onStep?.({

@@ -130,6 +130,34 @@ Deno.test("stop strings: earliest match wins; multi-token stop with held text", 
   assert.equal(r.text, "Hell");
 });
 
+Deno.test("stop strings with min_tokens: before the minimum the text streams on whole; the first match after it stops", async () => {
+  const tok = await Tokenizer.load(STORIES);
+  const c = REF.cases[0];
+  const gen = c.full_text.slice(tok.decode(c.prompt_ids).length);
+  const stop = ".";
+  const first = gen.indexOf(stop);
+  assert.ok(first > 0);
+  // the token after which the first "." has been decoded, and a minimum past it
+  const upTo = (n: number) => tok.decode([...c.prompt_ids, ...c.generated_ids.slice(0, n)]).length - c.full_text.length + gen.length;
+  const firstAt = c.generated_ids.findIndex((_, i) => upTo(i + 1) > first) + 1;
+  const min = firstAt + 3;
+  const d = new IncrementalDetokenizer(tok, { promptIds: c.prompt_ids, stop: [stop], minTokens: min });
+  let out = "", stoppedAt = -1;
+  for (const [i, id] of c.generated_ids.entries()) {
+    const r = d.push(id);
+    out += r.text;
+    if (r.stopped) {
+      stoppedAt = i + 1;
+      break;
+    }
+  }
+  // nothing swallowed: everything before the stop that counts is there, the early "." included
+  const next = gen.indexOf(stop, upTo(min - 1));
+  assert.ok(stoppedAt >= min, `stopped at token ${stoppedAt}, min ${min}`);
+  assert.equal(out, gen.slice(0, next), "the text up to the first stop string at or after min_tokens");
+  assert.ok(out.includes(stop), "the early stop string was streamed as text");
+});
+
 Deno.test("cleanup tiny model dir", async () => {
   if (tinyDir) await Deno.remove(tinyDir, { recursive: true });
 });
