@@ -1445,7 +1445,56 @@ export interface paths {
         };
         put?: never;
         post?: never;
-        delete?: never;
+        /** Deletes one of the caller's fine-tuned models or adapters (OpenAI's shape); it stays deleted after a restart. */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ModelDeleted"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The base model cannot be deleted */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description No such model */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
         options?: never;
         head?: never;
         patch?: never;
@@ -2158,6 +2207,13 @@ export interface components {
             root?: string | null;
             parent?: string | null;
             max_model_len?: number;
+        };
+        ModelDeleted: {
+            id: string;
+            /** @enum {string} */
+            object: "model";
+            /** @enum {boolean} */
+            deleted: true;
         };
         ModelDetail: components["schemas"]["Model"] & {
             quantization?: string;

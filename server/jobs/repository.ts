@@ -290,6 +290,15 @@ export class JobRepository {
     ).map(toCheckpoint);
   }
 
+  /** Records that a model a job produced was deleted (it stays deleted after a restart). */
+  markModelDeleted(modelId: string): void {
+    this.store.run("INSERT OR IGNORE INTO deleted_models (model_id, deleted_at) VALUES (?, ?)", modelId, nowSeconds());
+  }
+
+  isModelDeleted(modelId: string): boolean {
+    return this.store.get("SELECT 1 AS x FROM deleted_models WHERE model_id = ?", modelId) !== undefined;
+  }
+
   /** The job and checkpoint folder behind a model a job produced (its result or one of its
    * checkpoints), if the caller may use it. */
   producedModel(caller: Caller, modelId: string): { job: JobRecord; dir: string } | undefined {

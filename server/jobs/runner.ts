@@ -444,8 +444,10 @@ export class JobRunner {
   async #publishJob(job: JobRecord): Promise<void> {
     if (!this.publisher) return;
     for (const c of this.#repo.allCheckpoints(job.id)) {
-      await this.#publish(job, c.modelId, c.dir);
-      if (c.final && job.fineTunedModel) await this.#publish(job, job.fineTunedModel, c.dir);
+      if (!this.#repo.isModelDeleted(c.modelId)) await this.#publish(job, c.modelId, c.dir);
+      if (c.final && job.fineTunedModel && !this.#repo.isModelDeleted(job.fineTunedModel)) {
+        await this.#publish(job, job.fineTunedModel, c.dir);
+      }
     }
   }
 

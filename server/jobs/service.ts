@@ -147,6 +147,12 @@ export class JobService {
     return this.require(caller, id);
   }
 
+  /** Records that the caller deleted one of its fine-tuned models (or checkpoints), if a job made
+   * it, so that a restart does not publish it again. */
+  forgetModel(caller: Caller, modelId: string): void {
+    if (this.#repo.producedModel(caller, modelId)) this.#repo.markModelDeleted(modelId);
+  }
+
   /** Pauses a job (OpenAI's POST …/pause): a waiting one at once; a running one checkpoints after
    * its current micro-batch, then shows "paused". Its checkpoints stay servable. */
   pause(caller: Caller, id: string): JobRecord {

@@ -81,6 +81,8 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE jobs ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0;`,
   // the files a finished job produced (OpenAI's result_files: the step-metrics CSV), a JSON array
   `ALTER TABLE jobs ADD COLUMN result_files TEXT;`,
+  // fine-tuned models (results and checkpoints) their tenant deleted: never published again
+  `CREATE TABLE deleted_models (model_id TEXT PRIMARY KEY, deleted_at INTEGER NOT NULL);`,
 ];
 
 export class Store {

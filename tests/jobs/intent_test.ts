@@ -229,3 +229,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a deleted fine-tuned model stays deleted after a restart (DELETE /v1/models/{id}); its checkpoints stay until deleted",
+  ...opts,
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "qlora-intent-" });
+    await makeModel({ shape: "tiny", out: `${root}/tiny` });
+    const start = () => serve({ modelDir: `${root}/tiny`, modelId: "tiny", root });
+    let s = await start();
+    try {
+      const example = { messages: [{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello" }] };
+      const file = await s.upload(Array.from({ length: 4 }, () => example));
+      const created = await s.client.fineTuning.jobs.create({
+        model: "tiny",
+        training_file: file.id,
+        hyperparameters: { n_epochs: 2, batch_size: 1, ...{ checkpoint_every: 4 } },
+      });
+      const job = await s.wait(created.id);
+      assert.equal(job.status, "succeeded", JSON.stringify(job.error));
+      const ckpt = (await s.client.fineTuning.jobs.checkpoints.list(job.id)).data.find((c) =>
+        c.step_number === 4
+      )!.fine_tuned_model_checkpoint;
+      await assert.rejects(s.client.models.delete("tiny"), (e: unknown) => e instanceof OpenAI.PermissionDeniedError);
+      const del = await s.client.models.delete(job.fine_tuned_model!);
+      assert.deepEqual(del, { id: job.fine_tuned_model, object: "model", deleted: true });
+      await assert.rejects(s.client.models.retrieve(job.fine_tuned_model!), (e: unknown) => e instanceof OpenAI.NotFoundError);
+      await s.close();
+      s = await start();
+      // the job is still listed as it ended; its model is not served again, its other checkpoint is
+      for (let i = 0; i < 200 && !(await s.client.models.list()).data.some((m) => m.id === ckpt); i++) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      const ids = (await s.client.models.list()).data.map((m) => m.id);
+      assert.ok(ids.includes(ckpt), `the checkpoint is back after the restart: ${ids}`);
+      assert.ok(!ids.includes(job.fine_tuned_model!), `the deleted model stays deleted: ${ids}`);
+      assert.equal((await s.client.fineTuning.jobs.retrieve(job.id)).status, "succeeded");
+    } finally {
+      await s.close();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});

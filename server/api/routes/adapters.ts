@@ -11,7 +11,7 @@ import {
   UnloadLoraSchema,
   UploadAdapterSchema,
 } from "../schemas/adapters.ts";
-import { errorContent as err } from "./shared.ts";
+import { deleteAdapter, errorContent as err } from "./shared.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 import type { AdapterRecord } from "../../adapters/registry.ts";
 import { type Caller, TENANT_RE, TENANT_RULE } from "../../util/caller.ts";
@@ -139,11 +139,7 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       throw e;
     }
   };
-  const remove = async (who: Caller, id: string) => {
-    const rec = await deps.registry.remove(who, id);
-    await deps.host.unloadAdapter(rec.uid);
-    return rec;
-  };
+  const remove = (who: Caller, id: string) => deleteAdapter(deps, who, id);
 
   app.openapi(routes.list, (c) => c.json({ object: "list" as const, data: deps.registry.list(c.get("principal")).map(show) }, 200));
 

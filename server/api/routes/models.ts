@@ -5,7 +5,7 @@ import { ModelDetailSchema, ModelListSchema } from "../schemas/models.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
 import type { AdapterRecord } from "../../adapters/registry.ts";
-import { errorContent } from "./shared.ts";
+import { deleteAdapter, errorContent } from "./shared.ts";
 
 const listRoute = createRoute({
   method: "get",
@@ -27,6 +27,27 @@ const getRoute = createRoute({
   responses: {
     200: { description: "The model", content: { "application/json": { schema: ModelDetailSchema } } },
     401: errorContent("Missing or wrong API key"),
+    404: errorContent("No such model"),
+  },
+});
+
+const deleteRoute = createRoute({
+  method: "delete",
+  path: "/v1/models/{id}",
+  tags: ["Models"],
+  summary: "Deletes one of the caller's fine-tuned models or adapters (OpenAI's shape); it stays deleted after a restart.",
+  request: { params: z.object({ id: z.string().openapi({ param: { name: "id", in: "path" }, example: "ft:tiny:demo:ftjob-abc" }) }) },
+  responses: {
+    200: {
+      description: "Deleted",
+      content: {
+        "application/json": {
+          schema: z.object({ id: z.string(), object: z.literal("model"), deleted: z.literal(true) }).openapi("ModelDeleted"),
+        },
+      },
+    },
+    401: errorContent("Missing or wrong API key"),
+    403: errorContent("The base model cannot be deleted"),
     404: errorContent("No such model"),
   },
 });
@@ -71,5 +92,11 @@ export function registerModels(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       ...adapterCard(a),
       adapter: { r: a.r, lora_alpha: a.loraAlpha, target_modules: a.targetModules, device_bytes: a.deviceBytes },
     }, 200);
+  });
+  app.openapi(deleteRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    if (id === deps.host.info.id) throw new ClientError(403, "the base model cannot be deleted", "permission_denied", "id");
+    const rec = await deleteAdapter(deps, c.get("principal"), id);
+    return c.json({ id: rec.id, object: "model" as const, deleted: true as const }, 200);
   });
 }

@@ -1,5 +1,17 @@
 // shared.ts — what the route modules share (routes never import one another).
 import { ErrorSchema } from "../schemas/common.ts";
+import type { AppDeps } from "../deps.ts";
+import type { AdapterRecord } from "../../adapters/registry.ts";
+import type { Caller } from "../../util/caller.ts";
+
+/** Deletes a caller's adapter or fine-tuned model: unregistered, unloaded once its last request
+ * ends, and — when a job made it — remembered as deleted, so that a restart does not bring it back. */
+export async function deleteAdapter(deps: AppDeps, who: Caller, id: string): Promise<AdapterRecord> {
+  const rec = await deps.registry.remove(who, id);
+  await deps.host.unloadAdapter(rec.uid);
+  deps.jobs?.forgetModel({ tenant: rec.tenant, admin: false }, rec.id);
+  return rec;
+}
 
 /** An error response of a route's OpenAPI description (OpenAI's error shape). */
 export const errorContent = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
