@@ -49,6 +49,7 @@ export type CompletionChunk = Schema<"CompletionChunk", Completion>;
 // ---- models
 export type Model = Schemas["Model"];
 export type ModelDetail = Schemas["ModelDetail"];
+export type ModelDeleted = Schemas["ModelDeleted"];
 export type ModelList = Schemas["ModelList"];
 
 // ---- adapters
