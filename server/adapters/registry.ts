@@ -101,28 +101,36 @@ export class AdapterRegistry {
       throw new ClientError(400, "lora_path must be a non-empty path", "invalid_path", "lora_path");
     }
     const joined = path.startsWith("/") ? path : `${top}/${path}`;
+    // messages name the path as the caller gave it, relative to the root when it is under it: never
+    // the server's own folders
+    const shown = path.startsWith(top + "/") ? path.slice(top.length + 1) : path;
+    // a tenant gets one answer for a missing path and for one outside its folder, so that errors
+    // do not tell which paths exist on the server
+    const missing = () =>
+      new ClientError(
+        400,
+        `no adapter folder at "${shown}"${caller.admin ? " under the adapter root" : ` in your adapter folder (<root>/${caller.tenant}/)`}`,
+        "invalid_path",
+        "lora_path",
+      );
     let real: string;
     try {
       real = await Deno.realPath(joined);
     } catch {
-      // say the same thing for missing and forbidden paths
-      throw new ClientError(400, `no adapter folder at "${path}" under the adapter root`, "invalid_path", "lora_path");
+      throw missing();
     }
     if (real !== root && !real.startsWith(root + "/")) {
-      throw new ClientError(
-        400,
-        `"${path}" is outside the adapter root${caller.admin ? "" : ` (tenants register from <root>/${caller.tenant}/)`}`,
-        "path_outside_root",
-        "lora_path",
-      );
+      if (!caller.admin) throw missing();
+      throw new ClientError(400, `"${shown}" is outside the adapter root`, "path_outside_root", "lora_path");
     }
-    if (!(await Deno.stat(real)).isDirectory) throw new ClientError(400, `"${path}" is not a folder`, "invalid_path", "lora_path");
+    if (!(await Deno.stat(real)).isDirectory) throw new ClientError(400, `"${shown}" is not a folder`, "invalid_path", "lora_path");
     // the files themselves must not be symlinks out of the root either
     for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
       try {
         const rf = await Deno.realPath(`${real}/${f}`);
         if (!rf.startsWith(root + "/")) {
-          throw new ClientError(400, `"${path}/${f}" is outside the adapter root`, "path_outside_root", "lora_path");
+          if (!caller.admin) throw missing();
+          throw new ClientError(400, `"${shown}/${f}" is outside the adapter root`, "path_outside_root", "lora_path");
         }
       } catch (e) {
         if (e instanceof ClientError) throw e;

@@ -296,7 +296,15 @@ Deno.test("tenancy and auth: keys map to tenants; other tenants' adapters are 40
     await makeAdapter(`${root}/adapters/a/mine`, STORIES_SHAPE, { seed: 5 });
     await makeAdapter(`${root}/adapters/b/theirs`, STORIES_SHAPE, { seed: 6 });
     // a tenant registers only from its own folder
-    await expectError(await s.app.request("/v1/adapters", json({ id: "x", path: "b/theirs" }, A)), 400, "path_outside_root");
+    // a tenant registers only from its own folder; a path elsewhere answers exactly as a missing one
+    // (errors do not tell which paths exist on the server, and never show the server's folders)
+    const outside = await (await s.app.request("/v1/adapters", json({ id: "x", path: "b/theirs" }, A))).json();
+    const missing = await (await s.app.request("/v1/adapters", json({ id: "x", path: "b/nothing" }, A))).json();
+    const system = await (await s.app.request("/v1/adapters", json({ id: "x", path: "/etc" }, A))).json();
+    assert.equal(outside.error.code, "invalid_path");
+    assert.equal(outside.error.message.replace("theirs", "X"), missing.error.message.replace("nothing", "X"));
+    assert.equal(system.error.message.replace("/etc", "X"), missing.error.message.replace("b/nothing", "X"));
+    for (const e of [outside, missing, system]) assert.ok(!e.error.message.includes(root), e.error.message);
     assert.equal((await s.app.request("/v1/adapters", json({ id: "mine", path: "a/mine" }, A))).status, 201);
     await expectError(await s.app.request("/v1/adapters", json({ id: "y", path: "a/mine", tenant: "b" }, A)), 403);
     assert.equal(
