@@ -44,6 +44,11 @@ const cmd: Command = {
     "max-queue": { type: "int", default: 256, help: "waiting requests before 429" },
     "adapter-cache-mb": { type: "int", default: 1024, help: "device memory for resident adapters" },
     "chat-template": { type: "string", arg: "FILE", help: "a Jinja chat template for models without one", defaultText: "the model's" },
+    "drain-timeout": {
+      type: "int",
+      default: 30,
+      help: "on SIGTERM/SIGINT, seconds to let running requests finish; then their streams end with an error event",
+    },
   },
 };
 
@@ -175,10 +180,20 @@ try {
   fail(cmd, `cannot listen on ${hostname}:${port}: ${oneLine(e)}`);
 }
 
+let stopping = false;
 const stop = async () => {
-  say("shutting down");
-  await srv.shutdown();
+  if (stopping) return;
+  stopping = true;
+  const drain = num("drain-timeout")!;
+  say(`shutting down: new connections refused; running requests get ${drain} s to finish`);
+  const drained = srv.shutdown();
+  const deadline = new Promise<"deadline">((r) => setTimeout(() => r("deadline"), drain * 1000));
+  if ((await Promise.race([drained, deadline])) === "deadline") {
+    say("drain deadline passed: ending the remaining requests with an error");
+  }
+  // closing the engine ends any request still running with an error (event), so the drain ends
   await server.close();
+  await drained;
   Deno.exit(0);
 };
 Deno.addSignalListener("SIGINT", stop);
