@@ -31,7 +31,10 @@ export interface ServerOptions {
   numBlocks?: number;
   /** Device bytes for resident adapters (default 1 GiB). */
   adapterBudgetBytes?: number;
+  /** Largest JSON request body (default 4 MiB: a chat of ~a million characters). */
   bodyLimitBytes?: number;
+  /** Largest upload (default 64 MiB). */
+  uploadLimitBytes?: number;
   /** Keys: a JSON file and/or explicit specs; the environment is read unless env is false. */
   keysFile?: string;
   keys?: KeySpec[];
@@ -123,7 +126,8 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     metrics,
     created: Math.floor(Date.now() / 1000),
     maxQueue: o.maxQueue ?? 256,
-    bodyLimitBytes: o.bodyLimitBytes ?? 64 << 20,
+    bodyLimitBytes: o.bodyLimitBytes ?? 4 << 20,
+    uploadLimitBytes: o.uploadLimitBytes ?? 64 << 20,
     chatTemplate: o.chatTemplate ?? null,
     log,
   };

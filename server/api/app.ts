@@ -53,15 +53,17 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   });
 
   // vLLM's /tokenize and /detokenize sit outside /v1 and are served per tenant like it
+  // per-route body limits: uploads may be large; a JSON body beyond a few MB is refused while it is
+  // still arriving (by its content-length, or once that many bytes came), before any parsing
+  const limit = (maxSize: number) =>
+    bodyLimit({
+      maxSize,
+      onError: (c) => errorResponse(c, new ClientError(413, `the request body is larger than ${maxSize} bytes`, "request_too_large")),
+    });
+  const uploadLimit = limit(deps.uploadLimitBytes), jsonLimit = limit(deps.bodyLimitBytes);
+  const UPLOADS = new Set(["/v1/files", "/v1/adapters/upload"]);
   for (const path of ["/v1/*", "/tokenize", "/detokenize"]) {
-    app.use(
-      path,
-      bodyLimit({
-        maxSize: deps.bodyLimitBytes,
-        onError: (c) =>
-          errorResponse(c, new ClientError(413, `the request body is larger than ${deps.bodyLimitBytes} bytes`, "request_too_large")),
-      }),
-    );
+    app.use(path, (c, next) => (UPLOADS.has(c.req.path) ? uploadLimit : jsonLimit)(c, next));
     app.use(path, authMiddleware(deps.keys));
   }
 

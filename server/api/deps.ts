@@ -19,7 +19,10 @@ export interface AppDeps {
   /** Requests that may wait beyond the running batch before 429 (default 256). */
   maxQueue: number;
   /** Largest request body in bytes (default 64 MiB, for adapter uploads). */
+  /** Largest JSON body (chat, completions, and every other JSON route). */
   bodyLimitBytes: number;
+  /** Largest upload (multipart: /v1/files, /v1/adapters/upload). */
+  uploadLimitBytes: number;
   /** A chat template for models without one. */
   chatTemplate: string | null;
   /** Uploaded files and fine-tuning jobs (absent: those routes are not served). */

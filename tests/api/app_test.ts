@@ -129,6 +129,22 @@ Deno.test("bad inputs answer 4xx in OpenAI's shape and the server keeps serving"
   }, { bodyLimitBytes: 4096 });
 });
 
+Deno.test("body limits per route: a 5 MiB chat body is a 413 before parsing; a 5 MiB upload is a file", async () => {
+  await withServer(async (s) => {
+    const messages = [{ role: "user", content: "a".repeat(5 << 20) }];
+    const t0 = performance.now();
+    await expectError(await s.app.request("/v1/chat/completions", json({ model: MODEL, messages })), 413, "request_too_large");
+    assert.ok(performance.now() - t0 < 1000, "refused without parsing or tokenizing it");
+    const line = JSON.stringify({ prompt: "x", completion: "y".repeat(1000) }) + "\n";
+    const form = new FormData();
+    form.append("purpose", "fine-tune");
+    form.append("file", new File([line.repeat(Math.ceil((5 << 20) / line.length))], "big.jsonl"));
+    const up = await s.app.request("/v1/files", { method: "POST", body: form });
+    assert.equal(up.status, 200, await up.clone().text());
+    assert.ok((await up.json()).bytes > 5 << 20);
+  });
+});
+
 Deno.test("adapters: different greedy outputs; a mixed batch equals each request alone; unload lets running requests finish", async () => {
   await withServer(async (s, root) => {
     await makeAdapter(`${root}/adapters/a`, STORIES_SHAPE, { seed: 11 });
