@@ -39,7 +39,7 @@ Deno.test({
         assert.match(r.stdout, /\(stopped after 10 chunks\)/);
       });
       await t.step("adapter.ts", async () => {
-        await writeAdapter(`${server.adapterRoot}/ex-adapter`, await modelShape(), 5);
+        await writeAdapter(`${server.adapterRoot}/ex-adapter`, modelShape(), 5);
         const r = await example("adapter.ts", "ex-adapter", "ex-adapter");
         assert.equal(r.code, 0, r.stderr);
         assert.match(r.stdout, /registered ex-adapter: r=4/);

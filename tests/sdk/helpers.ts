@@ -3,6 +3,7 @@
 // adapters for the tiny model, and a stub HTTP server for retry behaviour.
 import { type LlamaShape, LORA_MODULES } from "../../server/model/llama.ts";
 import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
+import { STORIES_SHAPE } from "../helpers.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 export const KEYS = { acme: "sk-acme-test-0001", beta: "sk-beta-test-0002", admin: "sk-admin-test-0003" };
@@ -130,21 +131,8 @@ export async function startServer(opts: { keys?: boolean; extraArgs?: string[] }
   };
 }
 
-/** The default model's shape (models/stories260K, which the server serves with no --model). */
-export async function modelShape(): Promise<LlamaShape> {
-  const c = JSON.parse(await Deno.readTextFile(`${ROOT}models/stories260K/config.json`));
-  const heads = c.num_attention_heads, hidden = c.hidden_size;
-  return {
-    hidden,
-    intermediate: c.intermediate_size,
-    layers: c.num_hidden_layers,
-    heads,
-    kvHeads: c.num_key_value_heads ?? heads,
-    headDim: c.head_dim ?? hidden / heads,
-    vocab: c.vocab_size,
-    rmsEps: c.rms_norm_eps,
-  };
-}
+/** The default model's shape: models/stories260K is the tests' stories260K fixture (same weights). */
+export const modelShape = (): LlamaShape => STORIES_SHAPE;
 
 /** Writes a random PEFT adapter (every layer, every module) to `dir`. */
 export async function writeAdapter(dir: string, shape: LlamaShape, seed: number, r = 4): Promise<void> {

@@ -141,7 +141,7 @@ Deno.test({
       });
 
       await t.step("adapters: register, retrieve, list, use per request, upload, delete; tenant isolation", async () => {
-        const shape = await modelShape();
+        const shape = modelShape();
         await writeAdapter(`${server.adapterRoot}/acme/a1`, shape, 11); // tenants register from <root>/<tenant>/
         const a = await client.adapters.create({ id: "sdk-a1", path: "acme/a1" });
         assert.equal(a.id, "sdk-a1");

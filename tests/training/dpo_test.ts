@@ -9,6 +9,7 @@ import { LoraWeights } from "../../server/training/lora.ts";
 import { LoraTrainingModel, type TrainBatch } from "../../server/training/model.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { Rng } from "../native/rng.ts";
+import { directionalDerivative } from "./directional.ts";
 import { Optimizer } from "../../server/ffi/optim.ts";
 
 /** Pairs packed as [chosen₀, rejected₀, …]: a shared prompt, loss on the answer tokens only. */
@@ -69,27 +70,7 @@ testEachBackend("DPO: LoRA gradients match finite differences of the DPO loss; t
     const r = net.dpoForwardBackward(b, ref, beta);
     assert.ok(Math.abs(r.loss - dpoLoss(moved, ref, beta)) < 1e-5, `loss ${r.loss} vs ${dpoLoss(moved, ref, beta)}`);
     assert.equal(r.pairs, 2);
-    const dirs = lora.pairs.map((p) => ({ a: rng.normalF32(p.dA.bytes / 4), b: rng.normalF32(p.dB.bytes / 4) }));
-    let norm = 0;
-    for (const d of dirs) for (const v of [...d.a, ...d.b]) norm += v * v;
-    for (const d of dirs) for (const arr of [d.a, d.b]) for (let j = 0; j < arr.length; j++) arr[j] /= Math.sqrt(norm);
-    let analytic = 0;
-    lora.pairs.forEach((p, i) => {
-      const ga = p.dA.readF32(), gb = p.dB.readF32();
-      for (let j = 0; j < ga.length; j++) analytic += ga[j] * dirs[i].a[j];
-      for (let j = 0; j < gb.length; j++) analytic += gb[j] * dirs[i].b[j];
-    });
-    const originals = lora.pairs.map((p) => ({ a: p.A.readF32(), b: p.B.readF32() }));
-    const lossAt = (eps: number) => {
-      lora.pairs.forEach((p, i) => {
-        p.A.write(originals[i].a.map((v, j) => v + eps * dirs[i].a[j]));
-        p.B.write(originals[i].b.map((v, j) => v + eps * dirs[i].b[j]));
-      });
-      return dpoLoss(net.sequenceLogprobs(b, true), ref, beta);
-    };
-    const eps = 1e-2;
-    const numeric = (lossAt(eps) - lossAt(-eps)) / (2 * eps);
-    const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-6);
+    const { analytic, numeric, rel } = directionalDerivative(lora, rng, () => dpoLoss(net.sequenceLogprobs(b, true), ref, beta));
     assert.ok(Math.abs(analytic) > 1e-4, `a real gradient (${analytic})`);
     assert.ok(rel < 0.02, `directional derivative: analytic ${analytic}, numeric ${numeric} (rel ${rel})`);
   } finally {

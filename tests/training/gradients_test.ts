@@ -7,6 +7,7 @@ import { LoraWeights } from "../../server/training/lora.ts";
 import { LoraTrainingModel, type TrainBatch } from "../../server/training/model.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { Rng } from "../native/rng.ts";
+import { directionalDerivative } from "./directional.ts";
 import { DType } from "../../server/ffi/tensor.ts";
 import { STORIES } from "../helpers.ts";
 
@@ -44,28 +45,7 @@ for (const quant of ["none", "nf4"] as const) {
       const base = trainer.forwardBackward(b);
       assert.ok(base.loss > 0.1 && base.loss < 10, `loss ${base.loss}`);
       // directional derivative along a random direction u over all A and B entries
-      const dirs = lora.pairs.map((p) => ({ a: rng.normalF32(p.dA.bytes / 4), b: rng.normalF32(p.dB.bytes / 4) }));
-      // a unit direction, so eps is the length of the step in parameter space
-      let norm = 0;
-      for (const d of dirs) for (const v of [...d.a, ...d.b]) norm += v * v;
-      for (const d of dirs) for (const arr of [d.a, d.b]) for (let j = 0; j < arr.length; j++) arr[j] /= Math.sqrt(norm);
-      let analytic = 0;
-      lora.pairs.forEach((p, i) => {
-        const ga = p.dA.readF32(), gb = p.dB.readF32();
-        for (let j = 0; j < ga.length; j++) analytic += ga[j] * dirs[i].a[j];
-        for (let j = 0; j < gb.length; j++) analytic += gb[j] * dirs[i].b[j];
-      });
-      const originals = lora.pairs.map((p) => ({ a: p.A.readF32(), b: p.B.readF32() }));
-      const lossAt = (eps: number) => {
-        lora.pairs.forEach((p, i) => {
-          p.A.write(originals[i].a.map((v, j) => v + eps * dirs[i].a[j]));
-          p.B.write(originals[i].b.map((v, j) => v + eps * dirs[i].b[j]));
-        });
-        return trainer.evaluate(b).loss;
-      };
-      const eps = 1e-2;
-      const numeric = (lossAt(eps) - lossAt(-eps)) / (2 * eps);
-      const rel = Math.abs(numeric - analytic) / Math.max(Math.abs(analytic), 1e-6);
+      const { analytic, numeric, rel, originals } = directionalDerivative(lora, rng, () => trainer.evaluate(b).loss);
       assert.ok(rel < 0.02, `directional derivative: analytic ${analytic}, numeric ${numeric} (rel ${rel})`);
       // and one coordinate of one B, individually
       const p0 = lora.pairs[3];
