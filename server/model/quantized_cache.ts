@@ -182,6 +182,8 @@ export async function writeQuantizedCache(
     await writeSafetensors(`${tmp}/model.safetensors`, tensors, { format: "pt" });
     await Deno.copyFile(`${sourceDir}/config.json`, `${tmp}/config.json`);
     await Deno.writeTextFile(`${tmp}/manifest.json`, JSON.stringify(manifest, null, 2) + "\n");
+    // a folder under the key's name that is no complete entry (made by hand, or damaged) goes
+    if (!(await isCacheEntry(final))) await Deno.remove(final, { recursive: true }).catch(() => {});
     try {
       await Deno.rename(tmp, final);
     } catch (e) {
