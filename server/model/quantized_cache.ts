@@ -15,7 +15,8 @@
 //
 // Atomic: an entry is written into <root>/.tmp-<pid>-<uuid>/ and renamed to <root>/<key>/ only
 // when complete, so a folder named by a key is always complete. Temp folders left by a process
-// that died (or that no live write of this process owns) are swept.
+// that died (or that no live write of this process owns) are swept; where /proc cannot be read
+// (Deno allows it only with --allow-all), another process's temp folder is swept after an hour.
 import { bnbTensors } from "./bnb.ts";
 import { SafetensorsModel, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
 import type { Context, QWeight } from "../ffi/tensor.ts";
@@ -73,15 +74,20 @@ export async function isCacheEntry(entry: string): Promise<boolean> {
 
 const writing = new Set<string>(); // temp folders this process is writing now
 
-function pidAlive(pid: number): boolean {
+/** Whether a process lives: true, false, or null when /proc cannot be read (Deno allows /proc
+ * only with --allow-all). */
+function pidAlive(pid: number): boolean | null {
   if (pid === Deno.pid) return true;
   try {
     Deno.statSync(`/proc/${pid}`);
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    return e instanceof Deno.errors.NotFound ? false : null;
   }
 }
+
+/** A temp folder of another process whose liveness cannot be checked counts as abandoned after this. */
+const ABANDONED_MS = 3600_000;
 
 /**
  * Removes leftovers under root: temp folders no live write owns, and entries for the same source
@@ -100,7 +106,12 @@ export async function sweepQuantizedCache(root: string, manifest: CacheManifest,
     const path = `${root}/${e.name}`;
     if (e.name.startsWith(".tmp-")) {
       const pid = Number(e.name.split("-")[1]);
-      const live = Number.isInteger(pid) && pidAlive(pid) && (pid !== Deno.pid || writing.has(path));
+      let live = false;
+      if (pid === Deno.pid) live = writing.has(path);
+      else if (Number.isInteger(pid) && pid > 0) {
+        live = pidAlive(pid) ??
+          Date.now() - ((await Deno.stat(path).catch(() => null))?.mtime?.getTime() ?? 0) < ABANDONED_MS;
+      }
       if (!live) {
         await Deno.remove(path, { recursive: true }).catch(() => {});
         removed.push(path);

@@ -60,7 +60,8 @@ export function parseKvCacheMemory(text: string): KvBudget {
   return { bytes };
 }
 
-/** MemAvailable from /proc/meminfo in bytes (else Deno.systemMemoryInfo().available). */
+/** MemAvailable from /proc/meminfo in bytes. Deno reads /proc only with --allow-all; otherwise
+ * Deno.systemMemoryInfo().available, which on Linux is the same MemAvailable. */
 export function memAvailable(): number {
   try {
     const m = /^MemAvailable:\s+(\d+)\s*kB/m.exec(Deno.readTextFileSync("/proc/meminfo"));

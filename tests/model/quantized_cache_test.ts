@@ -157,12 +157,19 @@ Deno.test("an entry is complete only once renamed: leftover temp folders are ign
       await Deno.mkdir(d);
       await Deno.copyFile(`${entry}/model.safetensors`, `${d}/model.safetensors`);
     }
+    // (where /proc is unreadable, another process's temp folder counts as abandoned after an hour)
+    const longAgo = new Date(Date.now() - 2 * 3600_000);
+    await Deno.utime(dead, longAgo, longAgo);
+    // a temp folder of a live process (pid 1) written just now is left alone
+    const live = `${root}/.tmp-1-${crypto.randomUUID()}`;
+    await Deno.mkdir(live);
     // a folder named by the key but incomplete (no manifest) is no entry: quantized again
     await Deno.remove(`${entry}/manifest.json`);
     const b = await load(ctx, src, root);
     b.m.model.dispose();
     assert.equal(b.m.quantizedCache?.status, "written");
-    assert.deepEqual(await dirs(root), [key]);
+    assert.deepEqual(await dirs(root), [live.split("/").pop(), key].sort());
+    await Deno.remove(live);
     const c = await load(ctx, src, root);
     c.m.model.dispose();
     assert.equal(c.m.quantizedCache?.status, "hit");
