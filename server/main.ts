@@ -7,6 +7,7 @@ import { createServer } from "./server.ts";
 import { type Command, fail, parseCommandLine } from "./util/flags.ts";
 import { ensureNative, NativeBuildError, wantedBackends } from "./ffi/build.ts";
 import { KeyStore } from "./api/auth.ts";
+import { type KvBudget, parseKvCacheMemory } from "./serving/kv_budget.ts";
 
 const DEFAULT_MODEL = new URL("../models/stories260K", import.meta.url).pathname;
 const MODEL_FILES = "config.json, *.safetensors, tokenizer.json (+ tokenizer_config.json, generation_config.json)";
@@ -41,6 +42,16 @@ const cmd: Command = {
     },
     threads: { type: "int", help: "CPU threads", defaultText: "all cores" },
     "max-num-seqs": { type: "int", default: 64, help: "sequences decoded together" },
+    "kv-cache-memory": {
+      type: "string",
+      arg: "SIZE|FRACTION",
+      help: "KV cache budget: bytes with a unit (2GiB, 512MiB) or a fraction of the memory available after loading (0.25, 25%)",
+      defaultText: "min(25% of available, 4 GiB)",
+    },
+    "no-quantized-cache": {
+      type: "boolean",
+      help: "quantize at every start instead of caching the 4-bit base in <data>/quantized",
+    },
     "max-queue": { type: "int", default: 256, help: "waiting requests before 429" },
     "adapter-cache-mb": { type: "int", default: 1024, help: "device memory for resident adapters" },
     "chat-template": { type: "string", arg: "FILE", help: "a Jinja chat template for models without one", defaultText: "the model's" },
@@ -104,6 +115,15 @@ if (str("chat-template") !== undefined) {
   }
 }
 
+let kvBudget: KvBudget | undefined;
+if (str("kv-cache-memory") !== undefined) {
+  try {
+    kvBudget = parseKvCacheMemory(str("kv-cache-memory")!);
+  } catch (e) {
+    fail(cmd, `--kv-cache-memory ${oneLine(e)}`);
+  }
+}
+
 // 4. the port must be free (checked again when binding)
 const port = num("port")!;
 const requestedHost = str("host")!;
@@ -138,6 +158,9 @@ try {
     dataDir,
     threads: num("threads") ?? 0,
     maxNumSeqs: num("max-num-seqs")!,
+    kvCacheBytes: kvBudget && "bytes" in kvBudget ? kvBudget.bytes : undefined,
+    kvCacheFraction: kvBudget && "fraction" in kvBudget ? kvBudget.fraction : undefined,
+    quantizedCache: values["no-quantized-cache"] !== true,
     maxQueue: num("max-queue")!,
     adapterBudgetBytes: num("adapter-cache-mb")! * 1024 * 1024,
     keysFile,
@@ -157,6 +180,23 @@ if (server.deps.keys.size === 0) {
   hostname = "127.0.0.1";
 }
 const info = server.deps.host.info;
+{
+  const kv = info.kv, mib = (b: number) => Math.round(b / 1048576);
+  const why = kv.source === "default"
+    ? `default budget min(25% of ${mib(kv.availableBytes ?? 0)} MiB available, 4 GiB)`
+    : kv.source === "fraction"
+    ? `${str("kv-cache-memory")} of ${mib(kv.availableBytes ?? 0)} MiB available`
+    : kv.source === "bytes"
+    ? `budget ${str("kv-cache-memory")}`
+    : "explicit blocks";
+  say(`kv cache: ${kv.tokens} tokens (${mib(kv.bytes)} MiB)`, {
+    blocks: kv.numBlocks,
+    block_size: kv.blockSize,
+    budget_mib: mib(kv.budgetBytes),
+    budget: why,
+    ...(kv.capped ? { capped: `max-num-seqs × max_model_len = ${num("max-num-seqs")! * info.maxModelLen} tokens` } : {}),
+  });
+}
 const about = isDefault
   ? `serving ${info.id}, the built-in TinyStories model (260K parameters: it continues short stories; send "Once upon a time"). ` +
     `To serve another model: deno task start --model DIR, a Hugging Face folder with ${MODEL_FILES}`

@@ -28,7 +28,14 @@ export interface ServerOptions {
   maxNumSeqs?: number;
   maxQueue?: number;
   maxModelLen?: number;
+  /** KV cache blocks: an explicit override (tests); otherwise they follow from the KV budget. */
   numBlocks?: number;
+  /** KV cache budget in bytes (default: min(25% of MemAvailable after loading, 4 GiB); see serving/kv_budget.ts). */
+  kvCacheBytes?: number;
+  /** KV cache budget as a fraction of MemAvailable after loading, in (0, 1] (instead of kvCacheBytes). */
+  kvCacheFraction?: number;
+  /** Cache the quantized base under <dataDir>/quantized (default false here; the CLI turns it on). */
+  quantizedCache?: boolean;
   /** Device bytes for resident adapters (default 1 GiB). */
   adapterBudgetBytes?: number;
   /** Largest JSON request body (default 4 MiB: a chat of ~a million characters). */
@@ -80,6 +87,12 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     maxNumSeqs,
     maxModelLen: o.maxModelLen,
     numBlocks: o.numBlocks,
+    kvCacheMemory: o.kvCacheBytes !== undefined
+      ? { bytes: o.kvCacheBytes }
+      : o.kvCacheFraction !== undefined
+      ? { fraction: o.kvCacheFraction }
+      : undefined,
+    quantizedCacheDir: o.quantizedCache ? `${dataDir}/quantized` : undefined,
     adapterBudgetBytes: o.adapterBudgetBytes ?? 1 << 30,
   });
   const registry = new AdapterRegistry(

@@ -14,7 +14,9 @@ import { EventQueue } from "../util/event_queue.ts";
 export interface EngineOptions {
   maxNumSeqs?: number; // default 64
   maxBatchedTokens?: number; // default 2048
-  numBlocks?: number; // KV cache blocks; default: enough for maxNumSeqs sequences of 512 tokens
+  /** KV cache blocks. The server's worker passes them, sized by a memory budget (serving/kv_budget.ts);
+   * default here (tests, scripts): enough for maxNumSeqs sequences of 512 tokens. */
+  numBlocks?: number;
   blockSize?: number; // default 16
   maxModelLen: number;
   /** Called after each step (metrics). */

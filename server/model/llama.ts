@@ -65,9 +65,13 @@ export class KvCache {
   ) {
     this.shape = { numBlocks, blockSize, kvHeads, headDim };
     const bytes = numBlocks * blockSize * kvHeads * headDim * dtypeSize(dtype);
+    // Not zero-filled: paged attention reads only positions < each sequence's length, which the
+    // same or an earlier forward wrote (both backends' kernels bound their key loops by it), so
+    // no slot is read before it is written. Untouched, a large allocation stays virtual (glibc
+    // serves it with mmap) and pages become resident only as sequences fill them.
     for (let l = 0; l < layers; l++) {
-      this.k.push(ctx.alloc(bytes, true));
-      this.v.push(ctx.alloc(bytes, true));
+      this.k.push(ctx.alloc(bytes));
+      this.v.push(ctx.alloc(bytes));
     }
   }
 

@@ -7,6 +7,7 @@ import { loadModelConfig, type ModelConfig, ropeInvFreq } from "./config.ts";
 import { float32ToBf16Bytes, SafetensorsModel, toFloat32 } from "./safetensors.ts";
 import { bnbStateKey, readBnbWeight } from "./bnb.ts";
 import { Linear } from "./linear.ts";
+import { isCacheEntry, quantizedCacheKey, sweepQuantizedCache, writeQuantizedCache } from "./quantized_cache.ts";
 import { type DenseMatrix, type LlamaLayer, LlamaModel, type LlamaShape, LORA_MODULES, type LoraModule } from "./llama.ts";
 
 export type QuantChoice = QuantTypeName | "none";
@@ -24,6 +25,20 @@ export interface LoadOptions {
   activations?: "f32" | "bf16";
   /** Called as tensors are read, uploaded and quantized (done / total tensors, source bytes read). */
   onProgress?: (p: { done: number; total: number; bytes: number; seconds: number }) => void;
+  /** Root of the quantized-base cache (e.g. <data>/quantized): a 16/32-bit checkpoint loaded
+   * with nf4/fp4 is read from <root>/<key>/ when there, else quantized and written there (see
+   * quantized_cache.ts). Absent: no cache. */
+  quantizedCacheDir?: string;
+  /** Told which path the quantized cache took (a log line: msg, dir, seconds). */
+  onQuantizedCache?: (e: { msg: string; dir?: string; seconds?: number; removed?: string[] }) => void;
+}
+
+/** What the quantized cache did for a load. */
+export interface QuantizedCacheResult {
+  status: "hit" | "written" | "skipped" | "failed";
+  dir?: string;
+  seconds?: number;
+  reason?: string;
 }
 
 export class ModelLoadError extends Error {
@@ -35,8 +50,10 @@ export interface LoadedModel {
   config: ModelConfig;
   model: LlamaModel;
   quant: QuantChoice;
-  /** true when linear weights came pre-quantized from a bitsandbytes model folder */
+  /** true when linear weights came pre-quantized from a bitsandbytes model folder (or the quantized cache) */
   prequantized: boolean;
+  /** Present when opts.quantizedCacheDir was given. */
+  quantizedCache?: QuantizedCacheResult;
 }
 
 const PROJ_PATH: Record<LoraModule, string> = {
@@ -73,13 +90,59 @@ export function llamaShape(c: ModelConfig): LlamaShape {
 export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const quant = opts.quant ?? "nf4";
   if (!["nf4", "fp4", "int4", "none"].includes(quant)) throw new ModelLoadError(`unknown quant "${quant}" (nf4, fp4, int4 or none)`);
+  const root = opts.quantizedCacheDir;
+  if (root === undefined || quant === "none") return await loadFrom(ctx, dir, dir, opts);
+  const say = opts.onQuantizedCache ?? (() => {});
+  if (quant === "int4") {
+    say({ msg: "quantized cache: skipped (int4 has no bitsandbytes layout)" });
+    const m = await loadFrom(ctx, dir, dir, opts);
+    return { ...m, quantizedCache: { status: "skipped", reason: "int4" } };
+  }
+  const { key, manifest } = await quantizedCacheKey(dir, {
+    quant,
+    blocksize: opts.blocksize ?? 64,
+    doubleQuant: opts.doubleQuant ?? true,
+  });
+  const removed = await sweepQuantizedCache(root, manifest, key);
+  if (removed.length) say({ msg: `quantized cache: removed ${removed.length} stale or partial folder(s)`, removed });
+  const entry = `${root}/${key}`;
+  if (await isCacheEntry(entry)) {
+    const t0 = performance.now();
+    try {
+      const m = await loadFrom(ctx, dir, entry, opts);
+      const seconds = (performance.now() - t0) / 1000;
+      say({ msg: `quantized cache: hit ${entry}`, dir: entry, seconds: Math.round(seconds * 100) / 100 });
+      return { ...m, quantizedCache: { status: "hit", dir: entry, seconds } };
+    } catch (e) {
+      say({ msg: `quantized cache: ${entry} is unreadable (${(e as Error).message}); removed, quantizing again`, dir: entry });
+      await Deno.remove(entry, { recursive: true }).catch(() => {});
+    }
+  }
+  const m = await loadFrom(ctx, dir, dir, opts);
+  if (m.prequantized) return { ...m, quantizedCache: { status: "skipped", reason: "already 4-bit" } };
+  const t0 = performance.now();
+  try {
+    const out = await writeQuantizedCache(ctx, root, key, manifest, m.model, dir, moduleWeightName);
+    const seconds = (performance.now() - t0) / 1000;
+    say({ msg: `quantized cache: written ${out} in ${seconds.toFixed(2)} s`, dir: out, seconds: Math.round(seconds * 100) / 100 });
+    return { ...m, quantizedCache: { status: "written", dir: out, seconds } };
+  } catch (e) {
+    // a cache that cannot be written costs the next start time, not this one
+    say({ msg: `quantized cache: not written (${(e as Error).message})` });
+    return { ...m, quantizedCache: { status: "failed", reason: (e as Error).message } };
+  }
+}
+
+/** Loads the model whose config is in configDir from the safetensors in weightsDir. */
+async function loadFrom(ctx: Context, dir: string, weightsDir: string, opts: LoadOptions): Promise<LoadedModel> {
+  const quant = opts.quant ?? "nf4";
   const config = await loadModelConfig(dir);
   if (config.slidingWindow !== null && config.slidingWindow < config.maxPositionEmbeddings) {
     // Sequences longer than the window would need windowed attention, which we do not do yet.
     console.warn(`${dir}: sliding_window ${config.slidingWindow} is ignored (full attention is used)`);
   }
   const shape = llamaShape(config);
-  const st = await SafetensorsModel.open(dir);
+  const st = await SafetensorsModel.open(weightsDir);
   const owned: { dispose(): void }[] = [];
   let scratchBuf: DeviceBuffer | null = null;
   // the 4-bit type of weights read pre-quantized (they keep it, whatever opts.quant says)
@@ -227,9 +290,19 @@ export interface MemoryReport {
   total_bytes: number;
   quantized_parameters: number;
   bits_per_quantized_parameter: number | null;
+  /** The KV cache budget in bytes (kv_cache_bytes is what its blocks take, at most this). */
+  kv_cache_budget_bytes?: number;
+  kv_cache_blocks?: number;
+  kv_cache_block_size?: number;
+  /** Tokens the KV cache holds (blocks × block size), across all sequences. */
+  kv_cache_tokens?: number;
 }
 
-export function memoryReport(model: LlamaModel, kvCacheBytes = 0): MemoryReport {
+export function memoryReport(
+  model: LlamaModel,
+  kvCacheBytes = 0,
+  kv?: { budgetBytes: number; blocks: number; blockSize: number },
+): MemoryReport {
   const b = model.weightBytes();
   let params = 0;
   for (const layer of model.layers) {
@@ -243,5 +316,13 @@ export function memoryReport(model: LlamaModel, kvCacheBytes = 0): MemoryReport 
     total_bytes: b.packed + b.constants + b.dense + kvCacheBytes,
     quantized_parameters: params,
     bits_per_quantized_parameter: params > 0 ? ((b.packed + b.constants) * 8) / params : null,
+    ...(kv
+      ? {
+        kv_cache_budget_bytes: kv.budgetBytes,
+        kv_cache_blocks: kv.blocks,
+        kv_cache_block_size: kv.blockSize,
+        kv_cache_tokens: kv.blocks * kv.blockSize,
+      }
+      : {}),
   };
 }

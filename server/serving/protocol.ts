@@ -7,6 +7,7 @@ import type { StoppingParams } from "../engine/sequence.ts";
 import type { LlamaShape } from "../model/llama.ts";
 import type { MemoryReport } from "../model/loader.ts";
 import type { TrainingOptions } from "./training.ts";
+import type { KvBudget, KvPlan } from "./kv_budget.ts";
 
 export interface WorkerInit {
   modelDir: string;
@@ -16,7 +17,12 @@ export interface WorkerInit {
   threads: number;
   maxNumSeqs: number;
   maxModelLen?: number;
+  /** KV cache blocks, an explicit override (tests); otherwise they follow from kvCacheMemory. */
   numBlocks?: number;
+  /** The KV cache budget (default: min(25% of MemAvailable after loading, 4 GiB)). */
+  kvCacheMemory?: KvBudget;
+  /** Folder of the quantized-base cache (<data>/quantized); absent: quantize at every start. */
+  quantizedCacheDir?: string;
   adapterBudgetBytes: number;
   /** Fine-tuning jobs run in the worker, on the served base (absent: no training). */
   training?: TrainingOptions;
@@ -49,6 +55,8 @@ export interface ModelInfo {
   maxModelLen: number;
   quant: string;
   memory: MemoryReport;
+  /** How the KV cache was sized. */
+  kv: KvPlan;
   maxNumSeqs: number;
   eosTokenIds: number[];
 }

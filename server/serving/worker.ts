@@ -11,6 +11,8 @@ import { CacheBinder } from "../adapters/binder.ts";
 import { PeftError } from "../adapters/peft.ts";
 import type { EngineStats, FromWorker, ToWorker, WorkerGenerate, WorkerInit } from "./protocol.ts";
 import { startWorkerJobs } from "./training.ts";
+import { planKvCache } from "./kv_budget.ts";
+import { dtypeSize } from "../ffi/tensor.ts";
 
 let engine: Engine | null = null;
 let cache: AdapterCache | null = null;
@@ -68,15 +70,34 @@ async function init(o: WorkerInit): Promise<void> {
     id: o.modelId,
     activations: o.activations,
     onProgress: progressLogger(o.modelDir),
+    quantizedCacheDir: o.quantizedCacheDir,
+    onQuantizedCache: (e) => console.log(JSON.stringify({ ts: new Date().toISOString(), level: "info", ...e })),
   });
   const shape = bundle.loaded.model.shape;
   const maxModelLen = Math.min(bundle.maxModelLen, o.maxModelLen ?? Infinity);
+  // the KV cache follows from the budget, resolved now that the weights are resident
+  let kv;
+  try {
+    kv = planKvCache({
+      shape,
+      dtypeBytes: dtypeSize(bundle.loaded.model.activationDtype),
+      maxNumSeqs: o.maxNumSeqs,
+      maxModelLen,
+      budget: o.kvCacheMemory,
+      numBlocks: o.numBlocks,
+    });
+  } catch (e) {
+    bundle.loaded.model.dispose();
+    ctx.dispose();
+    throw e;
+  }
   cache = new AdapterCache(ctx, shape, o.adapterBudgetBytes);
   const binder = new CacheBinder(cache);
   engine = new Engine(bundle.loaded.model, bundle.tokenizer, {
     maxModelLen,
     maxNumSeqs: o.maxNumSeqs,
-    numBlocks: o.numBlocks,
+    numBlocks: kv.numBlocks,
+    blockSize: kv.blockSize,
     onStep: (step) => post({ t: "step", step, stats: stats() }),
   }, binder);
   eosIds = bundle.eosTokenIds;
@@ -109,7 +130,8 @@ async function init(o: WorkerInit): Promise<void> {
       shape,
       maxModelLen,
       quant: bundle.loaded.quant,
-      memory: memoryReport(bundle.loaded.model, kvBytes),
+      memory: memoryReport(bundle.loaded.model, kvBytes, { budgetBytes: kv.budgetBytes, blocks: kv.numBlocks, blockSize: kv.blockSize }),
+      kv,
       maxNumSeqs: o.maxNumSeqs,
       eosTokenIds: eosIds,
     },
