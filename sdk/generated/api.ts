@@ -2193,6 +2193,12 @@ export interface components {
             quantization_constant_bytes: number;
             unquantized_bytes: number;
             kv_cache_bytes: number;
+            /** @description The KV cache's memory budget (--kv-cache-memory). */
+            kv_cache_budget_bytes?: number;
+            kv_cache_blocks?: number;
+            kv_cache_block_size?: number;
+            /** @description Tokens the KV cache holds (blocks × block size). */
+            kv_cache_tokens?: number;
             total_bytes: number;
             quantized_parameters: number;
             bits_per_quantized_parameter: number | null;
