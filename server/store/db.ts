@@ -7,7 +7,7 @@ import { DatabaseSync } from "node:sqlite";
 export type Row = Record<string, unknown>;
 
 /** Schema versions: MIGRATIONS[i] takes the database from version i to i + 1. */
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE files (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
