@@ -9,7 +9,13 @@
 // Loss is taken on assistant messages (weight 1 by default, "weight": 0 skips one) and on the
 // completion; with trainOnInputs every token counts. The chat template renders the messages; a
 // message's tokens are the ones its rendering adds to the previous messages' rendering.
-import { applyChatTemplate, type ChatMessage } from "../model/chat_template.ts";
+//
+// Cost: a conversation is tokenized once, whole (linear in its length): the template renders each
+// prefix as text only, which fixes where each message starts, and each token takes the weight of
+// the message its bytes start in. Only when that cannot be read back exactly (a tokenizer whose
+// pieces do not spell the text, or a template whose prefixes are not prefixes of the whole) does it
+// fall back to tokenizing every prefix (quadratic; what a 200-message line used to cost always).
+import { applyChatTemplate, type ChatMessage, renderChatTemplate } from "../model/chat_template.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import type { TrainBatch } from "./model.ts";
 
@@ -148,9 +154,56 @@ export function tokenizeExample(
     if (opts.eosTokenId !== undefined && opts.eosTokenId !== null) ids.push(opts.eosTokenId);
     return { ids, weights: ids.map((_, i) => (i >= seam || (all && i > 0) ? 1 : 0)) };
   }
+  return tokenizeChatWhole(tok, ex.messages, all) ?? tokenizeChatByPrefixes(tok, ex.messages, all);
+}
+
+/** Tokenizes the rendered conversation once; null when token bytes cannot be mapped back to it. */
+function tokenizeChatWhole(tok: Tokenizer, msgs: (ChatMessage & { weight?: number })[], all: boolean): TokenizedExample | null {
+  const render = (n: number, gen: boolean) =>
+    renderChatTemplate(tok.chatTemplate, msgs.slice(0, n) as ChatMessage[], {
+      addGenerationPrompt: gen,
+      bosToken: tok.bosToken,
+      eosToken: tok.eosToken,
+    });
+  const full = render(msgs.length, false);
+  const enc = new TextEncoder();
+  // [start, end, weight) byte spans of the rendered text, message by message
+  const spans: [number, number][] = []; // [end byte, weight]
+  for (let i = 0; i < msgs.length; i++) {
+    const m = msgs[i];
+    if (m.role === "assistant") {
+      // the assistant's header (generation prompt) belongs to the input, its content to the output
+      const head = render(i, true);
+      if (full.startsWith(head)) spans.push([enc.encode(head).length, all ? 1 : 0]);
+    }
+    const cur = i === msgs.length - 1 ? full : render(i + 1, false);
+    if (!full.startsWith(cur)) return null;
+    spans.push([enc.encode(cur).length, m.role === "assistant" ? (m.weight ?? 1) : all ? 1 : 0]);
+  }
+  const ids = tok.encode(full, { addSpecialTokens: false });
+  // each token's first byte in the text: the token pieces must spell it exactly
+  const bytes = enc.encode(full);
+  const weights = new Array<number>(ids.length);
+  let at = 0, span = 0;
+  for (let t = 0; t < ids.length; t++) {
+    let b = tok.tokenBytes(ids[t]);
+    // a SentencePiece dummy prefix: the space each text segment (at the start, and after a special
+    // token) gains in encoding, which the text does not have
+    if (tok.stripLeadingSpaces > 0 && b[0] === 0x20 && (t === 0 || tok.isSpecial(ids[t - 1]))) b = b.subarray(1);
+    for (let j = 0; j < b.length; j++) if (bytes[at + j] !== b[j]) return null;
+    while (span < spans.length - 1 && spans[span][0] <= at) span++;
+    weights[t] = spans[span][1];
+    at += b.length;
+  }
+  if (at !== bytes.length) return null;
+  if (ids.length > 0) weights[0] = 0; // nothing predicts the first token
+  return { ids, weights };
+}
+
+/** The reference method: each message's tokens are what its prefix's tokenization adds. */
+export function tokenizeChatByPrefixes(tok: Tokenizer, msgs: (ChatMessage & { weight?: number })[], all: boolean): TokenizedExample {
   const ids: number[] = [];
   const weights: number[] = [];
-  const msgs = ex.messages;
   let prev: number[] = [];
   for (let i = 0; i < msgs.length; i++) {
     const m = msgs[i];

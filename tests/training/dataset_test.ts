@@ -80,3 +80,50 @@ Deno.test("preference examples (OpenAI's DPO format): validated with the line na
     ] as const
   ) assert.throws(() => parseJsonl(JSON.stringify(bad)), msg);
 });
+
+Deno.test("chat tokenization is linear: a 200-message, 350 KB line in seconds, token for token what tokenizing every prefix gives", async () => {
+  const { tokenizeChatByPrefixes } = await import("../../server/training/dataset.ts");
+  const { makeModel } = await import("../../server/model/make_model.ts");
+  const dir = await Deno.makeTempDir();
+  await makeModel({ shape: "tiny", out: dir }); // byte-level BPE, ChatML
+  const models = [dir, new URL("../../models/stories260K", import.meta.url).pathname]; // SentencePiece, a story template
+  try {
+    for (const m of models) {
+      const tok = await Tokenizer.load(m);
+      const chats = [
+        [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" }, { role: "assistant", content: "Hello there." }],
+        [
+          { role: "user", content: "Once upon a time" },
+          { role: "assistant", content: "there was a cat.", weight: 0 },
+          { role: "user", content: "Then?" },
+          { role: "assistant", content: "It slept. Ünïcödé, 日本." },
+        ],
+      ];
+      for (const messages of chats) {
+        const [ex] = parseJsonl(JSON.stringify({ messages }));
+        for (const trainOnInputs of [false, true]) {
+          assert.deepEqual(
+            tokenizeExample(tok, ex, { trainOnInputs }),
+            tokenizeChatByPrefixes(tok, messages, trainOnInputs),
+            `${m}: ${JSON.stringify(messages).slice(0, 60)}`,
+          );
+        }
+      }
+      const long = Array.from({ length: 200 }, (_, i) => ({
+        role: i % 2 ? "assistant" : "user",
+        content: `Message ${i}: ` + "the quick brown fox jumps over the lazy dog. ".repeat(38),
+      }));
+      const line = JSON.stringify({ messages: long });
+      assert.ok(line.length > 340_000);
+      const t0 = performance.now();
+      const t = tokenizeExample(tok, parseJsonl(line)[0]);
+      const ms = performance.now() - t0;
+      // tokenizing every prefix took ~30 s for this line; the whole conversation once, well under a second here
+      assert.ok(ms < 10_000, `${m}: ${ms.toFixed(0)} ms`);
+      assert.equal(t.ids.length, t.weights.length);
+      assert.ok(t.weights.filter((w) => w > 0).length > t.ids.length / 3, "the assistant half of the tokens learns");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
