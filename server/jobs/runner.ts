@@ -225,7 +225,18 @@ export class JobRunner {
       job.method === "dpo" ? tokenizePair(base.tokenizer, e, opts) : tokenizeExample(base.tokenizer, e, opts);
     const tokenized = async (fileId: string, param: string) => {
       const examples = await this.#parseFile(fileId, param);
-      return this.#asJobFailure(fileId, param, () => examples.map(tokenize));
+      // in slices of at most ~20 ms, yielding between them: the engine's decode steps share this
+      // thread, and a big file must not stall every tenant's streams while it is tokenized
+      const out: TrainItem[] = [];
+      let slice = performance.now();
+      for (const e of examples) {
+        out.push(this.#asJobFailure(fileId, param, () => tokenize(e)));
+        if (performance.now() - slice > 20) {
+          await new Promise((r) => setTimeout(r, 0));
+          slice = performance.now();
+        }
+      }
+      return out;
     };
     return {
       train: await tokenized(job.trainingFile, "training_file"),
