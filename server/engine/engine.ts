@@ -209,20 +209,10 @@ export class Engine {
       const p = this.#pending.get(c.seq);
       if (p && c.seq.numOutputTokens === 0) p.cachedTokens = c.start;
     }
-    let logits: Float32Array[];
-    try {
-      logits = this.runner.run(chunks);
-    } catch (e) {
-      // a failed step fails its sequences, not the server
-      for (const c of chunks) {
-        const p = this.#pending.get(c.seq);
-        if (p) this.#fail(p, e as Error);
-      }
-      return tokens;
-    }
+    const logits = this.#runContained(chunks);
     chunks.forEach((c, i) => {
       const p = this.#pending.get(c.seq);
-      if (!p || p.done) return;
+      if (!p || p.done || logits[i] === null) return;
       const seq = c.seq;
       const r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds);
       seq.appendToken(r.token);
@@ -240,6 +230,24 @@ export class Engine {
       running: this.scheduler.running.length,
     });
     return tokens;
+  }
+
+  /**
+   * Runs the step's chunks; when the batch fails, each chunk runs again alone (writing the same KV
+   * slots again is harmless), so that a request or adapter that fails is failed alone and the
+   * others' tokens are what they would have been (null: that chunk's sequence failed).
+   */
+  #runContained(chunks: ScheduledChunk[]): (Float32Array | null)[] {
+    try {
+      return this.runner.run(chunks);
+    } catch (e) {
+      if (chunks.length === 1) {
+        const p = this.#pending.get(chunks[0].seq);
+        if (p) this.#fail(p, e as Error);
+        return [null];
+      }
+      return chunks.map((c) => this.#runContained([c])[0]);
+    }
   }
 
   #finish(p: Pending, reason: FinishReason, stopReason: string | number | null): void {

@@ -131,6 +131,36 @@ Deno.test("an aborted request finishes with 'abort' and frees its blocks; others
   });
 });
 
+Deno.test("a request whose computation fails is failed alone: the others in its batch get the tokens they get alone", async () => {
+  await withEngine({}, async (engine) => {
+    // a fault injected where the runner computes: any batch holding the poisoned sequence throws
+    // (as a native op's error on one request's data or adapter would)
+    const POISON = 511;
+    const run = engine.runner.run.bind(engine.runner);
+    engine.runner.run = (chunks) => {
+      if (chunks.some((c) => c.seq.promptIds.includes(POISON))) throw new Error("injected fault");
+      return run(chunks);
+    };
+    // the others first (the first one starts the step loop), then the poisoned one joins their batch
+    const others = REFERENCE.cases.slice(0, 2).map((c) => collect(engine.generate(greedy(c))));
+    let batchedWithOthers = false;
+    engine.runner.run = ((inner) => (chunks: Parameters<typeof inner>[0]) => {
+      if (chunks.length > 1 && chunks.some((c) => c.seq.promptIds.includes(POISON))) batchedWithOthers = true;
+      return inner(chunks);
+    })(engine.runner.run);
+    const poisoned = collect(engine.generate({ promptIds: [1, POISON], sampling: { temperature: 0 }, stopping: { maxTokens: 8 } }));
+    const bad = await poisoned;
+    assert.equal(bad.finish.finishReason, "abort");
+    assert.match(String(bad.finish.stopReason), /injected fault/);
+    for (const [i, o] of (await Promise.all(others)).entries()) {
+      assert.deepEqual(o.ids, REFERENCE.cases[i].generated_ids, `request ${i} is what it is alone`);
+      assert.equal(o.finish.finishReason, "length");
+    }
+    assert.ok(batchedWithOthers, "the poisoned request shared a batch with the others");
+    assert.equal(engine.blocks.numUsedBlocks, 0);
+  });
+});
+
 Deno.test("prompts beyond the context are refused before they are queued", async () => {
   await withEngine({}, (engine, bundle) => {
     assert.throws(() => engine.generate({ promptIds: new Array(bundle.maxModelLen).fill(5) }), /context is 512/);
