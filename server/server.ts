@@ -8,6 +8,7 @@ import { AdapterRegistry } from "./adapters/registry.ts";
 import { type KeySpec, KeyStore } from "./api/auth.ts";
 import { Metrics } from "./api/metrics.ts";
 import { createApp } from "./api/app.ts";
+import { TenantAdmission } from "./api/admission.ts";
 import type { AppDeps, AppEnv } from "./api/deps.ts";
 import { EngineHost } from "./serving/host.ts";
 import type { WorkerInit } from "./serving/protocol.ts";
@@ -38,6 +39,9 @@ export interface ServerOptions {
   quantizedCache?: boolean;
   /** Device bytes for resident adapters (default 1 GiB). */
   adapterBudgetBytes?: number;
+  /** Generation requests a tenant may have running or waiting at once, unless its key says
+   * (default: half of maxNumSeqs + maxQueue). */
+  tenantMaxRequests?: number;
   /** Largest JSON request body (default 4 MiB: a chat of ~a million characters). */
   bodyLimitBytes?: number;
   /** Largest upload (default 64 MiB). */
@@ -139,6 +143,11 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     metrics,
     created: Math.floor(Date.now() / 1000),
     maxQueue: o.maxQueue ?? 256,
+    // half the server's capacity by default: a tenant that floods leaves the other half to the rest
+    admission: new TenantAdmission(
+      o.tenantMaxRequests ?? Math.max(1, Math.floor((maxNumSeqs + (o.maxQueue ?? 256)) / 2)),
+      (t) => keys.limitOf(t),
+    ),
     bodyLimitBytes: o.bodyLimitBytes ?? 4 << 20,
     uploadLimitBytes: o.uploadLimitBytes ?? 64 << 20,
     chatTemplate: o.chatTemplate ?? null,

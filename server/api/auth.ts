@@ -16,10 +16,13 @@ export interface KeySpec {
   key: string;
   tenant?: string;
   admin?: boolean;
+  /** Generation requests the tenant may have running or waiting at once (default: the server's). */
+  max_concurrent_requests?: number;
 }
 
 export class KeyStore {
   readonly #keys = new Map<string, Caller>();
+  readonly #limits = new Map<string, number>();
 
   get size(): number {
     return this.#keys.size;
@@ -35,6 +38,11 @@ export class KeyStore {
         throw new Error(`key for tenant ${JSON.stringify(k.tenant)}: tenant names are ${TENANT_RULE}`);
       }
       s.#keys.set(await digest(k.key), { tenant, admin });
+      const max = k.max_concurrent_requests;
+      if (max !== undefined) {
+        if (!Number.isInteger(max) || max < 1) throw new Error(`key for tenant ${tenant}: max_concurrent_requests must be a positive integer`);
+        s.#limits.set(tenant, Math.min(max, s.#limits.get(tenant) ?? max));
+      }
     }
     return s;
   }
@@ -58,6 +66,11 @@ export class KeyStore {
     }
     for (const key of (env("QLORA_ADMIN_KEYS") ?? "").split(",").map((s) => s.trim()).filter(Boolean)) specs.push({ key, admin: true });
     return await KeyStore.create(specs);
+  }
+
+  /** The tenant's max_concurrent_requests from the keys file, if set. */
+  limitOf(tenant: string): number | undefined {
+    return this.#limits.get(tenant);
   }
 
   async lookup(key: string): Promise<Caller | null> {

@@ -5,6 +5,7 @@ import type { AdapterRegistry } from "../adapters/registry.ts";
 import type { KeyStore } from "./auth.ts";
 import type { Caller } from "../util/caller.ts";
 import type { Metrics } from "./metrics.ts";
+import type { TenantAdmission } from "./admission.ts";
 import type { FileStore } from "../store/files.ts";
 import type { JobService } from "../jobs/service.ts";
 
@@ -18,6 +19,8 @@ export interface AppDeps {
   created: number;
   /** Requests that may wait beyond the running batch before 429 (default 256). */
   maxQueue: number;
+  /** Per-tenant admission (max_concurrent_requests). */
+  admission: TenantAdmission;
   /** Largest request body in bytes (default 64 MiB, for adapter uploads). */
   /** Largest JSON body (chat, completions, and every other JSON route). */
   bodyLimitBytes: number;

@@ -184,17 +184,30 @@ export class Choice {
 }
 
 /** Admits and starts the requests; resolves once every choice has its first event. */
-export async function startChoices(deps: AppDeps, reqs: WorkerGenerate[], signal: AbortSignal, t0: number): Promise<Choice[]> {
+export async function startChoices(
+  deps: AppDeps,
+  tenant: string,
+  reqs: WorkerGenerate[],
+  signal: AbortSignal,
+  t0: number,
+): Promise<Choice[]> {
   const host = deps.host;
   if (host.outstanding + reqs.length > host.info.maxNumSeqs + deps.maxQueue) {
     deps.metrics.rejected.inc();
     throw new ClientError(429, "the server is at capacity: too many requests are waiting; retry later", "queue_full");
   }
-  const its = reqs.map((r) => host.generate(r, signal));
+  let releases: (() => void)[];
+  try {
+    releases = deps.admission.admit(tenant, reqs.length);
+  } catch (e) {
+    deps.metrics.rejected.inc();
+    throw e;
+  }
+  const its = reqs.map((r, i) => released(host.generate(r, signal), releases[i]));
   const firsts = await Promise.allSettled(its.map((it) => it.next()));
   const failed = firsts.find((f) => f.status === "rejected");
   if (failed) {
-    for (const it of its) void it.return?.();
+    for (const it of its) void it.return(undefined);
     throw (failed as PromiseRejectedResult).reason;
   }
   return its.map((it, i) => {
@@ -248,11 +261,26 @@ export function tokenText(deps: AppDeps, id: number): { text: string; bytes: num
   return { text: deps.tokenizer.decode([id], { skipSpecialTokens: false }), bytes: Array.from(deps.tokenizer.tokenBytes(id)) };
 }
 
+/** The stream, calling `release` once when it ends, however it ends (finished, failed, returned). */
+async function* released<T>(it: AsyncIterator<T>, release: () => void): AsyncGenerator<T> {
+  try {
+    while (true) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  } finally {
+    release();
+    void it.return?.();
+  }
+}
+
 /** Starts the choices with the client's connection as their lifetime: a disconnect aborts them
  * (so does `abort`, e.g. when an SSE stream is closed); `unlink` detaches the listener once the
  * response is complete. */
 export async function startForRequest(
   deps: AppDeps,
+  tenant: string,
   reqs: WorkerGenerate[],
   request: Request,
   t0: number,
@@ -262,7 +290,7 @@ export async function startForRequest(
   request.signal.addEventListener("abort", onGone, { once: true });
   const unlink = () => request.signal.removeEventListener("abort", onGone);
   try {
-    return { choices: await startChoices(deps, reqs, ac.signal, t0), unlink, abort: () => ac.abort() };
+    return { choices: await startChoices(deps, tenant, reqs, ac.signal, t0), unlink, abort: () => ac.abort() };
   } catch (e) {
     unlink();
     throw e;

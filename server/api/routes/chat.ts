@@ -80,7 +80,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
         adapter: adapter ? { uid: adapter.uid, dir: adapter.dir } : null,
       });
     }
-    const started = await startForRequest(deps, reqs, c.req.raw, t0);
+    const started = await startForRequest(deps, c.get("principal").tenant, reqs, c.req.raw, t0);
     const shape = (): ChoiceShape => {
       let text = "";
       let entry: ReturnType<typeof logprobEntry> | null = null;

@@ -95,7 +95,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
         });
       }
     }
-    const started = await startForRequest(deps, reqs, c.req.raw, t0);
+    const started = await startForRequest(deps, c.get("principal").tenant, reqs, c.req.raw, t0);
     const shape = (index: number): ChoiceShape => {
       // echo and logprobs never come together (refused above), so offsets count from the echo
       const echo = body.echo ? deps.tokenizer.decode(prompts[Math.floor(index / n)]) : "";
