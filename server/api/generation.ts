@@ -203,7 +203,7 @@ export async function startChoices(
     deps.metrics.rejected.inc();
     throw e;
   }
-  const its = reqs.map((r, i) => released(host.generate(r, signal), releases[i]));
+  const its = reqs.map((r, i) => released(host.generate({ ...r, tenant }, signal), releases[i]));
   const firsts = await Promise.allSettled(its.map((it) => it.next()));
   const failed = firsts.find((f) => f.status === "rejected");
   if (failed) {

@@ -37,6 +37,8 @@ export interface GenerateRequest {
   sampling?: Partial<SamplingParams>;
   stopping?: Partial<StoppingParams>;
   adapterUid?: string | null;
+  /** Whose request it is (fair admission across tenants). */
+  tenant?: string;
   signal?: AbortSignal;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
@@ -137,6 +139,7 @@ export class Engine {
       sampling: req.sampling,
       stopping: { ...req.stopping, maxTokens },
       adapterUid: req.adapterUid ?? null,
+      tenant: req.tenant,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,

@@ -1,8 +1,10 @@
 // scheduler.ts — decides what runs in each step (policy only; no arithmetic, no native calls).
 //
 // Continuous batching: every step decodes one token for each running sequence and admits
-// waiting sequences (whole prompts, in arrival order) while the step's token budget, the
-// sequence limit and the KV blocks allow. When a running sequence needs a new block and none is
+// waiting sequences (whole prompts) while the step's token budget, the sequence limit and the KV
+// blocks allow: preempted sequences first, then the oldest waiting sequence of the tenant with the
+// fewest running ones (so a tenant with many queued requests cannot hold the batch; with one
+// tenant this is arrival order). When a running sequence needs a new block and none is
 // free, the most recently admitted running sequence is preempted: its blocks are freed and it
 // returns to the front of the queue, to be recomputed from its tokens later.
 import type { BlockManager } from "./kv_blocks.ts";
@@ -66,12 +68,13 @@ export class Scheduler {
     }
     // 2. admit waiting sequences while they fit
     while (this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
-      const seq = this.waiting[0];
+      const at = this.#nextWaiting();
+      const seq = this.waiting[at];
       if (!this.blocks.canAllocate(seq)) break;
       // cached prefix tokens are not computed; estimate with the full length before allocating
       const need = seq.length;
       if (need > budget && chunks.length > 0) break;
-      this.waiting.shift();
+      this.waiting.splice(at, 1);
       this.blocks.allocate(seq);
       seq.numComputedTokens = seq.numCachedTokens;
       seq.status = "running";
@@ -82,8 +85,26 @@ export class Scheduler {
     return chunks;
   }
 
+  /** The index of the waiting sequence to admit next (see the file comment). */
+  #nextWaiting(): number {
+    if (this.waiting[0].preempted) return 0;
+    const running = new Map<string, number>();
+    for (const s of this.running) running.set(s.tenant, (running.get(s.tenant) ?? 0) + 1);
+    let best = 0, fewest = Infinity;
+    for (let i = 0; i < this.waiting.length; i++) {
+      const n = running.get(this.waiting[i].tenant) ?? 0;
+      if (n < fewest) {
+        fewest = n;
+        best = i;
+        if (n === 0) break;
+      }
+    }
+    return best;
+  }
+
   #preempt(seq: Sequence): void {
     this.preemptions++;
+    seq.preempted = true;
     this.running.splice(this.running.indexOf(seq), 1);
     this.blocks.free(seq);
     seq.numComputedTokens = 0;

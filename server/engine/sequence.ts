@@ -41,6 +41,10 @@ export class Sequence implements BlockSequence {
   /** Tokens whose KV is in the cache (the model runner advances it after each step). */
   numComputedTokens = 0;
   readonly arrivalTime: number;
+  /** Whose request it is ("" when no one says): the scheduler shares admission across tenants. */
+  readonly tenant: string;
+  /** Preempted at least once (it goes back to the front of the queue). */
+  preempted = false;
   /** Per generated token logprob info, when requested. */
   readonly logprobs: Array<{ logprob: number; topLogprobs: Array<{ token: number; logprob: number }> }> = [];
 
@@ -49,6 +53,7 @@ export class Sequence implements BlockSequence {
     sampling?: Partial<SamplingParams>;
     stopping?: Partial<StoppingParams>;
     adapterUid?: string | null;
+    tenant?: string;
     id?: number;
     arrivalTime?: number;
   }) {
@@ -66,6 +71,7 @@ export class Sequence implements BlockSequence {
       minTokens: opts.stopping?.minTokens ?? 0,
     };
     this.adapterUid = opts.adapterUid ?? null;
+    this.tenant = opts.tenant ?? "";
     this.arrivalTime = opts.arrivalTime ?? performance.now();
   }
 

@@ -33,6 +33,8 @@ export interface WorkerGenerate {
   sampling: Partial<SamplingParams>;
   stopping: Partial<StoppingParams>;
   adapter: { uid: string; dir: string } | null;
+  /** Whose request it is: the scheduler admits waiting requests fairly across tenants. */
+  tenant?: string;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
 }

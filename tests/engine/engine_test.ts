@@ -167,3 +167,19 @@ Deno.test("prompts beyond the context are refused before they are queued", async
     assert.throws(() => engine.generate({ promptIds: [1, 99999] }), /outside the vocabulary/);
   });
 });
+
+Deno.test("scheduler: waiting requests are admitted fairly across tenants (fewest running first), arrival order within one", async () => {
+  const { Scheduler } = await import("../../server/engine/scheduler.ts");
+  const { BlockManager } = await import("../../server/engine/kv_blocks.ts");
+  const { Sequence } = await import("../../server/engine/sequence.ts");
+  const sched = new Scheduler(new BlockManager(64, 16), { maxNumSeqs: 3, maxBatchedTokens: 4096, maxModelLen: 256 });
+  const seq = (tenant: string, n: number) => new Sequence({ promptIds: [1, 2, 3], tenant, id: n });
+  // tenant a queued five requests before tenant b's one and c's one
+  const all = [seq("a", 1), seq("a", 2), seq("a", 3), seq("a", 4), seq("a", 5), seq("b", 6), seq("c", 7)];
+  for (const s of all) sched.add(s);
+  const admitted = sched.schedule().map((c) => c.seq.id);
+  assert.deepEqual(admitted, [1, 6, 7], "one of a's, then b's and c's before a's second");
+  // as they finish, a's queue drains in arrival order
+  for (const s of [...sched.running]) sched.remove(s);
+  assert.deepEqual(sched.schedule().map((c) => c.seq.id), [2, 3, 4]);
+});
