@@ -40,7 +40,9 @@ export class KeyStore {
       s.#keys.set(await digest(k.key), { tenant, admin });
       const max = k.max_concurrent_requests;
       if (max !== undefined) {
-        if (!Number.isInteger(max) || max < 1) throw new Error(`key for tenant ${tenant}: max_concurrent_requests must be a positive integer`);
+        if (!Number.isInteger(max) || max < 1) {
+          throw new Error(`key for tenant ${tenant}: max_concurrent_requests must be a positive integer`);
+        }
         s.#limits.set(tenant, Math.min(max, s.#limits.get(tenant) ?? max));
       }
     }
