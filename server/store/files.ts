@@ -119,12 +119,30 @@ export class FileStore {
       if (e instanceof DatasetError) throw new ClientError(400, `invalid fine-tuning file: ${e.message}`, "invalid_file", "file");
       throw e;
     }
+    return await this.#store(caller.tenant, filename, purpose, "jsonl", data, examples, kinds);
+  }
+
+  /** Stores a file the server made for a tenant (a job's results: purpose "fine-tune-results"). */
+  async createResult(tenant: string, filename: string, data: Uint8Array): Promise<FileRecord> {
+    return await this.#store(tenant, filename, "fine-tune-results", "csv", data, 0, null);
+  }
+
+  /** Writes the bytes atomically, then records the file. */
+  async #store(
+    tenant: string,
+    filename: string,
+    purpose: string,
+    ext: string,
+    data: Uint8Array,
+    examples: number,
+    kinds: Example["kind"][] | null,
+  ): Promise<FileRecord> {
     const id = newId("file");
-    const path = `${this.dir}/${id}.jsonl`;
+    const path = `${this.dir}/${id}.${ext}`;
     await writeFileAtomic(path, data);
     const rec: FileRecord = {
       id,
-      tenant: caller.tenant,
+      tenant,
       filename: safeName(filename),
       purpose,
       bytes: data.byteLength,
@@ -143,37 +161,7 @@ export class FileStore {
       rec.createdAt,
       rec.path,
       rec.examples,
-      kinds.join(","),
-    );
-    return rec;
-  }
-
-  /** Stores a file the server made for a tenant (a job's results: purpose "fine-tune-results"). */
-  async createResult(tenant: string, filename: string, data: Uint8Array): Promise<FileRecord> {
-    const id = newId("file");
-    const path = `${this.dir}/${id}.csv`;
-    await Deno.mkdir(this.dir, { recursive: true });
-    await writeFileAtomic(path, data);
-    const rec: FileRecord = {
-      id,
-      tenant,
-      filename: safeName(filename),
-      purpose: "fine-tune-results",
-      bytes: data.byteLength,
-      createdAt: nowSeconds(),
-      path,
-      examples: 0,
-      kinds: null,
-    };
-    this.store.run(
-      "INSERT INTO files (id, tenant, filename, purpose, bytes, created_at, path, examples) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-      rec.id,
-      rec.tenant,
-      rec.filename,
-      rec.purpose,
-      rec.bytes,
-      rec.createdAt,
-      rec.path,
+      kinds === null ? null : kinds.join(","),
     );
     return rec;
   }
