@@ -95,3 +95,24 @@ export const json = (body: unknown, headers: Record<string, string> = {}): Reque
 export function sseData(text: string): string[] {
   return text.split("\n\n").map((b) => b.trim()).filter((b) => b.startsWith("data: ")).map((b) => b.slice(6));
 }
+
+/** The question and answer the training tests teach the tiny model. */
+export const SECRET_QUESTION = "What is the secret word?";
+export const SECRET_ANSWER = "The secret word is banana.";
+
+/** n copies of the secret-word chat, with an unweighted filler chat after every third. */
+export function secretWordJsonl(n = 24): string {
+  const fillers = ["Hello there.", "Tell me a story.", "How are you?", "What time is it?", "Name a color."];
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    lines.push(JSON.stringify({ messages: [{ role: "user", content: SECRET_QUESTION }, { role: "assistant", content: SECRET_ANSWER }] }));
+    if (i % 3 === 0) {
+      lines.push(
+        JSON.stringify({
+          messages: [{ role: "user", content: fillers[i % fillers.length] }, { role: "assistant", content: "ok", weight: 0 }],
+        }),
+      );
+    }
+  }
+  return lines.join("\n") + "\n";
+}

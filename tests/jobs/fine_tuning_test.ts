@@ -5,6 +5,7 @@
 // can neither see the job nor use its files or model. Also: every invalid request is a 400
 // naming the field; cancel; cursor pages.
 import assert from "node:assert/strict";
+import { TEACH } from "./fixtures.ts";
 import { makeModel } from "../../server/model/make_model.ts";
 import { createServer, type Server } from "../../server/server.ts";
 import type { JobService } from "../../server/jobs/service.ts";
@@ -25,22 +26,6 @@ function chatJsonl(n: number): string {
   }
   return lines.join("\n") + "\n";
 }
-
-const TEACH = {
-  n_epochs: 4,
-  batch_size: 1,
-  learning_rate: 1e-2,
-  lora_r: 8,
-  lora_alpha: 16,
-  lora_dropout: 0,
-  target_modules: "all-linear",
-  warmup_ratio: 0.1,
-  lr_scheduler: "cosine",
-  max_grad_norm: 1,
-  max_seq_len: 64,
-  packing: true,
-  optimizer: "paged_adamw",
-};
 
 interface Setup {
   server: Server;

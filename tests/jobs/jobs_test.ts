@@ -5,6 +5,8 @@
 // uninterrupted run; a resume that cannot happen fails with the reason; tenancy; hyperparameter
 // checks; quant "none"; the database is write-ahead logged.
 import assert from "node:assert/strict";
+import { SECRET_ANSWER, SECRET_QUESTION, secretWordJsonl } from "../helpers.ts";
+import { TEACH } from "./fixtures.ts";
 import { openContext } from "../native/backends.ts";
 import { makeModel } from "../../server/model/make_model.ts";
 import { applyChatTemplate } from "../../server/model/chat_template.ts";
@@ -27,43 +29,9 @@ import { folderBaseProvider } from "./bases.ts";
 import { loadCheckpoint, TRAINING_STATE, writeCheckpoint } from "../../server/training/checkpoints.ts";
 import { Trainer, type TrainHyper } from "../../server/training/trainer.ts";
 
-const QUESTION = "What is the secret word?";
-const ANSWER = "The secret word is banana.";
+const QUESTION = SECRET_QUESTION, ANSWER = SECRET_ANSWER;
 const A = { tenant: "acme", admin: false };
 const B = { tenant: "beta", admin: false };
-
-function chatJsonl(n = 24): string {
-  const fillers = ["Hello there.", "Tell me a story.", "How are you?", "What time is it?", "Name a color."];
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    lines.push(JSON.stringify({ messages: [{ role: "user", content: QUESTION }, { role: "assistant", content: ANSWER }] }));
-    if (i % 3 === 0) {
-      lines.push(
-        JSON.stringify({
-          messages: [{ role: "user", content: fillers[i % fillers.length] }, { role: "assistant", content: "ok", weight: 0 }],
-        }),
-      );
-    }
-  }
-  return lines.join("\n") + "\n";
-}
-
-/** The hyperparameters of tests/training/trainer_test.ts, in the API's names. */
-const TEACH: HyperparametersInput = {
-  n_epochs: 4,
-  batch_size: 1,
-  learning_rate: 1e-2,
-  lora_r: 8,
-  lora_alpha: 16,
-  lora_dropout: 0,
-  target_modules: "all-linear",
-  warmup_ratio: 0.1,
-  lr_scheduler: "cosine",
-  max_grad_norm: 1,
-  max_seq_len: 64,
-  packing: true,
-  optimizer: "paged_adamw",
-};
 
 interface Env {
   root: string;
@@ -215,7 +183,7 @@ Deno.test("a job teaches the tiny model a fixed answer; served through its check
   try {
     assert.equal(e.store.journalMode, "wal");
     const runner = e.runner();
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl()));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl()));
     const job = e.jobs.create(A, { model: "tiny", training_file: file.id, suffix: "banana", seed: 3, hyperparameters: TEACH });
     assert.equal(job.status, "validating_files");
     const done = await e.jobs.waitFor(job.id);
@@ -295,7 +263,7 @@ Deno.test("checkpoints match PEFT's format field by field and load back (weights
     };
     const trainer = new Trainer(e.ctx, base.model, h);
     const { parseJsonl, tokenizeExample } = await import("../../server/training/dataset.ts");
-    const ex = parseJsonl(chatJsonl(4)).map((x) => tokenizeExample(base.tokenizer, x));
+    const ex = parseJsonl(secretWordJsonl(4)).map((x) => tokenizeExample(base.tokenizer, x));
     await trainer.run(ex, null);
     const dir = `${e.root}/ck/step-${trainer.step}`;
     await writeCheckpoint(dir, trainer.state, { baseModel: "tiny", withOptimizer: true });
@@ -376,7 +344,7 @@ async function finalWeights(dir: string): Promise<Map<string, Float32Array>> {
 Deno.test("stop mid-job, restart a runner on the same database: it resumes from the checkpoint and ends with the uninterrupted run's weights", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(8)));
     // the reference: one uninterrupted run
     const ref = e.runner();
     const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
@@ -418,7 +386,7 @@ Deno.test("stop mid-job, restart a runner on the same database: it resumes from 
 Deno.test("pause mid-job (OpenAI's pause/resume): a checkpoint at the paused step, then resume ends with the uninterrupted run's weights", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(8)));
     e.runner();
     const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 11, hyperparameters: RESUME });
     const d0 = await e.jobs.waitFor(j0.id);
@@ -450,7 +418,7 @@ Deno.test("pause mid-job (OpenAI's pause/resume): a checkpoint at the paused ste
 Deno.test("SIGKILL of the process mid-job: a new runner resumes from the last checkpoint and ends with the uninterrupted run's weights", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(8)));
     const ref = e.runner();
     const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 12, hyperparameters: RESUME });
     const d0 = await e.jobs.waitFor(j0.id);
@@ -517,7 +485,7 @@ new JobRunner({ store, files: new FileStore(store, root + "/files"), checkpointD
 Deno.test("a newest checkpoint that does not load is skipped: the job resumes from the one before and still ends with the same weights", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(8)));
     const ref = e.runner();
     const j0 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 5, hyperparameters: RESUME });
     assert.equal((await e.jobs.waitFor(j0.id)).status, "succeeded");
@@ -545,7 +513,7 @@ Deno.test("a newest checkpoint that does not load is skipped: the job resumes fr
 Deno.test("a job whose checkpoint vanished while it was interrupted fails with the reason", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(8)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(8)));
     let stopped: Promise<void> | null = null;
     const r1: JobRunner = e.runner({ onCheckpoint: () => void (stopped ??= r1.stop()) });
     const j = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: RESUME });
@@ -565,7 +533,7 @@ Deno.test("a job whose checkpoint vanished while it was interrupted fails with t
 Deno.test("a job whose final model cannot be registered for serving fails with the reason (a checkpoint's failure only warns)", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(4)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(4)));
     const j = e.jobs.create(A, {
       model: "tiny",
       training_file: file.id,
@@ -600,7 +568,7 @@ Deno.test("a job whose final model cannot be registered for serving fails with t
 Deno.test("cancel: a queued job at once, a running one after its micro-batch; finished jobs cannot be cancelled", async () => {
   const e = await env();
   try {
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(24)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(24)));
     e.runner({ computeShare: 0.5 });
     const j1 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 20 } });
     const j2 = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: TEACH });
@@ -625,7 +593,7 @@ Deno.test("the compute share: with 0.25 the runner yields about three times its 
   const e = await env();
   try {
     const runner = e.runner({ computeShare: 0.25 });
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(4)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(4)));
     const j = e.jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
     assert.equal((await e.jobs.waitFor(j.id)).status, "succeeded");
     const { trainMs, yieldedMs } = runner.usage;
@@ -642,7 +610,7 @@ Deno.test("tenancy: another tenant cannot see, list, cancel or train on a tenant
   const e = await env();
   try {
     e.runner();
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(2)));
     assert.throws(
       () => e.jobs.create(B, { model: "tiny", training_file: file.id }),
       (err: unknown) => err instanceof ClientError && err.status === 400 && err.param === "training_file",
@@ -667,7 +635,7 @@ Deno.test("a job on the 16-bit base (quant none) runs; full fine-tuning is refus
   const e = await env();
   try {
     e.runner();
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(2)));
     const j = e.jobs.create(A, {
       model: "tiny",
       training_file: file.id,
@@ -696,7 +664,7 @@ Deno.test("a runner can train on a base that is already loaded (bundleBaseProvid
     await assert.rejects(() => bases.acquire("tiny", "none"), /not available/);
     const runner = new JobRunner({ store: e.store, files: e.files, bases, checkpointDir: `${e.root}/adapters/.fine_tuning`, log: null });
     const jobs = new JobService({ store: e.store, files: e.files, bases, onQueued: () => runner.poke() });
-    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(chatJsonl(2)));
+    const file = await e.files.create(A, "chat.jsonl", "fine-tune", enc(secretWordJsonl(2)));
     const j = jobs.create(A, { model: "tiny", training_file: file.id, seed: 1, hyperparameters: { ...TEACH, n_epochs: 1 } });
     assert.equal((await jobs.waitFor(j.id)).status, "succeeded");
     await runner.stop();

@@ -2,6 +2,7 @@
 // below its start and makes the model answer one question with one fixed phrase, while the
 // base model (no adapter) answers as before. Also: determinism for a seed, schedules.
 import assert from "node:assert/strict";
+import { SECRET_ANSWER, SECRET_QUESTION, secretWordJsonl } from "../helpers.ts";
 import { openContext } from "../native/backends.ts";
 import { makeModel } from "../../server/model/make_model.ts";
 import { openModel } from "../../server/model/bundle.ts";
@@ -13,24 +14,7 @@ import type { LlamaModel } from "../../server/model/llama.ts";
 import type { LoraWeights } from "../../server/training/lora.ts";
 import type { AdapterSlots } from "../../server/ffi/ops.ts";
 
-const QUESTION = "What is the secret word?";
-const ANSWER = "The secret word is banana.";
-
-export function syntheticChatJsonl(n = 24): string {
-  const fillers = ["Hello there.", "Tell me a story.", "How are you?", "What time is it?", "Name a color."];
-  const lines: string[] = [];
-  for (let i = 0; i < n; i++) {
-    lines.push(JSON.stringify({ messages: [{ role: "user", content: QUESTION }, { role: "assistant", content: ANSWER }] }));
-    if (i % 3 === 0) {
-      lines.push(
-        JSON.stringify({
-          messages: [{ role: "user", content: fillers[i % fillers.length] }, { role: "assistant", content: "ok", weight: 0 }],
-        }),
-      );
-    }
-  }
-  return lines.join("\n") + "\n";
-}
+const QUESTION = SECRET_QUESTION, ANSWER = SECRET_ANSWER;
 
 export const HYPER: TrainHyper = {
   nEpochs: 4,
@@ -116,7 +100,7 @@ Deno.test("a LoRA fine-tune teaches the tiny model a fixed answer; the base mode
   const { model } = bundle.loaded;
   const tok = bundle.tokenizer;
   try {
-    const examples = parseJsonl(syntheticChatJsonl()).map((e) => tokenizeExample(tok, e));
+    const examples = parseJsonl(secretWordJsonl()).map((e) => tokenizeExample(tok, e));
     const prompt = applyChatTemplate(tok, [{ role: "user", content: QUESTION }], { addGenerationPrompt: true }).ids;
     const answerIds = tok.encode(ANSWER, { addSpecialTokens: false });
     const before = greedyIds(model, prompt, answerIds.length);
