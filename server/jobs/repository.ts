@@ -4,8 +4,7 @@
 // same database: the API's JobService on the HTTP thread, the JobRunner in the engine worker.
 import { newId, nowSeconds, type Store } from "../store/db.ts";
 import type { Caller } from "../util/caller.ts";
-import type { Hyperparameters, JobMethod } from "./hyperparameters.ts";
-import type { CheckpointRecord, InitFrom, JobError, JobEvent, JobRecord, JobStatus, Page } from "./types.ts";
+import type { CheckpointRecord, JobError, JobEvent, JobRecord, JobStatus, Page } from "./types.ts";
 
 const JOB_COLUMNS = `id, tenant, model, training_file AS trainingFile, validation_file AS validationFile, suffix, seed,
   metadata, method, hyper, status, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt, error,
@@ -34,18 +33,10 @@ const toCheckpoint = (r: Stored<CheckpointRecord, "metrics" | "final">): Checkpo
 });
 
 /** A new job's row (its id, status and times are set here). */
-export interface NewJob {
-  tenant: string;
-  model: string;
-  trainingFile: string;
-  validationFile: string | null;
-  suffix: string | null;
-  seed: number;
-  metadata: Record<string, string> | null;
-  method: JobMethod;
-  initFrom: InitFrom | null;
-  hyper: Hyperparameters;
-}
+export type NewJob = Pick<
+  JobRecord,
+  "tenant" | "model" | "trainingFile" | "validationFile" | "suffix" | "seed" | "metadata" | "method" | "initFrom" | "hyper"
+>;
 
 const TERMINAL_SQL = "('succeeded', 'failed', 'cancelled')";
 
