@@ -53,6 +53,7 @@ const cmd: Command = {
       help: "quantize at every start instead of caching the 4-bit base in <data>/quantized",
     },
     "max-queue": { type: "int", default: 256, help: "waiting requests before 429" },
+    "tokenizer-workers": { type: "int", default: 2, help: "workers that tokenize prompts off the HTTP thread" },
     "adapter-cache-mb": { type: "int", default: 1024, help: "device memory for resident adapters" },
     "chat-template": { type: "string", arg: "FILE", help: "a Jinja chat template for models without one", defaultText: "the model's" },
     "drain-timeout": {
@@ -162,6 +163,7 @@ try {
     kvCacheFraction: kvBudget && "fraction" in kvBudget ? kvBudget.fraction : undefined,
     quantizedCache: values["no-quantized-cache"] !== true,
     maxQueue: num("max-queue")!,
+    tokenizerWorkers: num("tokenizer-workers")!,
     adapterBudgetBytes: num("adapter-cache-mb")! * 1024 * 1024,
     keysFile,
     chatTemplate,

@@ -11,6 +11,7 @@ import { createApp } from "./api/app.ts";
 import { TenantAdmission } from "./api/admission.ts";
 import type { AppDeps, AppEnv } from "./api/deps.ts";
 import { EngineHost } from "./serving/host.ts";
+import { TokenizerPool } from "./serving/tokenizer_pool.ts";
 import type { WorkerInit } from "./serving/protocol.ts";
 import { apiJobs, type TrainingOptions } from "./serving/training.ts";
 import { registryPublisher } from "./jobs/publisher.ts";
@@ -51,6 +52,8 @@ export interface ServerOptions {
   keys?: KeySpec[];
   env?: boolean;
   chatTemplate?: string | null;
+  /** Workers that tokenize prompts off the HTTP thread (default 2). */
+  tokenizerWorkers?: number;
   log?: AppDeps["log"];
   /** Fine-tuning jobs on the served base (default true). */
   training?: boolean;
@@ -116,6 +119,13 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     await host.close();
     throw e;
   }
+  let tokenizers: TokenizerPool;
+  try {
+    tokenizers = await TokenizerPool.start(o.modelDir, o.tokenizerWorkers ?? 2);
+  } catch (e) {
+    await host.close();
+    throw e;
+  }
   const names = (uids: string[]) => uids.map((u) => registry.byUid(u)?.id ?? u);
   const metrics = new Metrics(() => {
     const s = host.stats;
@@ -138,6 +148,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
   const deps: AppDeps = {
     host,
     tokenizer,
+    tokenizers,
     registry,
     keys,
     metrics,
@@ -146,7 +157,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     // half the server's capacity by default: a tenant that floods leaves the other half to the rest
     admission: new TenantAdmission(
       o.tenantMaxRequests ?? Math.max(1, Math.floor((maxNumSeqs + (o.maxQueue ?? 256)) / 2)),
-      (t) => keys.limitOf(t),
+      (t) => keys.limitsOf(t),
     ),
     bodyLimitBytes: o.bodyLimitBytes ?? 4 << 20,
     uploadLimitBytes: o.uploadLimitBytes ?? 64 << 20,
@@ -169,6 +180,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     deps,
     close: async () => {
       await host.close();
+      tokenizers.close();
       jobsApi?.close();
     },
   };

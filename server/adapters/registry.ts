@@ -147,7 +147,15 @@ export class AdapterRegistry {
     if (this.#byTenant.get(caller.tenant)?.has(id)) throw new ClientError(409, `adapter "${id}" already exists`, "conflict", "id");
   }
 
-  async #add(caller: Caller, id: string, dir: string, source: AdapterRecord["source"], created?: number): Promise<AdapterRecord> {
+  /** `admit` sees the adapter's device bytes before it is added and may refuse it (a quota). */
+  async #add(
+    caller: Caller,
+    id: string,
+    dir: string,
+    source: AdapterRecord["source"],
+    created?: number,
+    admit?: (deviceBytes: number) => void,
+  ): Promise<AdapterRecord> {
     let info;
     try {
       info = await inspectPeftAdapter(dir, this.shape);
@@ -159,6 +167,7 @@ export class AdapterRegistry {
       throw e;
     }
     this.#checkId(caller, id); // again: another registration may have raced us
+    admit?.(info.deviceBytes);
     const rec: AdapterRecord = {
       id,
       tenant: caller.tenant,
@@ -182,21 +191,27 @@ export class AdapterRegistry {
   }
 
   /** Registers the PEFT folder at `path` (inside the adapter root). */
-  async register(caller: Caller, id: string, path: string): Promise<AdapterRecord> {
+  async register(caller: Caller, id: string, path: string, admit?: (deviceBytes: number) => void): Promise<AdapterRecord> {
     this.#checkId(caller, id);
     const dir = await this.resolvePath(path, caller);
-    return await this.#add(caller, id, dir, "path");
+    return await this.#add(caller, id, dir, "path", undefined, admit);
   }
 
   /** Stores uploaded files under the upload folder and registers them. */
-  async upload(caller: Caller, id: string, config: Uint8Array, weights: Uint8Array): Promise<AdapterRecord> {
+  async upload(
+    caller: Caller,
+    id: string,
+    config: Uint8Array,
+    weights: Uint8Array,
+    admit?: (deviceBytes: number) => void,
+  ): Promise<AdapterRecord> {
     this.#checkId(caller, id);
     const dir = `${this.uploadDir}/${encodeURIComponent(caller.tenant)}/${crypto.randomUUID()}`;
     await Deno.mkdir(dir, { recursive: true });
     try {
       await Deno.writeFile(`${dir}/${ADAPTER_CONFIG}`, config);
       await Deno.writeFile(`${dir}/${ADAPTER_WEIGHTS}`, weights);
-      return await this.#add(caller, id, dir, "upload");
+      return await this.#add(caller, id, dir, "upload", undefined, admit);
     } catch (e) {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       throw e;

@@ -2,6 +2,7 @@
 // handling (every error, including schema violations, answers through errors.ts), the routes, the
 // OpenAPI 3.1 document (/openapi.json), the API reference (/docs), /health and /metrics.
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { checkFileQuota, checkJobQuota } from "./quotas.ts";
 import { bodyLimit } from "hono/body-limit";
 import { Scalar } from "@scalar/hono-api-reference";
 import type { AppDeps, AppEnv } from "./deps.ts";
@@ -89,8 +90,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerModels(app, deps);
   registerAdapters(app, deps);
   registerTokenize(app, deps);
-  if (deps.files) registerFilesRoutes(app, { files: deps.files });
-  if (deps.jobs) registerFineTuningRoutes(app, { jobs: deps.jobs });
+  if (deps.files) registerFilesRoutes(app, { files: deps.files, checkQuota: (who, bytes) => checkFileQuota(deps, who, bytes) });
+  if (deps.jobs) registerFineTuningRoutes(app, { jobs: deps.jobs, checkQuota: (who) => checkJobQuota(deps, who) });
 
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
   app.doc31("/openapi.json", {

@@ -1,35 +1,34 @@
 // auth.ts — API keys (Bearer): each key belongs to a tenant; admin keys manage every tenant.
 // Keys come from a JSON file ({"keys": [{"key": "sk-…", "tenant": "acme"}, {"key": "sk-…",
-// "admin": true}]}) and/or the environment (QLORA_API_KEYS="sk-a=acme,sk-b=beta",
+// "admin": true}]}, each key entry optionally with its tenant's limits, and "defaults" for every
+// tenant: limits.ts) and/or the environment (QLORA_API_KEYS="sk-a=acme,sk-b=beta",
 // QLORA_ADMIN_KEYS="sk-root"). Keys are kept as SHA-256 digests. With no keys at all, every caller
 // is the local admin (the server then binds to localhost only).
 import type { MiddlewareHandler } from "hono";
 import { type Caller, LOCAL_CALLER, TENANT_RE, TENANT_RULE } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
+import { LIMIT_DEFAULTS, parseLimits, tighter, type TenantLimits } from "./limits.ts";
 
 async function digest(key: string): Promise<string> {
   const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)));
   return Array.from(h, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-export interface KeySpec {
-  key: string;
-  tenant?: string;
-  admin?: boolean;
-  /** Generation requests the tenant may have running or waiting at once (default: the server's). */
-  max_concurrent_requests?: number;
-}
+/** A key and, optionally, its tenant's limits (limits.ts). */
+export type KeySpec = { key: string; tenant?: string; admin?: boolean } & Partial<TenantLimits>;
 
 export class KeyStore {
   readonly #keys = new Map<string, Caller>();
-  readonly #limits = new Map<string, number>();
+  readonly #limits = new Map<string, Partial<TenantLimits>>();
+  #defaults: TenantLimits = { ...LIMIT_DEFAULTS };
 
   get size(): number {
     return this.#keys.size;
   }
 
-  static async create(specs: KeySpec[]): Promise<KeyStore> {
+  static async create(specs: KeySpec[], defaults: Partial<TenantLimits> = {}): Promise<KeyStore> {
     const s = new KeyStore();
+    s.#defaults = { ...LIMIT_DEFAULTS, ...parseLimits(defaults, "defaults") };
     for (const k of specs) {
       if (typeof k.key !== "string" || k.key.length < 8) throw new Error("API keys must be strings of at least 8 characters");
       const admin = k.admin === true;
@@ -38,13 +37,8 @@ export class KeyStore {
         throw new Error(`key for tenant ${JSON.stringify(k.tenant)}: tenant names are ${TENANT_RULE}`);
       }
       s.#keys.set(await digest(k.key), { tenant, admin });
-      const max = k.max_concurrent_requests;
-      if (max !== undefined) {
-        if (!Number.isInteger(max) || max < 1) {
-          throw new Error(`key for tenant ${tenant}: max_concurrent_requests must be a positive integer`);
-        }
-        s.#limits.set(tenant, Math.min(max, s.#limits.get(tenant) ?? max));
-      }
+      const set = parseLimits(k as Record<string, unknown>, `key for tenant ${tenant}`, ["key", "tenant", "admin"]);
+      s.#limits.set(tenant, tighter(s.#limits.get(tenant) ?? {}, set));
     }
     return s;
   }
@@ -56,10 +50,15 @@ export class KeyStore {
     extra: KeySpec[] = [],
   ): Promise<KeyStore> {
     const specs: KeySpec[] = [...extra];
+    let defaults: Partial<TenantLimits> = {};
     if (file) {
       const json = JSON.parse(await Deno.readTextFile(file));
       if (!Array.isArray(json?.keys)) throw new Error(`${file}: expected {"keys": [{"key", "tenant" | "admin"}]}`);
       specs.push(...json.keys);
+      if (json.defaults !== undefined) {
+        if (typeof json.defaults !== "object" || json.defaults === null) throw new Error(`${file}: "defaults" must be an object of limits`);
+        defaults = json.defaults;
+      }
     }
     for (const part of (env("QLORA_API_KEYS") ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
       const i = part.lastIndexOf("=");
@@ -67,12 +66,12 @@ export class KeyStore {
       specs.push({ key: part.slice(0, i), tenant: part.slice(i + 1) });
     }
     for (const key of (env("QLORA_ADMIN_KEYS") ?? "").split(",").map((s) => s.trim()).filter(Boolean)) specs.push({ key, admin: true });
-    return await KeyStore.create(specs);
+    return await KeyStore.create(specs, defaults);
   }
 
-  /** The tenant's max_concurrent_requests from the keys file, if set. */
-  limitOf(tenant: string): number | undefined {
-    return this.#limits.get(tenant);
+  /** The tenant's limits: its keys' settings over the defaults. */
+  limitsOf(tenant: string): TenantLimits {
+    return { ...this.#defaults, ...this.#limits.get(tenant) };
   }
 
   async lookup(key: string): Promise<Caller | null> {

@@ -1,6 +1,7 @@
 // deps.ts — what the routes need from the rest of the server, passed in by main.ts (or a test).
 import type { Tokenizer } from "../model/tokenizer.ts";
 import type { EngineHost } from "../serving/host.ts";
+import type { TokenizerPool } from "../serving/tokenizer_pool.ts";
 import type { AdapterRegistry } from "../adapters/registry.ts";
 import type { KeyStore } from "./auth.ts";
 import type { Caller } from "../util/caller.ts";
@@ -11,7 +12,10 @@ import type { JobService } from "../jobs/service.ts";
 
 export interface AppDeps {
   host: EngineHost;
+  /** The tokenizer, for decoding and vocabulary facts on the HTTP thread (cheap per token). */
   tokenizer: Tokenizer;
+  /** Prompt tokenization (chat templates, encoding), off the HTTP thread. */
+  tokenizers: TokenizerPool;
   registry: AdapterRegistry;
   keys: KeyStore;
   metrics: Metrics;

@@ -37,12 +37,16 @@ export function openAiError(err: unknown): { status: ContentfulStatusCode; body:
   return { status, body: { error: { message, type: TYPES[status] ?? "invalid_request_error", param, code } } };
 }
 
-/** Seconds a client told 429 waits before retrying (the queue drains in about that time). */
+/** Seconds a client told 429 waits before retrying, unless the error knows better (the queue
+ * drains in about that time). */
 export const RETRY_AFTER_SECONDS = 1;
 
 export function errorResponse(c: Context, err: unknown): Response {
   const { status, body } = openAiError(err);
-  if (status === 429) c.header("Retry-After", String(RETRY_AFTER_SECONDS));
+  if (status === 429) {
+    const after = err instanceof ClientError && err.retryAfterSeconds !== null ? err.retryAfterSeconds : RETRY_AFTER_SECONDS;
+    c.header("Retry-After", String(Math.max(1, Math.ceil(after))));
+  }
   return c.json(body, status);
 }
 

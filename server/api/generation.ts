@@ -14,7 +14,7 @@ import type { Caller } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { openAiError } from "./errors.ts";
-import { type ChatMessage, ChatTemplateError, renderChatTemplate } from "../model/chat_template.ts";
+import { type ChatMessage, ChatTemplateError } from "../model/chat_template.ts";
 
 export type TokenEvent = Extract<GenerateEvent, { type: "token" }>;
 export type FinishEvent = Extract<GenerateEvent, { type: "finish" }>;
@@ -28,14 +28,15 @@ export function resolveModel(deps: AppDeps, who: Caller, model: string): Adapter
 }
 
 /** Chat messages (text parts joined) → the prompt's token ids, through the model's chat template
- * (or the server's --chat-template); 400 when there is none or it fails. */
-export function chatPromptIds(
+ * (or the server's --chat-template); 400 when there is none or it fails. Rendering and encoding
+ * run in the tokenizer pool, off the HTTP thread, queued fairly among tenants. */
+export async function chatPromptIds(
   deps: AppDeps,
+  tenant: string,
   messages: { role: ChatMessage["role"]; content?: string | { text?: string }[] | null; name?: string; tool_call_id?: string }[],
-  opts: { addGenerationPrompt?: boolean; addSpecialTokens?: boolean } = {},
-): number[] {
-  const tok = deps.tokenizer;
-  const template = tok.chatTemplate ?? deps.chatTemplate;
+  opts: { addGenerationPrompt?: boolean; addSpecialTokens?: boolean; extra?: Record<string, unknown>; signal?: AbortSignal } = {},
+): Promise<number[]> {
+  const template = deps.tokenizer.chatTemplate ?? deps.chatTemplate;
   if (!template) {
     throw new ClientError(
       400,
@@ -49,16 +50,23 @@ export function chatPromptIds(
     content: Array.isArray(m.content) ? m.content.map((p) => p.text ?? "").join("") : (m.content ?? ""),
   }));
   try {
-    const text = renderChatTemplate(template, msgs, {
+    return await deps.tokenizers.run(tenant, {
+      t: "chat",
+      template,
+      messages: msgs,
       addGenerationPrompt: opts.addGenerationPrompt ?? true,
-      bosToken: tok.bosToken,
-      eosToken: tok.eosToken,
-    });
-    return tok.encode(text, { addSpecialTokens: opts.addSpecialTokens ?? false });
+      addSpecialTokens: opts.addSpecialTokens ?? false,
+      extra: opts.extra,
+    }, opts.signal);
   } catch (e) {
     if (e instanceof ChatTemplateError) throw new ClientError(400, e.message, "chat_template_error", "messages");
     throw e;
   }
+}
+
+/** A text prompt → its token ids, in the tokenizer pool (off the HTTP thread). */
+export function textPromptIds(deps: AppDeps, tenant: string, text: string, addSpecialTokens = true, signal?: AbortSignal): Promise<number[]> {
+  return deps.tokenizers.encode(tenant, text, addSpecialTokens, signal);
 }
 
 export interface CommonFields {
@@ -147,6 +155,9 @@ export class Choice {
     readonly first: GenerateEvent,
     readonly t0: number,
     readonly deps: AppDeps,
+    readonly tenant: string,
+    /** The base model's id or the adapter's (a metrics label). */
+    readonly model: string,
   ) {
     this.#record(first);
   }
@@ -162,7 +173,11 @@ export class Choice {
       m.e2e.observe((now - this.t0) / 1000);
       m.promptTokens.inc({}, e.promptTokens);
       m.generationTokens.inc({}, e.completionTokens);
+      m.tenantPromptTokens.inc({ tenant: this.tenant }, e.promptTokens);
+      m.tenantGenerationTokens.inc({ tenant: this.tenant }, e.completionTokens);
+      m.adapterGenerationTokens.inc({ tenant: this.tenant, model: this.model }, e.completionTokens);
       m.finished.inc({ finish_reason: e.finishReason });
+      this.deps.admission.charge(this.tenant, e.completionTokens);
     }
   }
 
@@ -192,18 +207,29 @@ export async function startChoices(
   t0: number,
 ): Promise<Choice[]> {
   const host = deps.host;
-  if (host.outstanding + reqs.length > host.info.maxNumSeqs + deps.maxQueue) {
+  const capacity = host.info.maxNumSeqs + deps.maxQueue;
+  if (reqs.length > capacity) {
+    throw new ClientError(400, `${reqs.length} choices can never be admitted: the server holds ${capacity} requests at most`, "invalid_value", "n");
+  }
+  if (host.outstanding + reqs.length > capacity) {
     deps.metrics.rejected.inc();
+    deps.metrics.tenantRejected.inc({ tenant, reason: "queue_full" });
     throw new ClientError(429, "the server is at capacity: too many requests are waiting; retry later", "queue_full");
   }
   let releases: (() => void)[];
   try {
-    releases = deps.admission.admit(tenant, reqs.length);
+    // the prompt tokens the request costs: each distinct prompt once (n choices share theirs)
+    const promptTokens = [...new Set(reqs.map((r) => r.promptIds))].reduce((a, p) => a + p.length, 0);
+    releases = deps.admission.admit(tenant, reqs.length, promptTokens);
   } catch (e) {
     deps.metrics.rejected.inc();
+    deps.metrics.tenantRejected.inc({ tenant, reason: e instanceof ClientError ? e.code ?? "limit" : "limit" });
     throw e;
   }
-  const its = reqs.map((r, i) => released(host.generate({ ...r, tenant }, signal), releases[i]));
+  deps.metrics.tenantRequests.inc({ tenant }, reqs.length);
+  const model = reqs[0]?.adapter ? (deps.registry.byUid(reqs[0].adapter.uid)?.id ?? "adapter") : host.info.id;
+  const tenantWeight = deps.keys.limitsOf(tenant).weight;
+  const its = reqs.map((r, i) => released(host.generate({ ...r, tenant, tenantWeight }, signal), releases[i]));
   const firsts = await Promise.allSettled(its.map((it) => it.next()));
   const failed = firsts.find((f) => f.status === "rejected");
   if (failed) {
@@ -213,7 +239,7 @@ export async function startChoices(
   return its.map((it, i) => {
     const r = (firsts[i] as PromiseFulfilledResult<IteratorResult<GenerateEvent>>).value;
     if (r.done) throw new Error("the engine ended a stream without events");
-    return new Choice(i, it, r.value, t0, deps);
+    return new Choice(i, it, r.value, t0, deps, tenant, model);
   });
 }
 

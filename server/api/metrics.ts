@@ -65,6 +65,16 @@ export class Metrics {
   readonly generationTokens = new Counter("qlora_generation_tokens_total", "Tokens generated.");
   readonly finished = new Counter("qlora_request_success_total", "Finished generation requests by finish reason.");
   readonly rejected = new Counter("qlora_requests_rejected_total", "Generation requests rejected because the queue was full.");
+  // per tenant and per adapter (for the admin: /metrics needs an admin key). Label values are
+  // bounded: tenants come from the keys file, adapters from the tenants' quotas, reasons from codes.
+  readonly tenantRequests = new Counter("qlora_tenant_requests_total", "Generation requests admitted, by tenant.");
+  readonly tenantRejected = new Counter("qlora_tenant_requests_rejected_total", "Generation requests refused, by tenant and limit.");
+  readonly tenantPromptTokens = new Counter("qlora_tenant_prompt_tokens_total", "Prompt tokens processed, by tenant.");
+  readonly tenantGenerationTokens = new Counter("qlora_tenant_generation_tokens_total", "Tokens generated, by tenant.");
+  readonly adapterGenerationTokens = new Counter(
+    "qlora_adapter_generation_tokens_total",
+    "Tokens generated, by tenant and model (the base model or an adapter).",
+  );
   readonly ttft = new Histogram("qlora_time_to_first_token_seconds", "Time from request arrival to the first generated token.", LATENCY);
   readonly itl = new Histogram("qlora_inter_token_latency_seconds", "Time between consecutive tokens of one request.", LATENCY);
   readonly e2e = new Histogram("qlora_e2e_request_latency_seconds", "Request latency, arrival to last token.", LATENCY);
@@ -82,6 +92,11 @@ export class Metrics {
       ...this.generationTokens.render(),
       ...this.finished.render(),
       ...this.rejected.render(),
+      ...this.tenantRequests.render(),
+      ...this.tenantRejected.render(),
+      ...this.tenantPromptTokens.render(),
+      ...this.tenantGenerationTokens.render(),
+      ...this.adapterGenerationTokens.render(),
       ...this.ttft.render(),
       ...this.itl.render(),
       ...this.e2e.render(),

@@ -37,8 +37,9 @@ export interface GenerateRequest {
   sampling?: Partial<SamplingParams>;
   stopping?: Partial<StoppingParams>;
   adapterUid?: string | null;
-  /** Whose request it is (fair admission across tenants). */
+  /** Whose request it is (fair admission across tenants) and its tenant's weight (default 1). */
   tenant?: string;
+  tenantWeight?: number;
   signal?: AbortSignal;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
@@ -140,6 +141,7 @@ export class Engine {
       stopping: { ...req.stopping, maxTokens },
       adapterUid: req.adapterUid ?? null,
       tenant: req.tenant,
+      tenantWeight: req.tenantWeight,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,

@@ -3,8 +3,9 @@
 // Continuous batching: every step decodes one token for each running sequence and admits
 // waiting sequences (whole prompts) while the step's token budget, the sequence limit and the KV
 // blocks allow: preempted sequences first, then the oldest waiting sequence of the tenant with the
-// fewest running ones (so a tenant with many queued requests cannot hold the batch; with one
-// tenant this is arrival order). When a running sequence needs a new block and none is
+// fewest running ones per unit of its weight (so a tenant with many queued requests cannot hold
+// the batch, and a tenant of weight 2 gets twice the share of one of weight 1 when they compete;
+// with one tenant this is arrival order). When a running sequence needs a new block and none is
 // free, the most recently admitted running sequence is preempted: its blocks are freed and it
 // returns to the front of the queue, to be recomputed from its tokens later.
 import type { BlockManager } from "./kv_blocks.ts";
@@ -92,7 +93,8 @@ export class Scheduler {
     for (const s of this.running) running.set(s.tenant, (running.get(s.tenant) ?? 0) + 1);
     let best = 0, fewest = Infinity;
     for (let i = 0; i < this.waiting.length; i++) {
-      const n = running.get(this.waiting[i].tenant) ?? 0;
+      const w = this.waiting[i];
+      const n = (running.get(w.tenant) ?? 0) / w.tenantWeight;
       if (n < fewest) {
         fewest = n;
         best = i;

@@ -43,6 +43,8 @@ export class Sequence implements BlockSequence {
   readonly arrivalTime: number;
   /** Whose request it is ("" when no one says): the scheduler shares admission across tenants. */
   readonly tenant: string;
+  /** The tenant's share of the batch relative to other tenants' (default 1). */
+  readonly tenantWeight: number;
   /** Preempted at least once (it goes back to the front of the queue). */
   preempted = false;
   /** Per generated token logprob info, when requested. */
@@ -54,6 +56,7 @@ export class Sequence implements BlockSequence {
     stopping?: Partial<StoppingParams>;
     adapterUid?: string | null;
     tenant?: string;
+    tenantWeight?: number;
     id?: number;
     arrivalTime?: number;
   }) {
@@ -72,6 +75,7 @@ export class Sequence implements BlockSequence {
     };
     this.adapterUid = opts.adapterUid ?? null;
     this.tenant = opts.tenant ?? "";
+    this.tenantWeight = opts.tenantWeight !== undefined && opts.tenantWeight > 0 ? opts.tenantWeight : 1;
     this.arrivalTime = opts.arrivalTime ?? performance.now();
   }
 

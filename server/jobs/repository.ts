@@ -4,7 +4,7 @@
 // same database: the API's JobService on the HTTP thread, the JobRunner in the engine worker.
 import { newId, nowSeconds, type Store } from "../store/db.ts";
 import type { Caller } from "../util/caller.ts";
-import type { CheckpointRecord, JobError, JobEvent, JobRecord, JobStatus, Page } from "./types.ts";
+import { type CheckpointRecord, type JobError, type JobEvent, type JobRecord, type JobStatus, type Page, TERMINAL } from "./types.ts";
 
 const JOB_COLUMNS = `id, tenant, model, training_file AS trainingFile, validation_file AS validationFile, suffix, seed,
   metadata, method, hyper, status, created_at AS createdAt, started_at AS startedAt, finished_at AS finishedAt, error,
@@ -188,6 +188,12 @@ export class JobRepository {
 
   cancelRequested(id: string): boolean {
     return this.store.get<{ c: number }>("SELECT cancel_requested AS c FROM jobs WHERE id = ?", id)?.c === 1;
+  }
+
+  /** The tenant's jobs that have not finished (any status but the terminal ones). */
+  unfinished(tenant: string): number {
+    const marks = TERMINAL.map(() => "?").join(", ");
+    return Number(this.store.get<{ n: number }>(`SELECT COUNT(*) AS n FROM jobs WHERE tenant = ? AND status NOT IN (${marks})`, tenant, ...TERMINAL)?.n ?? 0);
   }
 
   /** Pauses a job that waits at once ("paused"); a running one is asked to ("requested": its runner

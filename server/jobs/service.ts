@@ -51,6 +51,11 @@ export class JobService {
     this.#onQueued = o.onQueued ?? null;
   }
 
+  /** The tenant's jobs not yet finished (the running-jobs quota, api/quotas.ts). */
+  unfinished(tenant: string): number {
+    return this.#repo.unfinished(tenant);
+  }
+
   create(caller: Caller, req: CreateJobRequest): JobRecord {
     const models = this.#bases.models();
     // a fine-tuned model (or checkpoint) of the caller's continues training on its base

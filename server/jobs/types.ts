@@ -107,3 +107,8 @@ export function fineTunedModelId(base: string, suffix: string | null, jobId: str
 export function checkpointModelId(fineTunedModel: string, step: number): string {
   return `${fineTunedModel}:ckpt-step-${step}`;
 }
+
+/** Whether a model id names a job's checkpoint (checkpointModelId). */
+export function isCheckpointModelId(id: string): boolean {
+  return id.startsWith("ft:") && /:ckpt-step-\d+$/.test(id);
+}

@@ -35,6 +35,8 @@ export interface WorkerGenerate {
   adapter: { uid: string; dir: string } | null;
   /** Whose request it is: the scheduler admits waiting requests fairly across tenants. */
   tenant?: string;
+  /** The tenant's weight (keys file): its share of the batch against other tenants'. */
+  tenantWeight?: number;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
 }

@@ -163,6 +163,7 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
       stopping: { ...req.stopping, stopTokenIds },
       adapterUid: req.adapter?.uid ?? null,
       tenant: req.tenant,
+      tenantWeight: req.tenantWeight,
       signal: ac.signal,
       includeStopString: req.includeStopString,
       skipSpecialTokens: req.skipSpecialTokens,

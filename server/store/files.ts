@@ -181,6 +181,15 @@ export class FileStore {
     return f;
   }
 
+  /** The tenant's stored files: how many and their bytes (the files quota, api/quotas.ts). */
+  usage(tenant: string): { files: number; bytes: number } {
+    const r = this.store.get<{ n: number; b: number | null }>(
+      "SELECT COUNT(*) AS n, SUM(bytes) AS b FROM files WHERE tenant = ? AND deleted = 0",
+      tenant,
+    );
+    return { files: Number(r?.n ?? 0), bytes: Number(r?.b ?? 0) };
+  }
+
   /** Newest first; `after` is a file id of the previous page. */
   list(
     caller: Caller,

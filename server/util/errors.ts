@@ -16,6 +16,8 @@ export class ClientError extends Error {
     readonly code: string | null = null,
     /** The request field at fault, in OpenAI's dotted form (e.g. "messages[0].content"). */
     readonly param: string | null = null,
+    /** For a 429: seconds until a retry can succeed, when known (else the edge's default). */
+    readonly retryAfterSeconds: number | null = null,
   ) {
     super(message);
   }

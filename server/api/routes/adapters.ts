@@ -13,6 +13,7 @@ import {
 } from "../schemas/adapters.ts";
 import { deleteAdapter, errorContent as err } from "./shared.ts";
 import type { AppDeps, AppEnv } from "../deps.ts";
+import { checkAdapterQuota } from "../quotas.ts";
 import type { AdapterRecord } from "../../adapters/registry.ts";
 import { type Caller, TENANT_RE, TENANT_RULE } from "../../util/caller.ts";
 import { ClientError } from "../../util/errors.ts";
@@ -146,7 +147,8 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
   app.openapi(routes.create, async (c) => {
     const body = c.req.valid("json");
     const who = owner(c.get("principal"), body.tenant);
-    const rec = await deps.registry.register(who, body.id, body.path);
+    checkAdapterQuota(deps, who);
+    const rec = await deps.registry.register(who, body.id, body.path, (b) => checkAdapterQuota(deps, who, b));
     if (body.preload) await preload(who, rec);
     return c.json(show(rec), 201);
   });
@@ -159,11 +161,13 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
       if (typeof v === "string") return new TextEncoder().encode(v);
       throw new ClientError(400, `${name} is required (a file)`, "invalid_value", name);
     };
+    checkAdapterQuota(deps, who);
     const rec = await deps.registry.upload(
       who,
       String(form.id),
       await bytes(form.adapter_config, "adapter_config"),
       await bytes(form.adapter_model, "adapter_model"),
+      (b) => checkAdapterQuota(deps, who, b),
     );
     return c.json(show(rec), 201);
   });
@@ -184,7 +188,8 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
   app.openapi(routes.load, async (c) => {
     const body = c.req.valid("json");
     const who = c.get("principal");
-    const rec = await deps.registry.register(who, body.lora_name, body.lora_path);
+    checkAdapterQuota(deps, who);
+    const rec = await deps.registry.register(who, body.lora_name, body.lora_path, (b) => checkAdapterQuota(deps, who, b));
     await preload(who, rec);
     return c.text(`Success: LoRA adapter '${body.lora_name}' added successfully.`, 200);
   });

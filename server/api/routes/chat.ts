@@ -60,7 +60,7 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     const who = c.get("principal");
     const adapter = resolveModel(deps, who, body.model);
     c.set("recorded", recordedFields(CHAT_POLICY, body));
-    const promptIds = chatPromptIds(deps, body.messages);
+    const promptIds = await chatPromptIds(deps, who.tenant, body.messages, { signal: c.req.raw.signal });
     if (promptIds.length === 0) throw new ClientError(400, "the rendered prompt is empty", "invalid_value", "messages");
     checkTokenIds(deps, promptIds, "messages");
     const requested = body.max_completion_tokens ?? body.max_tokens ?? null;

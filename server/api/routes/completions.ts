@@ -17,6 +17,7 @@ import {
   stoppingOf,
   type TokenEvent,
   tokenText,
+  textPromptIds,
 } from "../generation.ts";
 
 const route = createRoute({
@@ -70,10 +71,11 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
     const n = body.n ?? 1;
     c.set("recorded", recordedFields(COMPLETIONS_POLICY, body));
     const p = body.prompt;
+    const tenant = who.tenant, signal = c.req.raw.signal;
     const prompts: number[][] = typeof p === "string"
-      ? [deps.tokenizer.encode(p)]
+      ? [await textPromptIds(deps, tenant, p, true, signal)]
       : p.length > 0 && typeof p[0] === "string"
-      ? (p as string[]).map((s) => deps.tokenizer.encode(s))
+      ? await Promise.all((p as string[]).map((s) => textPromptIds(deps, tenant, s, true, signal)))
       : typeof p[0] === "number"
       ? [p as number[]]
       : (p as number[][]);

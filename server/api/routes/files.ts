@@ -2,6 +2,7 @@
 // on upload, errors name the line; a size limit), list (cursor pages), retrieve, content, delete.
 // Files belong to the caller's tenant; another tenant's file answers 404.
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Caller } from "../../util/caller.ts";
 import { errorContent as err } from "./shared.ts";
 import {
   FileDeletedSchema,
@@ -17,6 +18,8 @@ import type { FileRecord, FileStore } from "../../store/files.ts";
 
 export interface FilesDeps {
   files: FileStore;
+  /** Throws when the caller may not store `bytes` more (the files quota). */
+  checkQuota?(caller: Caller, bytes: number): void;
 }
 
 export function fileObject(f: FileRecord) {
@@ -110,6 +113,7 @@ export function registerFilesRoutes(app: OpenAPIHono<AppEnv>, deps: FilesDeps): 
       throw new ClientError(413, `the file is ${file.size} bytes; the limit is ${files.maxBytes}`, "file_too_large", "file");
     }
     const name = file instanceof File ? file.name : "upload.jsonl";
+    deps.checkQuota?.(c.get("principal"), file.size);
     const rec = await files.create(c.get("principal"), name, purpose, new Uint8Array(await file.arrayBuffer()));
     return c.json(fileObject(rec), 200);
   });

@@ -1,6 +1,7 @@
 // fine_tuning.ts — /v1/fine_tuning/jobs (OpenAI's shapes): create, list (cursor pages), retrieve,
 // cancel, events, checkpoints. Jobs belong to the caller's tenant; another tenant's job answers 404.
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Caller } from "../../util/caller.ts";
 import { ErrorSchema } from "../schemas/common.ts";
 import {
   CheckpointListSchema,
@@ -18,6 +19,8 @@ import type { CheckpointRecord, JobEvent, JobRecord } from "../../jobs/types.ts"
 
 export interface FineTuningDeps {
   jobs: JobService;
+  /** Throws when the caller may not start another job (the jobs and adapters quotas). */
+  checkQuota?(caller: Caller): void;
 }
 
 const err = (description: string) => ({ description, content: { "application/json": { schema: ErrorSchema } } });
@@ -211,6 +214,7 @@ export function registerFineTuningRoutes(app: OpenAPIHono<AppEnv>, deps: FineTun
         "hyperparameters",
       );
     }
+    deps.checkQuota?.(c.get("principal"));
     const job = jobs.create(c.get("principal"), { ...body, method, hyperparameters: fromMethod ?? body.hyperparameters });
     return c.json(jobObject(job), 200);
   });

@@ -10,7 +10,7 @@ import {
   TokenizeResponseSchema,
   VersionSchema,
 } from "../schemas/tokenize.ts";
-import { chatPromptIds, checkTokenIds, resolveModel } from "../generation.ts";
+import { chatPromptIds, checkTokenIds, resolveModel, textPromptIds } from "../generation.ts";
 import { errorContent } from "./shared.ts";
 
 /** The server's version (GET /version and the OpenAPI document's info.version). */
@@ -50,12 +50,17 @@ const routes = {
 };
 
 export function registerTokenize(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
-  app.openapi(routes.tokenize, (c) => {
+  app.openapi(routes.tokenize, async (c) => {
     const body = c.req.valid("json");
-    if (body.model !== undefined) resolveModel(deps, c.get("principal"), body.model);
+    const who = c.get("principal"), signal = c.req.raw.signal;
+    if (body.model !== undefined) resolveModel(deps, who, body.model);
     const tokens = "messages" in body
-      ? chatPromptIds(deps, body.messages, { addGenerationPrompt: body.add_generation_prompt, addSpecialTokens: body.add_special_tokens })
-      : deps.tokenizer.encode(body.prompt, { addSpecialTokens: body.add_special_tokens ?? true });
+      ? await chatPromptIds(deps, who.tenant, body.messages, {
+        addGenerationPrompt: body.add_generation_prompt,
+        addSpecialTokens: body.add_special_tokens,
+        signal,
+      })
+      : await textPromptIds(deps, who.tenant, body.prompt, body.add_special_tokens ?? true, signal);
     return c.json({
       count: tokens.length,
       max_model_len: deps.host.info.maxModelLen,
