@@ -7,12 +7,14 @@
 //     a run of its own that sends every token as a chunk);
 //   - GET /health p99 while the 16-adapter latency run goes (target < 50 ms);
 //   - registering an adapter and its first use, minus the same request on a resident adapter
-//     (best of 5 each; target < 20 ms).
+//     (best of 5 each; target < 20 ms);
+//   - tenant isolation (tenants.ts): another tenant's p99 under a flood, /health under 10 MB bodies.
 import type { Row } from "./main.ts";
 import { makeModel } from "../../server/model/make_model.ts";
 import { type LlamaShape, LORA_MODULES } from "../../server/model/llama.ts";
 import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
 import { createServer } from "../../server/server.ts";
+import { tenantRows } from "./tenants.ts";
 
 const DIR = "/tmp/qlora-bench";
 const MODEL = `${DIR}/smollm-135m`;
@@ -148,6 +150,13 @@ async function load(
 }
 
 export async function run(): Promise<Row[]> {
+  const rows = await throughputRows();
+  // tenant isolation (scripts/bench/tenants.ts), on a server of its own with two tenants' keys
+  rows.push(...await tenantRows(MODEL, "smollm-135m"));
+  return rows;
+}
+
+async function throughputRows(): Promise<Row[]> {
   if (!(await exists(`${MODEL}/config.json`))) {
     console.log(`making ${MODEL}`);
     await makeModel({ shape: "smollm-135m", out: MODEL });

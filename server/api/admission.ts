@@ -61,7 +61,12 @@ export class TenantAdmission {
     const limits = this.limitsOf(tenant);
     const max = limits.max_concurrent_requests ?? this.defaultMax;
     if (n > max) {
-      throw new ClientError(400, `n = ${n} choices can never run at once: the limit is max_concurrent_requests = ${max}`, "tenant_limit", "n");
+      throw new ClientError(
+        400,
+        `n = ${n} choices can never run at once: the limit is max_concurrent_requests = ${max}`,
+        "tenant_limit",
+        "n",
+      );
     }
     const now = this.#inFlight.get(tenant) ?? 0;
     if (now + n > max) {

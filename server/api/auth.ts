@@ -7,7 +7,7 @@
 import type { MiddlewareHandler } from "hono";
 import { type Caller, LOCAL_CALLER, TENANT_RE, TENANT_RULE } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
-import { LIMIT_DEFAULTS, parseLimits, tighter, type TenantLimits } from "./limits.ts";
+import { LIMIT_DEFAULTS, parseLimits, type TenantLimits, tighter } from "./limits.ts";
 
 async function digest(key: string): Promise<string> {
   const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)));

@@ -65,7 +65,13 @@ export async function chatPromptIds(
 }
 
 /** A text prompt → its token ids, in the tokenizer pool (off the HTTP thread). */
-export function textPromptIds(deps: AppDeps, tenant: string, text: string, addSpecialTokens = true, signal?: AbortSignal): Promise<number[]> {
+export function textPromptIds(
+  deps: AppDeps,
+  tenant: string,
+  text: string,
+  addSpecialTokens = true,
+  signal?: AbortSignal,
+): Promise<number[]> {
   return deps.tokenizers.encode(tenant, text, addSpecialTokens, signal);
 }
 
@@ -209,7 +215,12 @@ export async function startChoices(
   const host = deps.host;
   const capacity = host.info.maxNumSeqs + deps.maxQueue;
   if (reqs.length > capacity) {
-    throw new ClientError(400, `${reqs.length} choices can never be admitted: the server holds ${capacity} requests at most`, "invalid_value", "n");
+    throw new ClientError(
+      400,
+      `${reqs.length} choices can never be admitted: the server holds ${capacity} requests at most`,
+      "invalid_value",
+      "n",
+    );
   }
   if (host.outstanding + reqs.length > capacity) {
     deps.metrics.rejected.inc();

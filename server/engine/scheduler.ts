@@ -8,6 +8,12 @@
 // with one tenant this is arrival order). When a running sequence needs a new block and none is
 // free, the most recently admitted running sequence is preempted: its blocks are freed and it
 // returns to the front of the queue, to be recomputed from its tokens later.
+//
+// Fair share: when the batch is full and a tenant waits with fewer running sequences (per unit of
+// weight) than another tenant would have after giving one up, that other tenant's most recently
+// admitted sequence is preempted to make room (one such swap per step). Without it a tenant whose
+// long requests fill every slot holds the batch until they all end, however fair the admission
+// order: a flood of 64-token requests kept another tenant's 16-token request waiting ~48 steps.
 import type { BlockManager } from "./kv_blocks.ts";
 import type { Sequence } from "./sequence.ts";
 
@@ -67,7 +73,9 @@ export class Scheduler {
       chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
       budget -= seq.length - seq.numComputedTokens;
     }
-    // 2. admit waiting sequences while they fit
+    // 2. a waiting tenant below its fair share takes a slot from the tenant furthest above it
+    if (this.waiting.length > 0 && this.running.length >= this.limits.maxNumSeqs) this.#fairSwap(chunks);
+    // 3. admit waiting sequences while they fit
     while (this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
       const at = this.#nextWaiting();
       const seq = this.waiting[at];
@@ -102,6 +110,35 @@ export class Scheduler {
       }
     }
     return best;
+  }
+
+  /** Preempts one running sequence of the most over-served tenant for the most under-served
+   * waiting tenant, when that makes the shares fairer (see the file comment). */
+  #fairSwap(chunks: ScheduledChunk[]): void {
+    const running = new Map<string, number>();
+    for (const s of this.running) running.set(s.tenant, (running.get(s.tenant) ?? 0) + 1);
+    let want: Sequence | null = null, wantShare = Infinity;
+    for (const w of this.waiting) {
+      const share = (running.get(w.tenant) ?? 0) / w.tenantWeight;
+      if (share < wantShare) [want, wantShare] = [w, share];
+    }
+    let victim: Sequence | null = null, victimShare = -Infinity;
+    for (let i = this.running.length - 1; i >= 0; i--) {
+      const r = this.running[i];
+      const share = (running.get(r.tenant) ?? 0) / r.tenantWeight;
+      if (share > victimShare) [victim, victimShare] = [r, share];
+    }
+    if (!want || !victim || victim.tenant === want.tenant) return;
+    // fairer only if, after the swap, the waiting tenant is still at most the victim's share
+    const wantAfter = ((running.get(want.tenant) ?? 0) + 1) / want.tenantWeight;
+    const victimAfter = ((running.get(victim.tenant) ?? 0) - 1) / victim.tenantWeight;
+    if (wantAfter > victimAfter) return;
+    const at = chunks.findIndex((c) => c.seq === victim);
+    if (at >= 0) chunks.splice(at, 1);
+    this.#preempt(victim);
+    // the slot is for `want`: it goes ahead of the preempted sequence (which is next after it)
+    this.waiting.splice(this.waiting.indexOf(want), 1);
+    this.waiting.unshift(want);
   }
 
   #preempt(seq: Sequence): void {

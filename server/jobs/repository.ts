@@ -193,7 +193,10 @@ export class JobRepository {
   /** The tenant's jobs that have not finished (any status but the terminal ones). */
   unfinished(tenant: string): number {
     const marks = TERMINAL.map(() => "?").join(", ");
-    return Number(this.store.get<{ n: number }>(`SELECT COUNT(*) AS n FROM jobs WHERE tenant = ? AND status NOT IN (${marks})`, tenant, ...TERMINAL)?.n ?? 0);
+    return Number(
+      this.store.get<{ n: number }>(`SELECT COUNT(*) AS n FROM jobs WHERE tenant = ? AND status NOT IN (${marks})`, tenant, ...TERMINAL)
+        ?.n ?? 0,
+    );
   }
 
   /** Pauses a job that waits at once ("paused"); a running one is asked to ("requested": its runner

@@ -54,6 +54,10 @@ self.onmessage = async (e: MessageEvent<TokenizeJob | { t: "init"; modelDir: str
   try {
     self.postMessage({ t: "ids", ids: run(m, tok!) });
   } catch (err) {
-    self.postMessage({ t: "error", kind: err instanceof ChatTemplateError ? "chat_template" : "tokenizer", message: (err as Error).message });
+    self.postMessage({
+      t: "error",
+      kind: err instanceof ChatTemplateError ? "chat_template" : "tokenizer",
+      message: (err as Error).message,
+    });
   }
 };

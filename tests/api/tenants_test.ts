@@ -1,7 +1,8 @@
 // tenants_test.ts — one tenant's flood cannot shut out another: each tenant may have at most its
 // max_concurrent_requests generation requests running or waiting (the keys file's, or half the
 // server's capacity); past it that tenant gets 429 tenant_limit with Retry-After, while another
-// tenant's requests are admitted and answered as if alone.
+// tenant's requests are admitted, run at once (the flooding tenant gives up running slots) and are
+// answered as if alone.
 import assert from "node:assert/strict";
 import { REFERENCE, storiesServer } from "../helpers.ts";
 
@@ -44,12 +45,20 @@ Deno.test({
         assert.equal(e.code, "tenant_limit");
         assert.match(e.message, /max_concurrent_requests = 4/);
       }
-      // B is admitted while A floods, and gets exactly its tokens alone
+      // B is admitted while A floods, and gets exactly its tokens alone; A's streams hold every
+      // running slot, so B runs only because A gives slots up (fair-share preemption): B is done
+      // long before A's 400-token streams
+      let aFinished = 0;
+      const drains = readers.map(async (r) => {
+        while (!(await r.read()).done);
+        aFinished++;
+      });
       const bs = await Promise.all(Array.from({ length: 3 }, () => post(B, greedy)));
       for (const b of bs) {
         assert.equal(b.status, 200);
         assert.equal(c.prompt + (await b.json()).choices[0].text, c.full_text);
       }
+      assert.equal(aFinished, 0, "B finished while all of A's streams still ran");
       // a per-key limit from the keys file
       const c1 = post(C, { ...greedy, stream: true });
       const first = await c1;
@@ -61,6 +70,7 @@ Deno.test({
       await reader.cancel();
       // once A's streams end, A is admitted again
       for (const r of readers) await r.cancel();
+      await Promise.all(drains);
       let again = 429;
       for (let i = 0; i < 100 && again === 429; i++) {
         const r = await post(A, { ...greedy, max_tokens: 2 });

@@ -183,3 +183,53 @@ Deno.test("scheduler: waiting requests are admitted fairly across tenants (fewes
   for (const s of [...sched.running]) sched.remove(s);
   assert.deepEqual(sched.schedule().map((c) => c.seq.id), [2, 3, 4]);
 });
+
+Deno.test("scheduler: a tenant's weight is its share of the batch when tenants compete", async () => {
+  const { Scheduler } = await import("../../server/engine/scheduler.ts");
+  const { BlockManager } = await import("../../server/engine/kv_blocks.ts");
+  const { Sequence } = await import("../../server/engine/sequence.ts");
+  const sched = new Scheduler(new BlockManager(64, 16), { maxNumSeqs: 6, maxBatchedTokens: 4096, maxModelLen: 256 });
+  let id = 0;
+  const seq = (tenant: string, tenantWeight: number) => new Sequence({ promptIds: [1, 2, 3], tenant, tenantWeight, id: ++id });
+  // both queue many; heavy has weight 2, light weight 1: of 6 slots heavy gets 4, light 2
+  for (let i = 0; i < 8; i++) sched.add(seq("light", 1));
+  for (let i = 0; i < 8; i++) sched.add(seq("heavy", 2));
+  const admitted = sched.schedule().map((c) => c.seq.tenant);
+  assert.equal(admitted.filter((t) => t === "heavy").length, 4, admitted.join(","));
+  assert.equal(admitted.filter((t) => t === "light").length, 2, admitted.join(","));
+});
+
+Deno.test("scheduler: a tenant whose requests fill the batch gives a slot up to a waiting tenant (fair-share preemption)", async () => {
+  const { Scheduler } = await import("../../server/engine/scheduler.ts");
+  const { BlockManager } = await import("../../server/engine/kv_blocks.ts");
+  const { Sequence } = await import("../../server/engine/sequence.ts");
+  const sched = new Scheduler(new BlockManager(64, 16), { maxNumSeqs: 4, maxBatchedTokens: 4096, maxModelLen: 256 });
+  let id = 0;
+  const seq = (tenant: string) => new Sequence({ promptIds: [1, 2, 3], tenant, id: ++id });
+  for (let i = 0; i < 6; i++) sched.add(seq("a"));
+  assert.deepEqual(sched.schedule().map((c) => c.seq.tenant), ["a", "a", "a", "a"]);
+  for (const s of sched.running) s.numComputedTokens = s.length;
+  // b arrives while a holds every slot: the next step runs b in place of a's newest sequence
+  const b1 = seq("b"), b2 = seq("b");
+  sched.add(b1);
+  sched.add(b2);
+  const step = sched.schedule();
+  assert.ok(step.some((c) => c.seq === b1), "b's first request runs at once");
+  assert.equal(sched.running.filter((s) => s.tenant === "a").length, 3);
+  assert.equal(sched.preemptions, 1);
+  for (const s of sched.running) s.numComputedTokens = s.length;
+  // b2 next: a gives up one more (2 and 2 is fair); then no more swaps
+  sched.schedule();
+  for (const s of sched.running) s.numComputedTokens = s.length;
+  assert.deepEqual(sched.running.map((s) => s.tenant).sort(), ["a", "a", "b", "b"]);
+  sched.schedule();
+  assert.equal(sched.preemptions, 2, "2 and 2: no further swap");
+  // with one tenant alone nothing is ever preempted for fairness
+  const solo = new Scheduler(new BlockManager(64, 16), { maxNumSeqs: 2, maxBatchedTokens: 4096, maxModelLen: 256 });
+  for (let i = 0; i < 5; i++) solo.add(seq("a"));
+  for (let k = 0; k < 3; k++) {
+    solo.schedule();
+    for (const s of solo.running) s.numComputedTokens = s.length;
+  }
+  assert.equal(solo.preemptions, 0);
+});

@@ -24,10 +24,22 @@ Deno.test({
       }
       const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "Hello there" }];
       const text = renderChatTemplate(tok.chatTemplate, messages, { bosToken: tok.bosToken, eosToken: tok.eosToken });
-      const ids = await pool.run("t", { t: "chat", template: tok.chatTemplate!, messages, addGenerationPrompt: true, addSpecialTokens: false });
+      const ids = await pool.run("t", {
+        t: "chat",
+        template: tok.chatTemplate!,
+        messages,
+        addGenerationPrompt: true,
+        addSpecialTokens: false,
+      });
       assert.deepEqual(ids, tok.encode(text, { addSpecialTokens: false }));
       await assert.rejects(
-        pool.run("t", { t: "chat", template: "{{ raise_exception('no system messages') }}", messages, addGenerationPrompt: true, addSpecialTokens: false }),
+        pool.run("t", {
+          t: "chat",
+          template: "{{ raise_exception('no system messages') }}",
+          messages,
+          addGenerationPrompt: true,
+          addSpecialTokens: false,
+        }),
         (e) => e instanceof ChatTemplateError && /no system messages/.test(e.message),
       );
     } finally {

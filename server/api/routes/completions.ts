@@ -15,9 +15,9 @@ import {
   samplingOf,
   startForRequest,
   stoppingOf,
+  textPromptIds,
   type TokenEvent,
   tokenText,
-  textPromptIds,
 } from "../generation.ts";
 
 const route = createRoute({
