@@ -169,6 +169,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     // the HTTP thread's side of fine-tuning: the API on the shared database; the worker trains
     jobsApi = apiJobs(training, { ...host.info, hasChatTemplate: tokenizer.chatTemplate !== null }, () => host.pokeJobs());
     deps.files = jobsApi.files;
+    deps.files.validate = (tenant, text, max) => tokenizers.validateJsonl(tenant, text, max);
     deps.jobs = jobsApi.jobs;
     host.onPublish = registryPublisher(registry).publish;
     host.onLog = (entry) => log?.(entry);

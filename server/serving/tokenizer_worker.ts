@@ -1,7 +1,9 @@
 // tokenizer_worker.ts — one tokenizer pool worker (tokenizer_pool.ts): loads the model's tokenizer,
-// then renders chat templates and encodes text, one job at a time, off the HTTP thread.
+// then renders chat templates, encodes text and validates uploaded JSONL, one job at a time, off
+// the HTTP thread.
 import { type ChatMessage, ChatTemplateError, renderChatTemplate } from "../model/chat_template.ts";
 import { Tokenizer } from "../model/tokenizer.ts";
+import { DatasetError, type Example, parseJsonl } from "../training/dataset.ts";
 
 export type TokenizeJob =
   | { t: "encode"; text: string; addSpecialTokens: boolean }
@@ -14,13 +16,21 @@ export type TokenizeJob =
     addGenerationPrompt: boolean;
     addSpecialTokens: boolean;
     extra?: Record<string, unknown>;
-  };
+  }
+  /** Checks a fine-tuning file (training/dataset.ts's parser): its example count and formats. */
+  | { t: "jsonl"; text: string; maxExamples: number };
+
+export interface JsonlSummary {
+  examples: number;
+  kinds: Example["kind"][];
+}
 
 export type TokenizeReply =
   | { t: "ready" }
   | { t: "init_error"; message: string }
   | { t: "ids"; ids: number[] }
-  | { t: "error"; kind: "chat_template" | "tokenizer"; message: string };
+  | { t: "jsonl"; summary: JsonlSummary }
+  | { t: "error"; kind: "chat_template" | "dataset" | "tokenizer"; message: string };
 
 const self = globalThis as unknown as {
   onmessage: ((e: MessageEvent) => void) | null;
@@ -29,15 +39,19 @@ const self = globalThis as unknown as {
 
 let tok: Tokenizer | null = null;
 
-function run(job: TokenizeJob, t: Tokenizer): number[] {
-  if (job.t === "encode") return t.encode(job.text, { addSpecialTokens: job.addSpecialTokens });
+function run(job: TokenizeJob, t: Tokenizer): TokenizeReply {
+  if (job.t === "encode") return { t: "ids", ids: t.encode(job.text, { addSpecialTokens: job.addSpecialTokens }) };
+  if (job.t === "jsonl") {
+    const parsed = parseJsonl(job.text, { maxExamples: job.maxExamples });
+    return { t: "jsonl", summary: { examples: parsed.length, kinds: [...new Set(parsed.map((e) => e.kind))].sort() } };
+  }
   const text = renderChatTemplate(job.template, job.messages, {
     addGenerationPrompt: job.addGenerationPrompt,
     bosToken: t.bosToken,
     eosToken: t.eosToken,
     extra: job.extra,
   });
-  return t.encode(text, { addSpecialTokens: job.addSpecialTokens });
+  return { t: "ids", ids: t.encode(text, { addSpecialTokens: job.addSpecialTokens }) };
 }
 
 self.onmessage = async (e: MessageEvent<TokenizeJob | { t: "init"; modelDir: string }>) => {
@@ -52,12 +66,9 @@ self.onmessage = async (e: MessageEvent<TokenizeJob | { t: "init"; modelDir: str
     return;
   }
   try {
-    self.postMessage({ t: "ids", ids: run(m, tok!) });
+    self.postMessage(run(m, tok!));
   } catch (err) {
-    self.postMessage({
-      t: "error",
-      kind: err instanceof ChatTemplateError ? "chat_template" : "tokenizer",
-      message: (err as Error).message,
-    });
+    const kind = err instanceof ChatTemplateError ? "chat_template" : err instanceof DatasetError ? "dataset" : "tokenizer";
+    self.postMessage({ t: "error", kind, message: (err as Error).message });
   }
 };

@@ -67,9 +67,23 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
   await syncDir(dir);
 }
 
+/** What validating a fine-tuning file tells: its example count and formats. */
+export type FileSummary = { examples: number; kinds: Example["kind"][] };
+
+/** Validates a fine-tuning file's text (training/dataset.ts's parser), throwing its DatasetError. */
+export type FileValidator = (tenant: string, text: string, maxExamples: number) => Promise<FileSummary>;
+
+const validateInline: FileValidator = (_tenant, text, maxExamples) => {
+  const parsed = parseJsonl(text, { maxExamples });
+  return Promise.resolve({ examples: parsed.length, kinds: [...new Set(parsed.map((e) => e.kind))].sort() });
+};
+
 export class FileStore {
   readonly maxBytes: number;
   readonly maxExamples: number;
+  /** Where uploads are validated: inline by default; the server hands it to the tokenizer pool,
+   * off the HTTP thread (parsing tens of MB of JSONL takes about a second). */
+  validate: FileValidator = validateInline;
 
   constructor(
     readonly store: Store,
@@ -112,9 +126,7 @@ export class FileStore {
     }
     let examples: number, kinds: Example["kind"][];
     try {
-      const parsed = parseJsonl(text, { maxExamples: this.maxExamples });
-      examples = parsed.length;
-      kinds = [...new Set(parsed.map((e) => e.kind))].sort();
+      ({ examples, kinds } = await this.validate(caller.tenant, text, this.maxExamples));
     } catch (e) {
       if (e instanceof DatasetError) throw new ClientError(400, `invalid fine-tuning file: ${e.message}`, "invalid_file", "file");
       throw e;

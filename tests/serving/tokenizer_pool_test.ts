@@ -1,12 +1,14 @@
 // tokenizer_pool_test.ts — prompts are tokenized off the HTTP thread, with the model's own
 // tokenizer (same ids as inline), fairly: one tenant's big prompts never hold every worker, so
 // another tenant's small prompt is tokenized while they run; a job whose request went away while it
-// waited is dropped; template errors come back as ChatTemplateError.
+// waited is dropped; template errors come back as ChatTemplateError; uploaded JSONL is validated
+// here too (DatasetError naming the line).
 import assert from "node:assert/strict";
 import { TokenizerPool } from "../../server/serving/tokenizer_pool.ts";
 import { Tokenizer } from "../../server/model/tokenizer.ts";
 import { ChatTemplateError, renderChatTemplate } from "../../server/model/chat_template.ts";
-import { STORIES, tinyModel } from "../helpers.ts";
+import { DatasetError } from "../../server/training/dataset.ts";
+import { secretWordJsonl, STORIES, tinyModel } from "../helpers.ts";
 
 const PROSE = "Once upon a time there was a little cat who liked to play in the sun. ";
 
@@ -41,6 +43,12 @@ Deno.test({
           addSpecialTokens: false,
         }),
         (e) => e instanceof ChatTemplateError && /no system messages/.test(e.message),
+      );
+      // uploaded fine-tuning files are validated here too
+      assert.deepEqual(await pool.validateJsonl("t", secretWordJsonl(3), 100), { examples: 4, kinds: ["chat"] });
+      await assert.rejects(
+        pool.validateJsonl("t", secretWordJsonl(1) + "{not json\n", 100),
+        (e) => e instanceof DatasetError && /^line 3: /.test(e.message),
       );
     } finally {
       pool.close();
