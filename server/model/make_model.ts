@@ -61,7 +61,27 @@ export const SHAPES: Record<string, ModelShape> = {
     ropeTheta: 10000,
     rmsNormEps: 1e-5,
   },
+  // LLaMA (1)'s sizes, as in the QLoRA paper's tables (the memory planner's named shapes)
+  "llama-7b": llama(4096, 11008, 32, 32),
+  "llama-13b": llama(5120, 13824, 40, 40),
+  "llama-33b": llama(6656, 17920, 60, 52),
+  "llama-65b": llama(8192, 22016, 80, 64),
 };
+
+function llama(hiddenSize: number, intermediateSize: number, numLayers: number, numHeads: number): ModelShape {
+  return {
+    hiddenSize,
+    intermediateSize,
+    numLayers,
+    numHeads,
+    numKvHeads: numHeads,
+    vocabSize: 32000,
+    maxPositionEmbeddings: 2048,
+    tieWordEmbeddings: false,
+    ropeTheta: 10000,
+    rmsNormEps: 1e-6,
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tokenizer

@@ -10,7 +10,7 @@
 // more memory).
 import { type Context, type DeviceBuffer, DType, dtypeSize } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
-import { type LlamaModel, LORA_MODULES, type LoraModule } from "../model/llama.ts";
+import { type LlamaModel, type LlamaShape, LORA_MODULES, type LoraModule } from "../model/llama.ts";
 import type { LoraWeights } from "./lora.ts";
 
 export interface TrainBatch {
@@ -51,23 +51,23 @@ const F32 = DType.F32;
 /** One layer's activations [T rows]. */
 type Acts = Record<string, DeviceBuffer>;
 
-/** Scratch for T rows, grown on demand. */
-class TrainWorkspace {
-  T = 0;
-  b: Record<string, DeviceBuffer> = {};
-  layerInputs: DeviceBuffer[] = [];
-  acts: Acts[] = [];
-
-  constructor(readonly ctx: Context, readonly m: LlamaModel, readonly r: number, readonly dtype: DType, readonly recompute: boolean) {}
-
-  ensure(T: number): void {
-    if (T <= this.T) return;
-    this.dispose();
-    const s = this.m.shape;
-    const C = s.hidden, I = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
-    const f = (n: number) => this.ctx.alloc(n * 4); // f32 / i32
-    const a = (n: number) => this.ctx.alloc(n * dtypeSize(this.dtype)); // activations
-    this.b = {
+/**
+ * The training workspace for T rows, in bytes per buffer: `shared` buffers (one set), one layer's
+ * activations (`layer`: kept for every layer, or for one with recompute) and one layer's input
+ * (`layerInput`: layers + 1 of them). One home for these sizes: the workspace allocates them and
+ * the memory planner (model/memory_plan.ts) adds them up.
+ */
+export function trainWorkspaceLayout(
+  s: LlamaShape,
+  T: number,
+  r: number,
+  activationBytes: number,
+): { shared: Record<string, number>; layer: Record<string, number>; layerInput: number } {
+  const C = s.hidden, I = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
+  const f = (n: number) => n * 4; // f32 / i32
+  const a = (n: number) => n * activationBytes; // activations
+  return {
+    shared: {
       ids: f(T),
       targets: f(T),
       weights: f(T),
@@ -75,7 +75,7 @@ class TrainWorkspace {
       losses: f(T),
       top1: f(T), // argmax id per row (token accuracy)
       top1v: f(T),
-      ones: this.ctx.upload(new Float32Array(T).fill(1)),
+      ones: f(T),
       dx: a(T * C),
       dh: a(T * C),
       dq: a(T * Q),
@@ -89,8 +89,8 @@ class TrainWorkspace {
       hn: a(T * C),
       rstdF: f(T),
       scratch: a(T * C),
-    };
-    const layerActs = (): Acts => ({
+    },
+    layer: {
       h1: a(T * C),
       rstd1: f(T),
       q: a(T * Q),
@@ -105,10 +105,31 @@ class TrainWorkspace {
       up: a(T * I),
       act: a(T * I),
       // LoRA drop(x)·Aᵀ per module [T, r], kept for backward
-      ...Object.fromEntries(LORA_MODULES.map((m) => [`xa_${m}`, f(T * this.r)])),
-    });
-    this.acts = Array.from({ length: this.recompute ? 1 : s.layers }, layerActs);
-    this.layerInputs = Array.from({ length: s.layers + 1 }, () => a(T * C));
+      ...Object.fromEntries(LORA_MODULES.map((m) => [`xa_${m}`, f(T * r)])),
+    },
+    layerInput: a(T * C),
+  };
+}
+
+/** Scratch for T rows, grown on demand. */
+class TrainWorkspace {
+  T = 0;
+  b: Record<string, DeviceBuffer> = {};
+  layerInputs: DeviceBuffer[] = [];
+  acts: Acts[] = [];
+
+  constructor(readonly ctx: Context, readonly m: LlamaModel, readonly r: number, readonly dtype: DType, readonly recompute: boolean) {}
+
+  ensure(T: number): void {
+    if (T <= this.T) return;
+    this.dispose();
+    const layout = trainWorkspaceLayout(this.m.shape, T, this.r, dtypeSize(this.dtype));
+    const alloc = (sizes: Record<string, number>) => Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, this.ctx.alloc(n)]));
+    this.b = alloc(layout.shared);
+    this.b.ones.dispose();
+    this.b.ones = this.ctx.upload(new Float32Array(T).fill(1));
+    this.acts = Array.from({ length: this.recompute ? 1 : this.m.shape.layers }, () => alloc(layout.layer));
+    this.layerInputs = Array.from({ length: this.m.shape.layers + 1 }, () => this.ctx.alloc(layout.layerInput));
     this.T = T;
   }
 
