@@ -5,9 +5,9 @@
 import { type Command, parseCommandLine } from "../server/util/flags.ts";
 import { parseModelConfig } from "../server/model/config.ts";
 import { SHAPES } from "../server/model/make_model.ts";
-import type { LlamaShape } from "../server/model/llama.ts";
 import { LORA_MODULES } from "../server/model/llama.ts";
 import {
+  configPlanModel,
   type MemoryPlan,
   PAPER_MEMORY_GB,
   PLAN_PAPER_SETTINGS,
@@ -15,6 +15,7 @@ import {
   type PlanModel,
   type PlanQuant,
   type PlanRequest,
+  shapePlanModel,
 } from "../server/serving/memory_plan.ts";
 import { parseKvCacheMemory } from "../server/serving/kv_budget.ts";
 
@@ -49,35 +50,13 @@ const { values } = parseCommandLine(cmd);
 const v = values as Record<string, string | number | boolean | undefined>;
 
 function shapeModel(name: string): PlanModel {
-  const s = SHAPES[name];
-  if (!s || s.vocabSize === null) throw new Error(`unknown shape "${name}"`);
-  const shape: LlamaShape = {
-    hidden: s.hiddenSize,
-    intermediate: s.intermediateSize,
-    layers: s.numLayers,
-    heads: s.numHeads,
-    kvHeads: s.numKvHeads,
-    headDim: s.hiddenSize / s.numHeads,
-    vocab: s.vocabSize,
-    rmsEps: s.rmsNormEps,
-  };
-  return { shape, tieEmbeddings: s.tieWordEmbeddings, sourceBytes: 2 };
+  const m = shapePlanModel(name);
+  if (!m) throw new Error(`unknown shape "${name}"`);
+  return m;
 }
 
 async function folderModel(dir: string): Promise<PlanModel> {
-  const c = parseModelConfig(JSON.parse(await Deno.readTextFile(`${dir}/config.json`)));
-  const shape: LlamaShape = {
-    hidden: c.hiddenSize,
-    intermediate: c.intermediateSize,
-    layers: c.numLayers,
-    heads: c.numHeads,
-    kvHeads: c.numKvHeads,
-    headDim: c.headDim,
-    vocab: c.vocabSize,
-    rmsEps: c.rmsNormEps,
-  };
-  const f32 = c.torchDtype === "float32";
-  return { shape, tieEmbeddings: c.tieWordEmbeddings, sourceBytes: f32 ? 4 : 2 };
+  return configPlanModel(parseModelConfig(JSON.parse(await Deno.readTextFile(`${dir}/config.json`))));
 }
 
 const MB = (b: number) => (b / 2 ** 20).toFixed(1);

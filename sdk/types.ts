@@ -107,6 +107,8 @@ export type FineTuningJobCheckpointListParams = QueryOf<"/v1/fine_tuning/jobs/{f
 
 // ---- tokenizer and server (vLLM's /tokenize, /detokenize, /version: outside /v1)
 export type TokenizeParams = Schemas["TokenizeRequest"];
+export type MemoryPlanParams = Schemas["MemoryPlanRequest"];
+export type MemoryPlan = Schemas["MemoryPlan"];
 export type TokenizeResponse = Schemas["TokenizeResponse"];
 export type DetokenizeParams = Schemas["DetokenizeRequest"];
 export type DetokenizeResponse = Schemas["DetokenizeResponse"];

@@ -1350,6 +1350,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/memory/plan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Plans the memory of a serving or LoRA training workload (weights, KV cache, adapters, optimizer, activations). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["MemoryPlanRequest"];
+                };
+            };
+            responses: {
+                /** @description The plan */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["MemoryPlan"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unknown model or shape */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models": {
         parameters: {
             query?: never;
@@ -2187,6 +2254,67 @@ export interface components {
             lora_name: string;
             lora_path: string;
             load_inplace?: boolean;
+        };
+        MemoryPlan: {
+            model: string;
+            quantized_weight_bytes: number;
+            quantization_constant_bytes: number;
+            unquantized_bytes: number;
+            kv_cache_bytes: number;
+            adapter_bytes: number;
+            lora_parameter_bytes: number;
+            lora_gradient_bytes: number;
+            optimizer_state_bytes: number;
+            activation_bytes: number;
+            transient_bytes: number;
+            load_buffer_bytes: number;
+            runtime_bytes: number;
+            /** @description The planned peak resident memory. */
+            total_bytes: number;
+            bits_per_quantized_parameter: number | null;
+            budget_bytes: number | null;
+            fits: boolean | null;
+        };
+        MemoryPlanRequest: {
+            /**
+             * @description The served base model's id (default), or a named shape: llama-7b, llama-13b, llama-33b, llama-65b, tinyllama-1.1b, smollm-135m.
+             * @example llama-7b
+             */
+            model?: string;
+            /**
+             * @description Default: the served model's (nf4 for a named shape).
+             * @enum {string}
+             */
+            quant?: "nf4" | "fp4" | "int4" | "none";
+            /** @description Quantize the quantization constants (default true). */
+            double_quant?: boolean;
+            blocksize?: 64 | 128 | 256;
+            /** @description Serving: tokens the KV cache holds in all (sequences × context). */
+            kv_tokens?: number;
+            /** @enum {string} */
+            kv_dtype?: "bf16" | "f32";
+            /** @description Serving: resident LoRA adapters. */
+            adapters?: {
+                count: number;
+                r: number;
+                /** @description LoRA target modules (default: all seven). */
+                target_modules?: ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
+            };
+            /** @description Plan a LoRA training job instead of serving. */
+            training?: {
+                r: number;
+                /** @description LoRA target modules (default: all seven). */
+                target_modules?: ("q_proj" | "k_proj" | "v_proj" | "o_proj" | "gate_proj" | "up_proj" | "down_proj")[];
+                /** @description Tokens in one micro-batch (batch × sequence length). */
+                tokens_per_step: number;
+                gradient_checkpointing?: boolean;
+                /** @enum {string} */
+                activations?: "bf16" | "f32";
+                /** @description Paged AdamW's resident budget (default: all resident). */
+                optimizer_budget_bytes?: number;
+            };
+            /** @description Memory available: the answer says whether the plan fits. */
+            budget_bytes?: number;
         };
         MemoryReport: {
             quantized_weight_bytes: number;

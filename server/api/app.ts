@@ -1,6 +1,7 @@
 // app.ts — the Hono application: request ids and structured logs, body limit, auth, error
 // handling (every error, including schema violations, answers through errors.ts), the routes, the
 // OpenAPI 3.1 document (/openapi.json), the API reference (/docs), /health and /metrics.
+import { registerMemory } from "./routes/memory.ts";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { checkFileQuota, checkJobQuota } from "./quotas.ts";
 import { bodyLimit } from "hono/body-limit";
@@ -90,6 +91,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
   registerModels(app, deps);
   registerAdapters(app, deps);
   registerTokenize(app, deps);
+  registerMemory(app, deps);
   if (deps.files) registerFilesRoutes(app, { files: deps.files, checkQuota: (who, bytes) => checkFileQuota(deps, who, bytes) });
   if (deps.jobs) registerFineTuningRoutes(app, { jobs: deps.jobs, checkQuota: (who) => checkJobQuota(deps, who) });
 

@@ -13,6 +13,8 @@
 import { type LlamaShape, LORA_MODULES, type LoraModule } from "../model/llama.ts";
 import { trainWorkspaceLayout } from "../training/model.ts";
 import { kvBytesPerBlock } from "./kv_budget.ts";
+import { SHAPES } from "../model/make_model.ts";
+import type { ModelConfig } from "../model/config.ts";
 
 export type PlanQuant = "nf4" | "fp4" | "int4" | "none";
 
@@ -84,6 +86,44 @@ export interface MemoryPlan {
 export function runtimeBytes(vocab: number, training: boolean): number {
   const MiB = 2 ** 20, KiB = 2 ** 10;
   return 70 * MiB + 0.45 * KiB * vocab + (training ? 6 * MiB + 0.3 * KiB * vocab : 0);
+}
+
+/** A model folder's config as the planner sees it. */
+export function configPlanModel(c: ModelConfig): PlanModel {
+  return {
+    shape: {
+      hidden: c.hiddenSize,
+      intermediate: c.intermediateSize,
+      layers: c.numLayers,
+      heads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      vocab: c.vocabSize,
+      rmsEps: c.rmsNormEps,
+    },
+    tieEmbeddings: c.tieWordEmbeddings,
+    sourceBytes: c.torchDtype === "float32" ? 4 : 2,
+  };
+}
+
+/** A named shape of make_model.ts (bf16 checkpoints), or null. */
+export function shapePlanModel(name: string): PlanModel | null {
+  const s = Object.hasOwn(SHAPES, name) ? SHAPES[name] : undefined;
+  if (!s || s.vocabSize === null) return null;
+  return {
+    shape: {
+      hidden: s.hiddenSize,
+      intermediate: s.intermediateSize,
+      layers: s.numLayers,
+      heads: s.numHeads,
+      kvHeads: s.numKvHeads,
+      headDim: s.hiddenSize / s.numHeads,
+      vocab: s.vocabSize,
+      rmsEps: s.rmsNormEps,
+    },
+    tieEmbeddings: s.tieWordEmbeddings,
+    sourceBytes: 2,
+  };
 }
 
 /** [rows, cols] of each linear module. */

@@ -8,6 +8,7 @@ import type { LlamaShape } from "../model/llama.ts";
 import type { MemoryReport } from "../model/loader.ts";
 import type { TrainingOptions } from "./training.ts";
 import type { KvBudget, KvPlan } from "./kv_budget.ts";
+import type { PlanModel } from "./memory_plan.ts";
 
 export interface WorkerInit {
   modelDir: string;
@@ -59,6 +60,8 @@ export interface ModelInfo {
   maxModelLen: number;
   quant: string;
   memory: MemoryReport;
+  /** The model as the memory planner sees it (POST /v1/memory/plan). */
+  planModel: PlanModel;
   /** How the KV cache was sized. */
   kv: KvPlan;
   maxNumSeqs: number;

@@ -1,6 +1,7 @@
 // worker.ts — the engine worker: loads the native library and the model, runs the Engine's step
 // loop and the adapter cache, and streams each request's events back to the HTTP thread.
 /// <reference lib="deno.worker" />
+import { configPlanModel } from "./memory_plan.ts";
 import { Context } from "../ffi/tensor.ts";
 import { openModel } from "../model/bundle.ts";
 import { type LoadOptions, memoryReport } from "../model/loader.ts";
@@ -131,6 +132,7 @@ async function init(o: WorkerInit): Promise<void> {
       maxModelLen,
       quant: bundle.loaded.quant,
       memory: memoryReport(bundle.loaded.model, kvBytes, { budgetBytes: kv.budgetBytes, blocks: kv.numBlocks, blockSize: kv.blockSize }),
+      planModel: configPlanModel(bundle.loaded.config),
       kv,
       maxNumSeqs: o.maxNumSeqs,
       eosTokenIds: eosIds,

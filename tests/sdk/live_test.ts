@@ -47,6 +47,11 @@ Deno.test({
         const detail = await client.models.retrieve(model);
         assert.equal(detail.id, model);
         assert.ok(detail.memory && detail.memory.total_bytes > 0);
+        // the memory planner: the served model's weights as its report says; a named shape
+        const plan = await client.models.planMemory({ kv_tokens: 512 });
+        assert.equal(plan.quantized_weight_bytes, detail.memory!.quantized_weight_bytes);
+        const big = await client.models.planMemory({ model: "llama-7b", budget_bytes: 4e9 });
+        assert.equal(big.fits, false);
       });
 
       await t.step("chat: a completion, with its request id; withResponse()", async () => {

@@ -7,9 +7,15 @@ import assert from "node:assert/strict";
 import { Context } from "../../server/ffi/tensor.ts";
 import { openModel } from "../../server/model/bundle.ts";
 import { memoryReport } from "../../server/model/loader.ts";
-import { PAPER_MEMORY_GB, PLAN_PAPER_SETTINGS, planMemory, type PlanModel, type PlanQuant } from "../../server/serving/memory_plan.ts";
-import { SHAPES } from "../../server/model/make_model.ts";
-import { STORIES, STORIES_SHAPE, tinyModel } from "../helpers.ts";
+import {
+  PAPER_MEMORY_GB,
+  PLAN_PAPER_SETTINGS,
+  planMemory,
+  type PlanModel,
+  type PlanQuant,
+  shapePlanModel,
+} from "../../server/serving/memory_plan.ts";
+import { json, STORIES, STORIES_SHAPE, storiesServer, tinyModel } from "../helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -35,21 +41,7 @@ Deno.test("planner: weight bytes equal the loaded model's report, for each quant
 
 Deno.test("planner: the QLoRA paper's memory table within 10% (NF4+DQ, 16-bit embeddings, 2,048-token KV cache, CUDA context)", () => {
   for (const [name, gb] of Object.entries(PAPER_MEMORY_GB)) {
-    const s = SHAPES[name];
-    const model: PlanModel = {
-      shape: {
-        hidden: s.hiddenSize,
-        intermediate: s.intermediateSize,
-        layers: s.numLayers,
-        heads: s.numHeads,
-        kvHeads: s.numKvHeads,
-        headDim: s.hiddenSize / s.numHeads,
-        vocab: s.vocabSize!,
-        rmsEps: s.rmsNormEps,
-      },
-      tieEmbeddings: false,
-      sourceBytes: 2,
-    };
+    const model = shapePlanModel(name)!;
     const planned = planMemory(model, PLAN_PAPER_SETTINGS).total_bytes / 1e9;
     assert.ok(Math.abs(planned / gb - 1) <= 0.1, `${name}: planned ${planned.toFixed(1)} GB, paper ${gb} GB`);
     // double quantization: 4.127 bits per parameter at blocksize 64 (the paper's 0.373 saved vs 4.5)
@@ -82,6 +74,41 @@ Deno.test({
       const m = await measured(["--model", dir, ...args]);
       console.log(`${args.join(" ")}: planned ${(m.planned / 2 ** 20).toFixed(1)} MiB, measured ${(m.peak / 2 ** 20).toFixed(1)} MiB`);
       assert.ok(Math.abs(m.ratio - 1) <= 0.1, `${args.join(" ")}: planned / measured = ${m.ratio.toFixed(3)}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "POST /v1/memory/plan: the served model's plan matches its memory report; named shapes; errors in OpenAI's shape",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const root = await Deno.makeTempDir({ prefix: "qlora-plan-" });
+    const s = await storiesServer(root, { quant: "nf4" });
+    try {
+      const post = (body: unknown) => s.app.request("/v1/memory/plan", json(body));
+      const detail = await (await s.app.request("/v1/models/stories260K")).json();
+      const r = await post({ kv_tokens: 1024, budget_bytes: 2 ** 30 });
+      assert.equal(r.status, 200);
+      const p = await r.json();
+      assert.equal(p.model, "stories260K");
+      for (const k of ["quantized_weight_bytes", "quantization_constant_bytes", "unquantized_bytes"]) {
+        assert.equal(p[k], detail.memory[k], k);
+      }
+      assert.equal(p.kv_cache_bytes, 1024 * 2 * STORIES_SHAPE.layers * STORIES_SHAPE.kvHeads * STORIES_SHAPE.headDim * 2);
+      assert.equal(p.fits, true);
+      const t = await (await post({ model: "llama-7b", training: { r: 16, tokens_per_step: 2048 }, budget_bytes: 8e9 })).json();
+      assert.ok(t.lora_parameter_bytes > 0 && t.optimizer_state_bytes === 2 * t.lora_parameter_bytes && t.activation_bytes > 0);
+      assert.equal(typeof t.fits, "boolean");
+      const missing = await post({ model: "gpt-9" });
+      assert.equal(missing.status, 404);
+      assert.equal((await missing.json()).error.code, "model_not_found");
+      const unknown = await post({ kv_tokenz: 5 });
+      assert.equal(unknown.status, 400);
+      assert.equal((await unknown.json()).error.param, "kv_tokenz");
+    } finally {
+      await s.close();
+      await Deno.remove(root, { recursive: true });
     }
   },
 });
