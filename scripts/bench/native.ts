@@ -231,6 +231,83 @@ function loraRows(ctx: Context): Row {
   };
 }
 
+/**
+ * Small-M 4-bit matmul on SmolLM-135M's linear shapes (q, k, v, o, gate, up, down of 30 layers,
+ * nf4 + double quant, each layer its own copy: ~50 MiB of weights, cold as in a decode step).
+ * One sample is a sweep over every layer; samples of the compared variants are interleaved
+ * (A B A B ..., so machine noise hits both alike) and the ratio is the median of the per-pair
+ * ratios. Rows: 16 rows in one call vs the same 16 rows as 16 one-row calls (the GEMV), and the
+ * time of m = 4, 8, 16, 32 rows against m = 1 (target at 16 rows: <= 2x for bf16).
+ */
+function smallMRows(ctx: Context): Row[] {
+  const s = ctx.lib.symbols;
+  const H = 576, I = 1536, KV = 192, LAYERS = 30;
+  const shapes: [number, number][] = [[H, H], [KV, H], [KV, H], [H, H], [I, H], [I, H], [H, I]];
+  const ws: QWeight[] = [];
+  for (let l = 0; l < LAYERS; l++) {
+    for (const [r, c] of shapes) {
+      ws.push(QWeight.quantize(ctx, randomF32(r * c, 1000 + ws.length, 0.02), DType.F32, r, c, {
+        quantType: "nf4",
+        blocksize: 64,
+        doubleQuant: true,
+      }));
+    }
+  }
+  const M = 32;
+  const xf = randomF32(M * I, 17);
+  using x32 = ctx.upload(xf);
+  using x16 = ctx.upload(bf16Bits(xf));
+  using y = ctx.alloc(M * I * 4);
+  const out: Row[] = [];
+  const sweep = (x: DeviceBuffer, dtype: DType, m: number, calls: number) => {
+    const t0 = performance.now();
+    for (const w of ws) {
+      const cols = w.info.cols, rows = w.info.rows, es = dtype === DType.F32 ? 4 : 2;
+      for (let k = 0; k < calls; k++) {
+        const xp = calls > 1 ? Deno.UnsafePointer.offset(x.ptr!, k * cols * es) : x.ptr;
+        const yp = calls > 1 ? Deno.UnsafePointer.offset(y.ptr!, k * rows * es) : y.ptr;
+        ctx.lib.check(s.ql_matmul_4bit(ctx.ptr, yp, xp, w.ptr, BigInt(m), dtype, 0), "ql_matmul_4bit");
+      }
+    }
+    return performance.now() - t0;
+  };
+  /** Interleaved pairs: median of a/b ratios, and the median times (ms) of each. */
+  const pairs = (a: () => number, b: () => number, n = 9) => {
+    a(), b(); // warm-up
+    const ta: number[] = [], tb: number[] = [], r: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const x = a(), yv = b();
+      ta.push(x), tb.push(yv), r.push(x / yv);
+    }
+    return { a: median(ta), b: median(tb), ratio: median(r) };
+  };
+  for (const dtype of [DType.F32, DType.BF16]) {
+    const x = dtype === DType.F32 ? x32 : x16, dt = dtype === DType.F32 ? "f32" : "bf16";
+    const p = pairs(() => sweep(x, dtype, 16, 1), () => sweep(x, dtype, 1, 16));
+    out.push({
+      name: `smollm-135m linears x30 nf4+dq ${dt}: 16 rows in one call vs 16 one-row calls (ms/step)`,
+      ours: p.a,
+      reference: p.b,
+      ratio: p.a / p.b,
+      target: "<= 0.50",
+      unit: "ms",
+    });
+    for (const m of [4, 8, 16, 32]) {
+      const q = pairs(() => sweep(x, dtype, m, 1), () => sweep(x, dtype, 1, 1));
+      out.push({
+        name: `smollm-135m linears x30 nf4+dq ${dt}: m=${m} vs m=1 (time ratio, median of interleaved pairs)`,
+        ours: q.a,
+        reference: q.b,
+        ratio: q.ratio,
+        target: m === 16 && dtype === DType.BF16 ? "<= 2.0" : null,
+        unit: "ms",
+      });
+    }
+  }
+  for (const w of ws) w.dispose();
+  return out;
+}
+
 function quantRows(ctx: Context): Row[] {
   const s = ctx.lib.symbols;
   const n = 1 << 24;
@@ -249,6 +326,8 @@ function quantRows(ctx: Context): Row[] {
 export async function run(): Promise<Row[]> {
   using ctx = openContext();
   const rows: Row[] = [];
+  if (Deno.env.get("QLORA_BENCH_ONLY") === "smallm") return smallMRows(ctx);
+  rows.push(...smallMRows(ctx));
   for (const [r, c] of [[11008, 4096], [5632, 2048]]) rows.push(...await matvecRows(ctx, r, c));
   rows.push(gemmRows(ctx, 11008, 4096, 512, DType.BF16));
   rows.push(gemmRows(ctx, 5632, 2048, 512, DType.F32));
