@@ -1,12 +1,17 @@
 // scheduler.ts — decides what runs in each step (policy only; no arithmetic, no native calls).
 //
-// Continuous batching: every step decodes one token for each running sequence and admits
-// waiting sequences (whole prompts) while the step's token budget, the sequence limit and the KV
-// blocks allow: preempted sequences first, then the oldest waiting sequence of the tenant with the
-// fewest running ones (so a tenant with many queued requests cannot hold the batch; with one
-// tenant this is arrival order). When a running sequence needs a new block and none is
-// free, the most recently admitted running sequence is preempted: its blocks are freed and it
-// returns to the front of the queue, to be recomputed from its tokens later.
+// Continuous batching with chunked prefill: every step first decodes one token for each running
+// sequence whose prompt is computed, then spends what is left of the step's token budget
+// (maxBatchedTokens) on prompt chunks: the running sequences still in prefill (oldest first), then
+// waiting sequences admitted while the sequence limit and the KV blocks allow: preempted
+// sequences first, then the oldest waiting sequence of the tenant with the fewest running ones (so
+// a tenant with many queued requests cannot hold the batch; with one tenant this is arrival
+// order). A prompt longer than the budget is computed over several steps, so a long prompt never
+// stalls the others' streams for its whole length; cached prefix blocks (found at allocation) are
+// skipped. A sequence is sampled only after the step that computes its last token. When a running
+// sequence needs a new block and none is free, the most recently admitted running sequence is
+// preempted: its blocks are freed and it returns to the front of the queue, to be recomputed from
+// its tokens later.
 import type { BlockManager } from "./kv_blocks.ts";
 import type { Sequence } from "./sequence.ts";
 
@@ -53,9 +58,11 @@ export class Scheduler {
   schedule(): ScheduledChunk[] {
     const chunks: ScheduledChunk[] = [];
     let budget = this.limits.maxBatchedTokens;
-    // 1. decode the running sequences (each computes its last, not yet cached token)
+    // 1. decode the running sequences whose prompt is computed (each computes its last, not yet
+    // cached token)
     for (let i = 0; i < this.running.length; i++) {
       const seq = this.running[i];
+      if (seq.length - seq.numComputedTokens !== 1) continue; // still in prefill: step 2
       while (!this.blocks.canAppend(seq)) {
         const victim = this.running[this.running.length - 1];
         this.#preempt(victim);
@@ -64,23 +71,32 @@ export class Scheduler {
       if (seq.status !== "running") break; // preempted itself: the rest were preempted before it
       this.blocks.mayAppend(seq);
       chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
-      budget -= seq.length - seq.numComputedTokens;
+      budget -= 1;
     }
-    // 2. admit waiting sequences while they fit
-    while (this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
+    // 2. continue the prefills under way (their blocks are allocated)
+    for (const seq of this.running) {
+      if (budget <= 0) break;
+      const left = seq.length - seq.numComputedTokens;
+      if (left <= 1) continue;
+      const n = Math.min(left, budget);
+      chunks.push({ seq, start: seq.numComputedTokens, end: seq.numComputedTokens + n });
+      this.blocks.markFilled(seq, seq.numComputedTokens + n);
+      budget -= n;
+    }
+    // 3. admit waiting sequences while they fit: the first chunk of each prompt
+    while (budget > 0 && this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
       const at = this.#nextWaiting();
       const seq = this.waiting[at];
       if (!this.blocks.canAllocate(seq)) break;
-      // cached prefix tokens are not computed; estimate with the full length before allocating
-      const need = seq.length;
-      if (need > budget && chunks.length > 0) break;
       this.waiting.splice(at, 1);
-      this.blocks.allocate(seq);
+      this.blocks.allocate(seq, 0); // markFilled below: the blocks this step computes
       seq.numComputedTokens = seq.numCachedTokens;
       seq.status = "running";
       this.running.push(seq);
-      chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
-      budget -= seq.length - seq.numComputedTokens;
+      const n = Math.min(seq.length - seq.numComputedTokens, budget);
+      this.blocks.markFilled(seq, seq.numComputedTokens + n);
+      chunks.push({ seq, start: seq.numComputedTokens, end: seq.numComputedTokens + n });
+      budget -= n;
     }
     return chunks;
   }
