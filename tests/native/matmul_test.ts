@@ -64,20 +64,20 @@ function checkMatmul(ctx: Context, rng: Rng, rows: number, cols: number, qt: Qua
   }
 }
 
-testEachBackend("matmul_4bit: all quant types, double quant, fused (m <= 8) and GEMM (m > 8) paths", (ctx) => {
+testEachBackend("matmul_4bit: all quant types, double quant, fused (m <= 64) and GEMM (m > 64) paths", (ctx) => {
   const rng = new Rng(101);
   for (const qt of ["nf4", "fp4", "int4"] as QuantTypeName[]) {
     for (const dq of [true, false]) {
       // blocksize 64 does not divide cols = 96: blocks straddle rows
-      checkMatmul(ctx, rng, 37, 96, qt, 64, dq, [1, 3, 8, 13]);
+      checkMatmul(ctx, rng, 37, 96, qt, 64, dq, [1, 3, 8, 13, 70]);
     }
   }
 });
 
 testEachBackend("matmul_4bit: odd shapes and every blocksize", (ctx) => {
   const rng = new Rng(102);
-  checkMatmul(ctx, rng, 19, 100, "nf4", 32, true, [1, 5, 11]); // cols % 32 != 0: general path
-  checkMatmul(ctx, rng, 7, 33, "fp4", 128, false, [2, 9]); // odd cols: bytes straddle rows
+  checkMatmul(ctx, rng, 19, 100, "nf4", 32, true, [1, 5, 11, 65]); // cols % 32 != 0: general path
+  checkMatmul(ctx, rng, 7, 33, "fp4", 128, false, [2, 9, 67]); // odd cols: bytes straddle rows
   checkMatmul(ctx, rng, 33, 64, "nf4", 4096, true, [1, 10]); // one partial block
   checkMatmul(ctx, rng, 40, 1024, "int4", 2048, true, [4]);
   checkMatmul(ctx, rng, 24, 256, "nf4", 64, true, [1, 3, 8]); // bf16 fused int8 path: cols % 128 == 0
@@ -85,7 +85,7 @@ testEachBackend("matmul_4bit: odd shapes and every blocksize", (ctx) => {
   // several dequantized tiles (f32: 32 rows per tile, bf16: 64) through the test-only size cap
   Deno.env.set("QLORA_MATMUL_TILE_BYTES", "32768");
   try {
-    checkMatmul(ctx, rng, 100, 256, "nf4", 64, false, [9]);
+    checkMatmul(ctx, rng, 100, 256, "nf4", 64, false, [9, 65]);
   } finally {
     Deno.env.delete("QLORA_MATMUL_TILE_BYTES");
   }
