@@ -7,6 +7,7 @@ import { createServer } from "./server.ts";
 import { type Command, fail, parseCommandLine } from "./util/flags.ts";
 import { ensureNative, NativeBuildError, wantedBackends } from "./ffi/build.ts";
 import { KeyStore } from "./api/auth.ts";
+import { DEFAULT_MAX_BATCHED_TOKENS } from "./engine/engine.ts";
 import { type KvBudget, parseKvCacheMemory } from "./serving/kv_budget.ts";
 
 const DEFAULT_MODEL = new URL("../models/stories260K", import.meta.url).pathname;
@@ -42,6 +43,12 @@ const cmd: Command = {
     },
     threads: { type: "int", help: "CPU threads", defaultText: "all cores" },
     "max-num-seqs": { type: "int", default: 64, help: "sequences decoded together" },
+    "max-num-batched-tokens": {
+      type: "int",
+      default: DEFAULT_MAX_BATCHED_TOKENS,
+      help: "tokens computed in one step: the running decodes plus prompt chunks (longer prompts are prefilled over several " +
+        "steps, so a long prompt never stalls the other streams); at least --max-num-seqs",
+    },
     "kv-cache-memory": {
       type: "string",
       arg: "SIZE|FRACTION",
@@ -85,6 +92,10 @@ try {
   if (typeof config !== "object" || config === null || Array.isArray(config)) throw new Error("not a JSON object");
 } catch (e) {
   fail(cmd, `${modelDir}/config.json is not a model config: ${oneLine(e)}`);
+}
+
+if (num("max-num-batched-tokens")! < Math.max(1, num("max-num-seqs")!)) {
+  fail(cmd, `--max-num-batched-tokens (${num("max-num-batched-tokens")}) must be at least --max-num-seqs (${num("max-num-seqs")})`);
 }
 
 // 2. the data folder must be writable
@@ -159,6 +170,7 @@ try {
     dataDir,
     threads: num("threads") ?? 0,
     maxNumSeqs: num("max-num-seqs")!,
+    maxBatchedTokens: num("max-num-batched-tokens")!,
     kvCacheBytes: kvBudget && "bytes" in kvBudget ? kvBudget.bytes : undefined,
     kvCacheFraction: kvBudget && "fraction" in kvBudget ? kvBudget.fraction : undefined,
     quantizedCache: values["no-quantized-cache"] !== true,

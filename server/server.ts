@@ -28,6 +28,8 @@ export interface ServerOptions {
   dataDir: string;
   threads?: number;
   maxNumSeqs?: number;
+  /** Tokens computed in one engine step: decodes plus prompt chunks (default: the engine's). */
+  maxBatchedTokens?: number;
   maxQueue?: number;
   maxModelLen?: number;
   /** KV cache blocks: an explicit override (tests); otherwise they follow from the KV budget. */
@@ -92,6 +94,7 @@ export async function createServer(o: ServerOptions): Promise<Server> {
     activations: o.activations,
     threads: o.threads ?? 0,
     maxNumSeqs,
+    maxBatchedTokens: o.maxBatchedTokens,
     maxModelLen: o.maxModelLen,
     numBlocks: o.numBlocks,
     kvCacheMemory: o.kvCacheBytes !== undefined

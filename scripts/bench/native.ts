@@ -1,6 +1,8 @@
 // native.ts — the `native` suite: kernels of the native library (CPU backend by default;
 // QLORA_BACKEND / QLORA_LIB / QLORA_BUILD_DIR pick the library as in the tests), 2 threads,
 // warm-up, median of several timed runs.
+//   - small-M 4-bit matmul on SmolLM-135M's linears: 16 rows in one call vs 16 one-row calls, and
+//     m = 4..32 against m = 1 (interleaved pairs, median ratio); SGMV LoRA: 16 adapters vs one
 //   - fused 4-bit matvec (m = 1, nf4 + double quant): GB/s of packed codes + absmax read,
 //     against a plain read of a buffer of the same size (shared/peers/readbw.c, same run)
 //   - 4-bit matmul with 512 rows against oneDNN's dense GEMM on the dequantized weight
@@ -231,6 +233,179 @@ function loraRows(ctx: Context): Row {
   };
 }
 
+/** Interleaved pairs (A B A B ..., so machine noise hits both alike): the median time (ms) of
+ * each and the median of the per-pair ratios a / b. */
+function pairs(a: () => number, b: () => number, n = 9): { a: number; b: number; ratio: number } {
+  a(), b(); // warm-up
+  const ta: number[] = [], tb: number[] = [], r: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const x = a(), y = b();
+    ta.push(x), tb.push(y), r.push(x / y);
+  }
+  return { a: median(ta), b: median(tb), ratio: median(r) };
+}
+
+const SMOL = { hidden: 576, intermediate: 1536, kv: 192, layers: 30 };
+
+/** The linears of SmolLM-135M's 30 layers (q, k, v, o, gate, up, down; nf4 + double quant, each
+ * layer its own copy: ~50 MiB, cold as in a decode step) and a sweep over them with m rows. */
+function smolLinears(ctx: Context) {
+  const s = ctx.lib.symbols;
+  const { hidden: H, intermediate: I, kv: KV } = SMOL;
+  const shapes: [number, number][] = [[H, H], [KV, H], [KV, H], [H, H], [I, H], [I, H], [H, I]];
+  const ws: QWeight[] = [];
+  for (let l = 0; l < SMOL.layers; l++) {
+    for (const [r, c] of shapes) {
+      ws.push(QWeight.quantize(ctx, randomF32(r * c, 1000 + ws.length, 0.02), DType.F32, r, c, {
+        quantType: "nf4",
+        blocksize: 64,
+        doubleQuant: true,
+      }));
+    }
+  }
+  const M = 32;
+  const xf = randomF32(M * I, 17);
+  const x32 = ctx.upload(xf), x16 = ctx.upload(bf16Bits(xf)), y = ctx.alloc(M * I * 4);
+  /** ms for one sweep: every weight with m rows, `calls` times (call k on rows k·m ..). */
+  const sweep = (dtype: DType, m: number, calls = 1) => {
+    const x = dtype === DType.F32 ? x32 : x16, es = dtype === DType.F32 ? 4 : 2;
+    const t0 = performance.now();
+    for (const w of ws) {
+      const cols = w.info.cols, rows = w.info.rows;
+      for (let k = 0; k < calls; k++) {
+        const xp = k > 0 ? Deno.UnsafePointer.offset(x.ptr!, k * m * cols * es) : x.ptr;
+        const yp = k > 0 ? Deno.UnsafePointer.offset(y.ptr!, k * m * rows * es) : y.ptr;
+        ctx.lib.check(s.ql_matmul_4bit(ctx.ptr, yp, xp, w.ptr, BigInt(m), dtype, 0), "ql_matmul_4bit");
+      }
+    }
+    return performance.now() - t0;
+  };
+  const dispose = () => {
+    for (const w of ws) w.dispose();
+    x32.dispose(), x16.dispose(), y.dispose();
+  };
+  return { sweep, dispose };
+}
+
+/**
+ * Small-M 4-bit matmul on SmolLM-135M's linear shapes (see smolLinears): 16 rows in one call vs
+ * the same 16 rows as 16 one-row calls (the GEMV), and m = 4, 8, 16, 32 rows against m = 1
+ * (target at 16 rows: <= 2x for bf16), as interleaved pairs. With QLORA_BENCH_BASELINE_LIB=path
+ * (an older build of the library), also m = 16 here against m = 16 there, interleaved.
+ */
+function smallMRows(ctx: Context): Row[] {
+  const lin = smolLinears(ctx);
+  const out: Row[] = [];
+  const name = (dt: string, what: string) => `smollm-135m linears x30 nf4+dq ${dt}: ${what}`;
+  const baselinePath = Deno.env.get("QLORA_BENCH_BASELINE_LIB");
+  const baseCtx = baselinePath ? new Context({ libraryPath: baselinePath, threads: THREADS }) : null;
+  const base = baseCtx ? smolLinears(baseCtx) : null;
+  try {
+    for (const dtype of [DType.F32, DType.BF16]) {
+      const dt = dtype === DType.F32 ? "f32" : "bf16";
+      const p = pairs(() => lin.sweep(dtype, 16), () => lin.sweep(dtype, 1, 16));
+      out.push({
+        name: name(dt, "16 rows in one call vs 16 one-row calls (ms per sweep, ratio of pairs)"),
+        ours: p.a,
+        reference: p.b,
+        ratio: p.ratio,
+        target: "<= 0.50",
+        unit: "ms",
+      });
+      for (const m of [4, 8, 16, 32]) {
+        const q = pairs(() => lin.sweep(dtype, m), () => lin.sweep(dtype, 1));
+        out.push({
+          name: name(dt, `m=${m} vs m=1 (time ratio)`),
+          ours: q.a,
+          reference: q.b,
+          ratio: q.ratio,
+          target: m === 16 && dtype === DType.BF16 ? "<= 2.0" : null,
+          unit: "ms",
+        });
+      }
+      if (base) {
+        for (const m of [1, 16]) {
+          const q = pairs(() => lin.sweep(dtype, m), () => base.sweep(dtype, m));
+          out.push({
+            name: name(dt, `m=${m}, this build vs the baseline library`),
+            ours: q.a,
+            reference: q.b,
+            ratio: q.ratio,
+            target: null,
+            unit: "ms",
+          });
+        }
+      }
+    }
+  } finally {
+    lin.dispose();
+    base?.dispose();
+    baseCtx?.dispose();
+  }
+  return out;
+}
+
+/**
+ * Multi-adapter LoRA (SGMV) on SmolLM-135M's q shape (576 -> 576, r 16 as the serve suite's
+ * adapters), 16 rows: 16 rows on 16 adapters (rows interleaved: adapter t % 16) against 16 rows
+ * on one adapter, both through ql_lora_multi_forward, interleaved pairs of sweeps over 30 layers
+ * x 7 modules' worth of calls (each module its own adapter weights, so they stream from memory).
+ */
+function sgmvRows(ctx: Context): Row {
+  const s = ctx.lib.symbols;
+  const T = 16, inF = SMOL.hidden, outF = SMOL.hidden, r = 16, calls = SMOL.layers * 7;
+  const bufs: DeviceBuffer[] = [];
+  const mk = (n: number) => {
+    const a = new BigUint64Array(n), b = new BigUint64Array(n);
+    for (let i = 0; i < n; i++) {
+      const A = ctx.upload(randomF32(r * inF, 100 + bufs.length, 0.02)), B = ctx.upload(randomF32(outF * r, 200 + bufs.length, 0.02));
+      bufs.push(A, B);
+      a[i] = BigInt(Deno.UnsafePointer.value(A.ptr));
+      b[i] = BigInt(Deno.UnsafePointer.value(B.ptr));
+    }
+    return { a, b };
+  };
+  const many = Array.from({ length: calls }, () => mk(16)), one = Array.from({ length: calls }, () => mk(1));
+  using x = ctx.upload(randomF32(T * inF, 5));
+  using y = ctx.alloc(T * outF * 4, true);
+  const rowsMany = Int32Array.from({ length: T }, (_, t) => t % 16), rowsOne = new Int32Array(T);
+  const rk = new Int32Array(16).fill(r), sc = new Float32Array(16).fill(2);
+  const sweep = (sets: { a: BigUint64Array; b: BigUint64Array }[], rowAdapter: Int32Array) => {
+    const t0 = performance.now();
+    for (const set of sets) {
+      ctx.lib.check(
+        s.ql_lora_multi_forward(
+          ctx.ptr,
+          y.ptr,
+          x.ptr,
+          rowAdapter,
+          set.a,
+          set.b,
+          rk,
+          sc,
+          BigInt(set.a.length),
+          BigInt(T),
+          BigInt(inF),
+          BigInt(outF),
+          DType.F32,
+        ),
+        "ql_lora_multi_forward",
+      );
+    }
+    return performance.now() - t0;
+  };
+  const p = pairs(() => sweep(many, rowsMany), () => sweep(one, rowsOne));
+  for (const b of bufs) b.dispose();
+  return {
+    name: `lora multi (SGMV) ${calls} calls of 16 rows ${inF}->${outF} r=${r}: 16 adapters vs 1 adapter`,
+    ours: p.a,
+    reference: p.b,
+    ratio: p.ratio,
+    target: "<= 1.10",
+    unit: "ms",
+  };
+}
+
 function quantRows(ctx: Context): Row[] {
   const s = ctx.lib.symbols;
   const n = 1 << 24;
@@ -249,6 +424,8 @@ function quantRows(ctx: Context): Row[] {
 export async function run(): Promise<Row[]> {
   using ctx = openContext();
   const rows: Row[] = [];
+  if (Deno.env.get("QLORA_BENCH_ONLY") === "smallm") return [...smallMRows(ctx), sgmvRows(ctx)];
+  rows.push(...smallMRows(ctx), sgmvRows(ctx));
   for (const [r, c] of [[11008, 4096], [5632, 2048]]) rows.push(...await matvecRows(ctx, r, c));
   rows.push(gemmRows(ctx, 11008, 4096, 512, DType.BF16));
   rows.push(gemmRows(ctx, 5632, 2048, 512, DType.F32));

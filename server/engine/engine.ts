@@ -11,9 +11,15 @@ import type { SamplingParams, TopLogprob } from "./sampling.ts";
 import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
 import { EventQueue } from "../util/event_queue.ts";
 
+/** Tokens one step computes by default: the running decodes plus prompt chunks up to this many
+ * (a longer prompt is prefilled over several steps, so the others' streams keep flowing). */
+export const DEFAULT_MAX_BATCHED_TOKENS = 256;
+
 export interface EngineOptions {
   maxNumSeqs?: number; // default 64
-  maxBatchedTokens?: number; // default 2048
+  /** Tokens computed in one step (decodes + prompt chunks; longer prompts are chunked); default
+   * DEFAULT_MAX_BATCHED_TOKENS, at least maxNumSeqs. */
+  maxBatchedTokens?: number;
   /** KV cache blocks. The server's worker passes them, sized by a memory budget (serving/kv_budget.ts);
    * default here (tests, scripts): enough for maxNumSeqs sequences of 512 tokens. */
   numBlocks?: number;
@@ -88,9 +94,14 @@ export class Engine {
     const numBlocks = opts.numBlocks ?? Math.ceil((maxNumSeqs * Math.min(512, opts.maxModelLen)) / blockSize);
     this.maxModelLen = opts.maxModelLen;
     this.blocks = new BlockManager(numBlocks, blockSize);
+    const maxBatchedTokens = opts.maxBatchedTokens ?? Math.max(DEFAULT_MAX_BATCHED_TOKENS, maxNumSeqs);
+    // every running sequence may decode in one step, and a prefill under way must still progress
+    if (!Number.isInteger(maxBatchedTokens) || maxBatchedTokens < maxNumSeqs) {
+      throw new RangeError(`maxBatchedTokens (${maxBatchedTokens}) must be an integer >= maxNumSeqs (${maxNumSeqs})`);
+    }
     this.scheduler = new Scheduler(this.blocks, {
       maxNumSeqs,
-      maxBatchedTokens: opts.maxBatchedTokens ?? 2048,
+      maxBatchedTokens,
       maxModelLen: opts.maxModelLen,
     });
     this.runner = new ModelRunner(model, model.newKvCache(numBlocks, blockSize), this.blocks, adapters);
@@ -212,12 +223,13 @@ export class Engine {
       tokens += c.end - c.start;
       if (c.end - c.start > 1) prefill += c.end - c.start;
       const p = this.#pending.get(c.seq);
-      if (p && c.seq.numOutputTokens === 0) p.cachedTokens = c.start;
+      // the first chunk of a prompt starts after its cached prefix
+      if (p && c.seq.numOutputTokens === 0 && c.start === c.seq.numCachedTokens) p.cachedTokens = c.start;
     }
     const logits = this.#runContained(chunks);
     chunks.forEach((c, i) => {
       const p = this.#pending.get(c.seq);
-      if (!p || p.done || logits[i] === null) return;
+      if (!p || p.done || logits[i] === null) return; // failed, or a prompt chunk with more to come
       const seq = c.seq;
       const r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds);
       seq.appendToken(r.token);

@@ -10,6 +10,11 @@
 // The cache salt separates prefixes whose KV differs for the same tokens: pass the adapter id
 // (LoRA deltas on k/v change the cached values).
 //
+// With chunked prefill a prompt's blocks are allocated (and hashed) at once but computed over
+// several steps: a block is matched only once it is filled, i.e. once a scheduled step computes
+// all its tokens (allocate's computeEnd, then markFilled as later chunks are scheduled; a step's
+// own cache writes precede its attention reads, so "scheduled" is soon enough).
+//
 // The block that holds a sequence's last token is never taken from the cache on allocate, so
 // the last prompt token is always computed (its logits are needed) and written into a block the
 // sequence owns alone.
@@ -61,6 +66,7 @@ export class BlockManager {
   readonly #hash: Float64Array;
   readonly #tokens: (Int32Array | null)[];
   readonly #salt: string[];
+  readonly #filled: Uint8Array;
   readonly #hashToBlock = new Map<number, number>();
   /** Free block ids in the order they should be handed out (insertion order). */
   readonly #free = new Set<number>();
@@ -78,6 +84,7 @@ export class BlockManager {
     this.#hash = new Float64Array(numBlocks).fill(NO_HASH);
     this.#tokens = new Array(numBlocks).fill(null);
     this.#salt = new Array(numBlocks).fill("");
+    this.#filled = new Uint8Array(numBlocks);
     for (let i = 0; i < numBlocks; i++) this.#free.add(i);
   }
 
@@ -113,6 +120,7 @@ export class BlockManager {
       if (h !== NO_HASH && this.#hashToBlock.get(h) === id) this.#hashToBlock.delete(h);
       this.#hash[id] = NO_HASH;
       this.#tokens[id] = null;
+      this.#filled[id] = 0;
     } else id = blockId;
     if (!this.#free.delete(id)) throw new BlockManagerError(`block ${id} is not free`);
     if (this.#refCount[id] !== 0) throw new BlockManagerError(`free block ${id} has refcount ${this.#refCount[id]}`);
@@ -129,16 +137,18 @@ export class BlockManager {
 
   #matches(id: number, tokens: ArrayLike<number>, start: number, salt: string): boolean {
     const t = this.#tokens[id];
-    if (!t || this.#salt[id] !== salt) return false;
+    if (!t || this.#salt[id] !== salt || !this.#filled[id]) return false;
     for (let i = 0; i < this.blockSize; i++) if (t[i] !== tokens[start + i]) return false;
     return true;
   }
 
   /**
-   * Gives `seq` a block table for all its tokens, reusing cached full prefix blocks.
+   * Gives `seq` a block table for all its tokens, reusing cached (filled) full prefix blocks.
    * Sets seq.blockTable and seq.numCachedTokens (a multiple of blockSize, < tokenIds.length).
+   * computeEnd: the tokens [0, computeEnd) are computed by the step being scheduled (default all);
+   * blocks past it become shareable when markFilled says so.
    */
-  allocate(seq: BlockSequence): void {
+  allocate(seq: BlockSequence, computeEnd = seq.tokenIds.length): void {
     if (seq.blockTable.length > 0) throw new BlockManagerError("sequence already has blocks");
     const n = seq.tokenIds.length;
     const bs = this.blockSize;
@@ -171,6 +181,7 @@ export class BlockManager {
       } else {
         id = this.#takeFree();
         if (full) this.#register(id, h, seq.tokenIds, start, salt);
+        if (full && start + bs <= computeEnd) this.#filled[id] = 1;
       }
       table.push(id);
       prev = h;
@@ -204,6 +215,12 @@ export class BlockManager {
       need++;
     }
     return need;
+  }
+
+  /** The step being scheduled computes seq's tokens up to `end`: its full blocks below it are filled. */
+  markFilled(seq: BlockSequence, end: number): void {
+    const bs = this.blockSize;
+    for (let b = 0; (b + 1) * bs <= end && b < seq.blockTable.length; b++) this.#filled[seq.blockTable[b]] = 1;
   }
 
   /** Releases the sequence's blocks (last first, so the prefix stays cached longest). */
@@ -250,6 +267,7 @@ export class BlockManager {
         const h = blockHash(prev === NO_HASH ? 0 : prev, seq.tokenIds, start, start + bs, salt);
         this.#register(id, h, seq.tokenIds, start, salt);
       }
+      this.#filled[id] = 1; // computed by the step being scheduled
     }
   }
 
@@ -272,6 +290,7 @@ export class BlockManager {
       if (h !== NO_HASH && this.#hashToBlock.get(h) === id) this.#hashToBlock.delete(h);
       this.#hash[id] = NO_HASH;
       this.#tokens[id] = null;
+      this.#filled[id] = 0;
     }
   }
 

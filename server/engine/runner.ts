@@ -17,8 +17,9 @@ export class ModelRunner {
     readonly adapters?: AdapterBinder,
   ) {}
 
-  /** Computes the chunks' tokens; returns the logits [vocab] after each chunk's last token. */
-  run(chunks: ScheduledChunk[]): Float32Array[] {
+  /** Computes the chunks' tokens; returns the logits [vocab] after each chunk's last token, for
+   * the chunks that reach their sequence's end (null for a prompt chunk with more to come). */
+  run(chunks: ScheduledChunk[]): (Float32Array | null)[] {
     if (chunks.length === 0) return [];
     let T = 0;
     for (const c of chunks) T += c.end - c.start;
@@ -27,7 +28,7 @@ export class ModelRunner {
     let maxBlocks = 1;
     for (const c of chunks) maxBlocks = Math.max(maxBlocks, c.seq.blockTable.length);
     const blockTables = new Int32Array(S * maxBlocks), qStart = new Int32Array(S + 1), ctxLens = new Int32Array(S);
-    const logitRows = new Int32Array(S);
+    const logitRows: number[] = [], logitIndex = new Int32Array(S).fill(-1);
     let t = 0;
     chunks.forEach((c, i) => {
       const ids = c.seq.tokenIds;
@@ -39,7 +40,10 @@ export class ModelRunner {
       }
       qStart[i + 1] = t;
       ctxLens[i] = c.end;
-      logitRows[i] = t - 1;
+      if (c.end === c.seq.length) {
+        logitIndex[i] = logitRows.length;
+        logitRows.push(t - 1);
+      }
       blockTables.set(c.seq.blockTable, i * maxBlocks);
     });
     const logits = this.model.forward(
@@ -48,13 +52,13 @@ export class ModelRunner {
         positions,
         slots,
         paged: { blockTables, qStart, ctxLens, S, maxBlocks },
-        logitRows,
+        logitRows: Int32Array.from(logitRows),
         adapters: this.adapters?.bind(chunks, rowSeq),
       },
       this.cache,
     );
     for (const c of chunks) c.seq.numComputedTokens = c.end;
     const V = this.model.shape.vocab;
-    return chunks.map((_, i) => logits.subarray(i * V, (i + 1) * V));
+    return chunks.map((_, i) => logitIndex[i] < 0 ? null : logits.subarray(logitIndex[i] * V, (logitIndex[i] + 1) * V));
   }
 }

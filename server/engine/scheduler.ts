@@ -1,13 +1,18 @@
 // scheduler.ts — decides what runs in each step (policy only; no arithmetic, no native calls).
 //
-// Continuous batching: every step decodes one token for each running sequence and admits
-// waiting sequences (whole prompts) while the step's token budget, the sequence limit and the KV
-// blocks allow: preempted sequences first, then the oldest waiting sequence of the tenant with the
-// fewest running ones per unit of its weight (so a tenant with many queued requests cannot hold
-// the batch, and a tenant of weight 2 gets twice the share of one of weight 1 when they compete;
-// with one tenant this is arrival order). When a running sequence needs a new block and none is
-// free, the most recently admitted running sequence is preempted: its blocks are freed and it
-// returns to the front of the queue, to be recomputed from its tokens later.
+// Continuous batching with chunked prefill: every step first decodes one token for each running
+// sequence whose prompt is computed, then spends what is left of the step's token budget
+// (maxBatchedTokens) on prompt chunks: the running sequences still in prefill (oldest first), then
+// waiting sequences admitted while the sequence limit and the KV blocks allow: preempted
+// sequences first, then the oldest waiting sequence of the tenant with the fewest running ones per
+// unit of its weight (so a tenant with many queued requests cannot hold the batch, and a tenant of
+// weight 2 gets twice the share of one of weight 1 when they compete; with one tenant this is
+// arrival order). A prompt longer than the budget is computed over several steps, so a long prompt never
+// stalls the others' streams for its whole length; cached prefix blocks (found at allocation) are
+// skipped. A sequence is sampled only after the step that computes its last token. When a running
+// sequence needs a new block and none is free, the most recently admitted running sequence is
+// preempted: its blocks are freed and it returns to the front of the queue, to be recomputed from
+// its tokens later.
 //
 // Fair share: when the batch is full and a tenant waits with fewer running sequences (per unit of
 // weight) than another tenant would have after giving one up, that other tenant's most recently
@@ -60,9 +65,11 @@ export class Scheduler {
   schedule(): ScheduledChunk[] {
     const chunks: ScheduledChunk[] = [];
     let budget = this.limits.maxBatchedTokens;
-    // 1. decode the running sequences (each computes its last, not yet cached token)
+    // 1. decode the running sequences whose prompt is computed (each computes its last, not yet
+    // cached token)
     for (let i = 0; i < this.running.length; i++) {
       const seq = this.running[i];
+      if (seq.length - seq.numComputedTokens !== 1) continue; // still in prefill: step 2
       while (!this.blocks.canAppend(seq)) {
         const victim = this.running[this.running.length - 1];
         this.#preempt(victim);
@@ -71,25 +78,34 @@ export class Scheduler {
       if (seq.status !== "running") break; // preempted itself: the rest were preempted before it
       this.blocks.mayAppend(seq);
       chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
-      budget -= seq.length - seq.numComputedTokens;
+      budget -= 1;
     }
     // 2. a waiting tenant below its fair share takes a slot from the tenant furthest above it
-    if (this.waiting.length > 0 && this.running.length >= this.limits.maxNumSeqs) this.#fairSwap(chunks);
-    // 3. admit waiting sequences while they fit
-    while (this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
+    if (this.waiting.length > 0 && this.running.length >= this.limits.maxNumSeqs) budget += this.#fairSwap(chunks);
+    // 3. continue the prefills under way (their blocks are allocated)
+    for (const seq of this.running) {
+      if (budget <= 0) break;
+      const left = seq.length - seq.numComputedTokens;
+      if (left <= 1) continue;
+      const n = Math.min(left, budget);
+      chunks.push({ seq, start: seq.numComputedTokens, end: seq.numComputedTokens + n });
+      this.blocks.markFilled(seq, seq.numComputedTokens + n);
+      budget -= n;
+    }
+    // 4. admit waiting sequences while they fit: the first chunk of each prompt
+    while (budget > 0 && this.waiting.length > 0 && this.running.length < this.limits.maxNumSeqs) {
       const at = this.#nextWaiting();
       const seq = this.waiting[at];
       if (!this.blocks.canAllocate(seq)) break;
-      // cached prefix tokens are not computed; estimate with the full length before allocating
-      const need = seq.length;
-      if (need > budget && chunks.length > 0) break;
       this.waiting.splice(at, 1);
-      this.blocks.allocate(seq);
+      this.blocks.allocate(seq, 0); // markFilled below: the blocks this step computes
       seq.numComputedTokens = seq.numCachedTokens;
       seq.status = "running";
       this.running.push(seq);
-      chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });
-      budget -= seq.length - seq.numComputedTokens;
+      const n = Math.min(seq.length - seq.numComputedTokens, budget);
+      this.blocks.markFilled(seq, seq.numComputedTokens + n);
+      chunks.push({ seq, start: seq.numComputedTokens, end: seq.numComputedTokens + n });
+      budget -= n;
     }
     return chunks;
   }
@@ -113,8 +129,9 @@ export class Scheduler {
   }
 
   /** Preempts one running sequence of the most over-served tenant for the most under-served
-   * waiting tenant, when that makes the shares fairer (see the file comment). */
-  #fairSwap(chunks: ScheduledChunk[]): void {
+   * waiting tenant, when that makes the shares fairer (see the file comment); returns the step's
+   * tokens the victim's chunk gave back. */
+  #fairSwap(chunks: ScheduledChunk[]): number {
     const running = new Map<string, number>();
     for (const s of this.running) running.set(s.tenant, (running.get(s.tenant) ?? 0) + 1);
     let want: Sequence | null = null, wantShare = Infinity;
@@ -128,17 +145,19 @@ export class Scheduler {
       const share = (running.get(r.tenant) ?? 0) / r.tenantWeight;
       if (share > victimShare) [victim, victimShare] = [r, share];
     }
-    if (!want || !victim || victim.tenant === want.tenant) return;
+    if (!want || !victim || victim.tenant === want.tenant) return 0;
     // fairer only if, after the swap, the waiting tenant is still at most the victim's share
     const wantAfter = ((running.get(want.tenant) ?? 0) + 1) / want.tenantWeight;
     const victimAfter = ((running.get(victim.tenant) ?? 0) - 1) / victim.tenantWeight;
-    if (wantAfter > victimAfter) return;
+    if (wantAfter > victimAfter) return 0;
     const at = chunks.findIndex((c) => c.seq === victim);
+    const freed = at >= 0 ? chunks[at].end - chunks[at].start : 0;
     if (at >= 0) chunks.splice(at, 1);
     this.#preempt(victim);
     // the slot is for `want`: it goes ahead of the preempted sequence (which is next after it)
     this.waiting.splice(this.waiting.indexOf(want), 1);
     this.waiting.unshift(want);
+    return freed;
   }
 
   #preempt(seq: Sequence): void {

@@ -191,7 +191,9 @@ export class LlamaModel {
       ops.siluMul(ctx, w.gate, w.gate, w.up, T * s.intermediate, F);
       linear(l, "down_proj", w.x, w.gate, true); // residual
     }
-    // Only the requested rows go through the final norm and the vocabulary projection.
+    // Only the requested rows go through the final norm and the vocabulary projection (none for a
+    // batch of prompt chunks that all end before their prompt does).
+    if (R === 0) return new Float32Array(0);
     const rowBytes = s.hidden * dtypeSize(F);
     for (let i = 0; i < R; i++) {
       const r = batch.logitRows[i];

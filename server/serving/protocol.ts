@@ -17,6 +17,8 @@ export interface WorkerInit {
   activations?: "f32" | "bf16";
   threads: number;
   maxNumSeqs: number;
+  /** Tokens computed in one step (decodes + prompt chunks); default: the engine's. */
+  maxBatchedTokens?: number;
   maxModelLen?: number;
   /** KV cache blocks, an explicit override (tests); otherwise they follow from kvCacheMemory. */
   numBlocks?: number;

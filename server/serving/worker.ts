@@ -97,6 +97,7 @@ async function init(o: WorkerInit): Promise<void> {
   engine = new Engine(bundle.loaded.model, bundle.tokenizer, {
     maxModelLen,
     maxNumSeqs: o.maxNumSeqs,
+    maxBatchedTokens: o.maxBatchedTokens,
     numBlocks: kv.numBlocks,
     blockSize: kv.blockSize,
     onStep: (step) => post({ t: "step", step, stats: stats() }),

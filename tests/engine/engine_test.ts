@@ -233,3 +233,79 @@ Deno.test("scheduler: a tenant whose requests fill the batch gives a slot up to 
   }
   assert.equal(solo.preemptions, 0);
 });
+
+// Chunked prefill: a step holds the running decodes plus at most maxBatchedTokens prompt tokens.
+Deno.test("chunked prefill: greedy tokens equal the unchunked ones (f32), with prefix-cache hits; steps stay within the budget", async () => {
+  // a long prompt (183 tokens, several chunks): a reference case's prompt and generation, repeated
+  const c0 = REFERENCE.cases[0];
+  const longPrompt = [...c0.prompt_ids, ...c0.generated_ids, ...c0.generated_ids.slice(1), ...c0.generated_ids.slice(1)].slice(0, 300);
+  const longReq = (maxTokens: number): GenerateRequest => ({
+    promptIds: longPrompt,
+    sampling: { temperature: 0 },
+    stopping: { maxTokens, ignoreEos: true },
+  });
+  // unchunked reference (the whole prompt in one step)
+  let want: number[] = [];
+  await withEngine({ maxNumSeqs: 8, maxBatchedTokens: 4096 }, async (engine) => {
+    want = (await collect(engine.generate(longReq(24)))).ids;
+  });
+  for (const budget of [8, 37]) {
+    const steps: { tokens: number; sequences: number; prefill: number }[] = [];
+    await withEngine({
+      maxNumSeqs: 8,
+      maxBatchedTokens: budget,
+      onStep: (s) => steps.push({ tokens: s.tokens, sequences: s.sequences, prefill: s.prefillTokens }),
+    }, async (engine) => {
+      // the reference cases (short prompts, chunked too at budget 8) with the long prompt arriving among them
+      const short = REFERENCE.cases.map((c) => collect(engine.generate(greedy(c))));
+      const long1 = collect(engine.generate(longReq(24)));
+      const results = await Promise.all(short);
+      results.forEach((r, i) => assert.deepEqual(r.ids, REFERENCE.cases[i].generated_ids, `case ${i}, budget ${budget}`));
+      const a = await long1;
+      assert.deepEqual(a.ids, want, `long prompt, budget ${budget}`);
+      assert.equal(a.finish.cachedTokens, 0);
+      // the same prompt again: its full blocks come from the prefix cache and are skipped
+      const b = await collect(engine.generate(longReq(24)));
+      assert.deepEqual(b.ids, want, `long prompt from the prefix cache, budget ${budget}`);
+      assert.equal(b.finish.cachedTokens, Math.floor((longPrompt.length - 1) / 16) * 16);
+      // two identical long prompts at once: the second may only share blocks the first has computed
+      const [d, e] = await Promise.all([
+        collect(engine.generate(longReq(5))),
+        collect(engine.generate({ ...longReq(5), promptIds: [...longPrompt, 7, 8] })),
+      ]);
+      assert.deepEqual(d.ids, want.slice(0, 5));
+      assert.equal(e.ids.length, 5);
+      assert.equal(engine.blocks.numUsedBlocks, 0);
+    });
+    for (const s of steps) assert.ok(s.tokens <= Math.max(budget, s.sequences), `a step of ${s.tokens} tokens, budget ${budget}`);
+    assert.ok(steps.some((s) => s.prefill > 0 && s.sequences > 1), "prompt chunks shared steps with decodes");
+  }
+});
+
+Deno.test("chunked prefill: a long prompt arriving does not stall a running stream", async () => {
+  await withEngine({ maxNumSeqs: 4, maxBatchedTokens: 16 }, async (engine) => {
+    const seen: number[][] = []; // per step: the running decode's token count so far
+    let decoded = 0;
+    const stream = (async () => {
+      const it = engine.generate({ promptIds: [1, 274], sampling: { temperature: 0 }, stopping: { maxTokens: 60, ignoreEos: true } });
+      for await (const e of it) if (e.type === "token") decoded++;
+    })();
+    while (decoded < 3) await new Promise((r) => setTimeout(r, 1));
+    const before = decoded;
+    let steps = 0;
+    const orig = engine.step.bind(engine);
+    engine.step = () => {
+      const n = orig();
+      steps++;
+      seen.push([decoded]);
+      return n;
+    };
+    const longIds = Array.from({ length: 200 }, (_, i) => 1 + (i * 37) % 500);
+    const long = collect(engine.generate({ promptIds: longIds, sampling: { temperature: 0 }, stopping: { maxTokens: 2 } }));
+    await long;
+    await stream;
+    // the 200-token prompt took >= 200 / 16 steps, and the stream decoded a token in each of them
+    assert.ok(steps >= 13, `steps ${steps}`);
+    assert.ok(decoded - before >= Math.min(57, steps - 2), `decoded ${decoded - before} tokens over ${steps} steps`);
+  });
+});

@@ -158,3 +158,25 @@ Deno.test("property: random allocate/append/free never leaks, double-frees or sh
     bm.checkInvariants([]);
   }
 });
+
+Deno.test("chunked prefill: a prompt's blocks are shared only once a scheduled step computes them", () => {
+  const bm = new BlockManager(16, 4);
+  const a = seq(range(14));
+  bm.allocate(a, 5); // the first step computes tokens [0, 5): block 0 is filled
+  const b = seq(range(14));
+  bm.allocate(b);
+  assert.equal(b.numCachedTokens, 4, "only block 0 of a is filled");
+  bm.markFilled(a, 12); // a later chunk computes [5, 12): blocks 1 and 2
+  const c = seq(range(14));
+  bm.allocate(c);
+  assert.equal(c.numCachedTokens, 12);
+  bm.checkInvariants([a.blockTable, b.blockTable, c.blockTable]);
+  // a sequence freed before its blocks were computed leaves nothing matchable past them
+  for (const s of [a, b, c]) bm.free(s);
+  const d = seq(range(14, 100));
+  bm.allocate(d, 0);
+  bm.free(d);
+  const e = seq(range(14, 100));
+  bm.allocate(e);
+  assert.equal(e.numCachedTokens, 0);
+});

@@ -64,20 +64,20 @@ function checkMatmul(ctx: Context, rng: Rng, rows: number, cols: number, qt: Qua
   }
 }
 
-testEachBackend("matmul_4bit: all quant types, double quant, fused (m <= 8) and GEMM (m > 8) paths", (ctx) => {
+testEachBackend("matmul_4bit: all quant types, double quant, fused (m <= 64) and GEMM (m > 64) paths", (ctx) => {
   const rng = new Rng(101);
   for (const qt of ["nf4", "fp4", "int4"] as QuantTypeName[]) {
     for (const dq of [true, false]) {
       // blocksize 64 does not divide cols = 96: blocks straddle rows
-      checkMatmul(ctx, rng, 37, 96, qt, 64, dq, [1, 3, 8, 13]);
+      checkMatmul(ctx, rng, 37, 96, qt, 64, dq, [1, 3, 8, 13, 70]);
     }
   }
 });
 
 testEachBackend("matmul_4bit: odd shapes and every blocksize", (ctx) => {
   const rng = new Rng(102);
-  checkMatmul(ctx, rng, 19, 100, "nf4", 32, true, [1, 5, 11]); // cols % 32 != 0: general path
-  checkMatmul(ctx, rng, 7, 33, "fp4", 128, false, [2, 9]); // odd cols: bytes straddle rows
+  checkMatmul(ctx, rng, 19, 100, "nf4", 32, true, [1, 5, 11, 65]); // cols % 32 != 0: general path
+  checkMatmul(ctx, rng, 7, 33, "fp4", 128, false, [2, 9, 67]); // odd cols: bytes straddle rows
   checkMatmul(ctx, rng, 33, 64, "nf4", 4096, true, [1, 10]); // one partial block
   checkMatmul(ctx, rng, 40, 1024, "int4", 2048, true, [4]);
   checkMatmul(ctx, rng, 24, 256, "nf4", 64, true, [1, 3, 8]); // bf16 fused int8 path: cols % 128 == 0
@@ -85,9 +85,81 @@ testEachBackend("matmul_4bit: odd shapes and every blocksize", (ctx) => {
   // several dequantized tiles (f32: 32 rows per tile, bf16: 64) through the test-only size cap
   Deno.env.set("QLORA_MATMUL_TILE_BYTES", "32768");
   try {
-    checkMatmul(ctx, rng, 100, 256, "nf4", 64, false, [9]);
+    checkMatmul(ctx, rng, 100, 256, "nf4", 64, false, [9, 65]);
   } finally {
     Deno.env.delete("QLORA_MATMUL_TILE_BYTES");
+  }
+});
+
+// Small M (2..64 rows: the kernel that decodes each weight group once for all rows) against
+// float64 and against the same rows run one at a time (m = 1, the GEMV).
+function checkSmallM(ctx: Context, rng: Rng, rows: number, cols: number, qt: QuantTypeName, bs: number, dq: boolean, ms: number[]): void {
+  using w = QWeight.quantize(ctx, rng.normalF32(rows * cols, 0.05), DType.F32, rows, cols, {
+    quantType: qt,
+    blocksize: bs,
+    doubleQuant: dq,
+  });
+  const wd = dequantRef(ctx, w);
+  for (const dtype of [DType.F32, DType.BF16]) {
+    for (const m of ms) {
+      const what = `${qt} dq=${dq} bs=${bs} ${rows}x${cols} m=${m} ${dtype === DType.F32 ? "f32" : "bf16"}`;
+      let x = rng.normalF32(m * cols);
+      let y0 = rng.normalF32(m * rows);
+      if (dtype === DType.BF16) {
+        x = roundArrayBf16(x);
+        y0 = roundArrayBf16(y0);
+      }
+      const accumulate = m % 2 === 1;
+      const want = matmulRef(x, wd, m, rows, cols, false, true);
+      const scale = absMatmulRef(x, wd, m, rows, cols, false, true);
+      if (accumulate) { for (let i = 0; i < want.length; i++) want[i] += y0[i], scale[i] += Math.abs(y0[i]); }
+      const got = matmul(ctx, w, x, y0, m, dtype, accumulate);
+      assertClose(got, want, scale, TOL[dtype], 1e-6, `small-M forward ${what}`);
+      // row by row through the one-row path
+      const one = new Float32Array(m * rows);
+      for (let i = 0; i < m; i++) {
+        one.set(
+          matmul(ctx, w, x.subarray(i * cols, (i + 1) * cols), y0.subarray(i * rows, (i + 1) * rows), 1, dtype, accumulate),
+          i * rows,
+        );
+      }
+      assertClose(got, one, scale, 2 * TOL[dtype], 1e-6, `small-M vs row-by-row ${what}`);
+    }
+  }
+}
+
+const EVERY_M = Array.from({ length: 64 }, (_, i) => i + 1);
+
+testEachBackend("matmul_4bit small M: every m in 1..64 against float64 and the one-row path", (ctx) => {
+  checkSmallM(ctx, new Rng(111), 37, 96, "nf4", 64, true, EVERY_M); // blocks straddle rows
+});
+
+testEachBackend("matmul_4bit small M: quant types, blocksizes and odd shapes at m = 2, 3, 7, 16, 33, 64", (ctx) => {
+  const rng = new Rng(112);
+  const ms = [2, 3, 7, 16, 33, 64];
+  for (const qt of ["nf4", "fp4", "int4"] as QuantTypeName[]) checkSmallM(ctx, rng, 21, 256, qt, 64, qt !== "fp4", ms);
+  checkSmallM(ctx, rng, 19, 100, "nf4", 32, true, ms); // cols % 32 != 0
+  checkSmallM(ctx, rng, 7, 33, "fp4", 128, false, ms); // odd cols: bytes straddle rows
+  checkSmallM(ctx, rng, 5, 64, "nf4", 4096, true, ms); // one partial block
+  checkSmallM(ctx, rng, 6, 576, "nf4", 64, true, [16]); // SmolLM hidden size
+});
+
+testEachBackend("matmul_4bit small M: the AVX2 kernel (QLORA_FORCE_AVX2=1) against float64", (_ctx, backend) => {
+  if (backend !== "cpu") return;
+  Deno.env.set("QLORA_FORCE_AVX2", "1");
+  try {
+    const c2 = openContext("cpu");
+    try {
+      assert.equal(c2.describe().isa, "avx2");
+      const rng = new Rng(113);
+      checkSmallM(c2, rng, 37, 96, "nf4", 64, true, [2, 3, 7, 16, 33, 64]);
+      checkSmallM(c2, rng, 7, 33, "fp4", 128, false, [2, 5, 64]);
+      checkSmallM(c2, rng, 19, 100, "int4", 32, true, [3, 16]);
+    } finally {
+      c2.dispose();
+    }
+  } finally {
+    Deno.env.delete("QLORA_FORCE_AVX2");
   }
 });
 

@@ -35,6 +35,12 @@ void matvec4_avx512(const ql_qweight* w, const float* xperm, float* y, int64_t m
 // bf16 activations on AVX-512 VNNI: x [m, cols] bf16 quantized to int8 per 64 elements, codes as
 // int8 codebook values (see matmul4_avx512.cpp). Needs cols % 128 == 0, blocksize >= 64.
 void matvec4_q8_avx512(const ql_qweight* w, const uint16_t* x, float* y, int64_t m, int nthreads);
+// Small M (2..64 rows): y [m, w.rows] f32 = x [m, w.cols] · Wᵀ, each group of 4 W rows
+// decoded once and applied to every row. AVX-512: x of dtype (F32: FMAs; BF16: vdpbf16ps on
+// bf16-rounded weights); AVX2: x float32. Any cols.
+void matmul4_smallm_avx512(const ql_qweight* w, const void* x, int32_t dtype, float* y, int64_t m,
+                           int nthreads);
+void matmul4_smallm_avx2(const ql_qweight* w, const float* x, float* y, int64_t m, int nthreads);
 // Dequantizes rows [r0, r1) of W into out ([r1-r0, cols], F32 or BF16), nthreads threads.
 void dequant_rows(const ql_qweight* w, int64_t r0, int64_t r1, void* out, int32_t dtype,
                   int nthreads);

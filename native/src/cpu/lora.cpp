@@ -1,13 +1,15 @@
 // lora.cpp — LoRA forward/backward with seeded dropout (common/lora_math.h) and the
 // multi-adapter serving forward.
 //
-// Multi-adapter (S-LoRA / Punica's BGMV idea): every row with an adapter goes through one
-// parallel region in two phases: shrink xa_t = x_t · A_aᵀ (r_a dot products per row, all rows'
-// (row, j) pairs flattened so mixed ranks balance across threads), then expand
-// y_t += scale_a · B_a · xa_t eight outputs at a time (eight dot products of length r_a reduced
-// together). No rank is padded, and a row's result does not depend on which other rows share the
-// batch (same kernel, same summation order), so a mixed batch equals each row run alone bit for
-// bit. (A per-adapter GEMM for large groups would be faster for long prefills but breaks that.)
+// Multi-adapter (S-LoRA / Punica's SGMV idea): the rows with an adapter are grouped by adapter and
+// go through one parallel region in two phases: shrink xa_t = x_t · A_aᵀ (work items (group, j):
+// row j of A, read once, against every row of the group; mixed ranks balance across threads),
+// then expand y_t += scale_a · B_a · xa_t (work items (group, output block), eight outputs at a
+// time, each 8-row slice of B applied to every row of the group while it is in L1). So a group of
+// rows costs one read of its adapter, not one per row. No rank is padded, and a row's result does
+// not depend on which other rows share the batch (the same dot products, the same summation
+// order), so a mixed batch equals each row run alone bit for bit. (A per-adapter GEMM for large
+// groups would be faster for long prefills but breaks that.)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -194,17 +196,40 @@ ql_status lora_multi_forward(ql_ctx* ctx, void* y, const void* x, const int32_t*
                              int64_t n_adapters, int64_t T, int64_t in, int64_t out,
                              int32_t dtype) {
   const int nth = threads(ctx);
-  std::vector<int64_t> bgmv_rows;
+  // SGMV: the rows with an adapter, grouped by adapter (stable counting sort); group g owns
+  // rows[gstart[g] .. gstart[g + 1]) and adapter gad[g].
+  std::vector<int64_t> count(size_t(n_adapters) + 1, 0);
   for (int64_t t = 0; t < T; t++)
-    if (host_row_adapter[t] >= 0) bgmv_rows.push_back(t);
-  if (bgmv_rows.empty()) return QL_OK;
-  // BGMV for the remaining rows.
-  const int64_t nr = int64_t(bgmv_rows.size());
+    if (host_row_adapter[t] >= 0) count[size_t(host_row_adapter[t]) + 1]++;
+  for (int64_t a = 0; a < n_adapters; a++) count[size_t(a) + 1] += count[size_t(a)];
+  const int64_t nr = count[size_t(n_adapters)];
+  if (nr == 0) return QL_OK;
+  std::vector<int64_t> rows(static_cast<size_t>(nr));
+  {
+    std::vector<int64_t> pos(count.begin(), count.end() - 1);
+    for (int64_t t = 0; t < T; t++)
+      if (host_row_adapter[t] >= 0) {
+        const int64_t i = pos[size_t(host_row_adapter[t])]++;
+        rows[size_t(i)] = t;
+      }
+  }
+  std::vector<int64_t> gstart;
+  std::vector<int32_t> gad;
+  for (int64_t a = 0; a < n_adapters; a++)
+    if (count[size_t(a) + 1] > count[size_t(a)]) {
+      gstart.push_back(count[size_t(a)]);
+      gad.push_back(int32_t(a));
+    }
+  gstart.push_back(nr);
+  const int64_t ng = int64_t(gad.size());
+  // xa of row slot i: xa[xa_off[i] .. + r)
   std::vector<int64_t> xa_off(size_t(nr + 1), 0);
-  std::vector<int64_t> item_row;  // shrink work items: (row slot, j) flattened by xa_off
-  for (int64_t i = 0; i < nr; i++) xa_off[i + 1] = xa_off[i] + host_ranks[host_row_adapter[bgmv_rows[i]]];
-  const int64_t n_items = xa_off[nr];
-  std::vector<float> xr(dtype == QL_F32 ? 0 : size_t(nr * in)), xa(static_cast<size_t>(n_items));
+  for (int64_t i = 0; i < nr; i++) xa_off[size_t(i) + 1] = xa_off[size_t(i)] + host_ranks[host_row_adapter[rows[size_t(i)]]];
+  // shrink items: (group, j), flattened by item_off (group g has r_g items)
+  std::vector<int64_t> item_off(size_t(ng + 1), 0);
+  for (int64_t g = 0; g < ng; g++) item_off[size_t(g) + 1] = item_off[size_t(g)] + host_ranks[gad[size_t(g)]];
+  const int64_t n_items = item_off[size_t(ng)];
+  std::vector<float> xr(dtype == QL_F32 ? 0 : size_t(nr * in)), xa(static_cast<size_t>(xa_off[size_t(nr)]));
   constexpr int64_t kOutBlock = 256;
   const int64_t n_oblk = (out + kOutBlock - 1) / kOutBlock;
 #pragma omp parallel num_threads(nth)
@@ -212,46 +237,52 @@ ql_status lora_multi_forward(ql_ctx* ctx, void* y, const void* x, const int32_t*
     if (dtype != QL_F32) {
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < nr; i++)
-        for (int64_t c = 0; c < in; c++) xr[i * in + c] = load_as_f32(x, dtype, bgmv_rows[i] * in + c);
+        for (int64_t c = 0; c < in; c++) xr[i * in + c] = load_as_f32(x, dtype, rows[i] * in + c);
     }
-    // shrink: item k belongs to row slot i with xa_off[i] <= k < xa_off[i + 1]
+    // shrink: row j of the group's A (read once, from L1 for the group's later rows) against
+    // every row of the group
 #pragma omp for schedule(static)
     for (int64_t k = 0; k < n_items; k++) {
-      const int64_t i = int64_t(std::upper_bound(xa_off.begin(), xa_off.end(), k) - xa_off.begin()) - 1;
-      const int64_t t = bgmv_rows[i], j = k - xa_off[i];
-      const int32_t a = host_row_adapter[t];
-      const float* A = reinterpret_cast<const float*>(host_a_ptrs[a]);
-      const float* xt = dtype == QL_F32 ? static_cast<const float*>(x) + t * in : xr.data() + i * in;
-      xa[k] = dot(xt, A + j * in, in);
+      const int64_t g = int64_t(std::upper_bound(item_off.begin(), item_off.end(), k) - item_off.begin()) - 1;
+      const int64_t j = k - item_off[g];
+      const float* Aj = reinterpret_cast<const float*>(host_a_ptrs[gad[g]]) + j * in;
+      for (int64_t i = gstart[g]; i < gstart[g + 1]; i++) {
+        const float* xt = dtype == QL_F32 ? static_cast<const float*>(x) + rows[i] * in : xr.data() + i * in;
+        xa[xa_off[i] + j] = dot(xt, Aj, in);
+      }
     }
-    // expand: (row slot, block of outputs)
+    // expand: (group, block of outputs); each 8-row slice of the group's B is applied to every
+    // row of the group while it is in L1
 #pragma omp for schedule(static)
-    for (int64_t item = 0; item < nr * n_oblk; item++) {
-      const int64_t i = item / n_oblk, ob = item % n_oblk;
-      const int64_t t = bgmv_rows[i];
-      const int32_t a = host_row_adapter[t];
+    for (int64_t item = 0; item < ng * n_oblk; item++) {
+      const int64_t g = item / n_oblk, ob = item % n_oblk;
+      const int32_t a = gad[g];
       const int64_t r = host_ranks[a];
       const float* B = reinterpret_cast<const float*>(host_b_ptrs[a]);
-      const float* xat = xa.data() + xa_off[i];
       const __m256 sc = _mm256_set1_ps(host_scales[a]);
       const int64_t o0 = ob * kOutBlock, o1 = std::min(out, o0 + kOutBlock);
       int64_t o = o0;
       for (; o + 8 <= o1; o += 8) {
-        const __m256 s = _mm256_mul_ps(sc, dot8(B + o * r, r, xat));
-        if (dtype == QL_F32) {
-          float* yt = static_cast<float*>(y) + t * out + o;
-          _mm256_storeu_ps(yt, _mm256_add_ps(_mm256_loadu_ps(yt), s));
-        } else {
-          alignas(32) float tmp[8];
-          _mm256_store_ps(tmp, s);
-          for (int k = 0; k < 8; k++)
-            store_from_f32(y, dtype, t * out + o + k, load_as_f32(y, dtype, t * out + o + k) + tmp[k]);
+        for (int64_t i = gstart[g]; i < gstart[g + 1]; i++) {
+          const int64_t t = rows[i];
+          const __m256 s = _mm256_mul_ps(sc, dot8(B + o * r, r, xa.data() + xa_off[i]));
+          if (dtype == QL_F32) {
+            float* yt = static_cast<float*>(y) + t * out + o;
+            _mm256_storeu_ps(yt, _mm256_add_ps(_mm256_loadu_ps(yt), s));
+          } else {
+            alignas(32) float tmp[8];
+            _mm256_store_ps(tmp, s);
+            for (int k = 0; k < 8; k++)
+              store_from_f32(y, dtype, t * out + o + k, load_as_f32(y, dtype, t * out + o + k) + tmp[k]);
+          }
         }
       }
-      for (; o < o1; o++) {
-        const float s = host_scales[a] * dot(B + o * r, xat, r);
-        store_from_f32(y, dtype, t * out + o, load_as_f32(y, dtype, t * out + o) + s);
-      }
+      for (; o < o1; o++)
+        for (int64_t i = gstart[g]; i < gstart[g + 1]; i++) {
+          const int64_t t = rows[i];
+          const float s = host_scales[a] * dot(B + o * r, xa.data() + xa_off[i], r);
+          store_from_f32(y, dtype, t * out + o, load_as_f32(y, dtype, t * out + o) + s);
+        }
     }
   }
   return QL_OK;

@@ -4,7 +4,11 @@
 // per block, already dequantized for double quant), so export is a copy and no second copy of
 // the codes exists. Blocks run over the row-major flattening: every path finds the block of
 // flat element f as f >> log2(blocksize).
-// Few rows (m <= kFusedMaxRows), fused, never materializing W:
+// Small M (2..kSmallMaxRows rows, decode batches): each group of 4 W rows is decoded once into a
+// per-thread buffer and every activation row is swept over it in register tiles (bf16 pairs via
+// vdpbf16ps or float32 FMAs on AVX-512, float32 FMAs on AVX2), so W is read and decoded once per
+// call whatever the row count.
+// One row (and m <= kFusedMaxRows for callers of the kernels below), fused, never materializing W:
 //   - bf16 activations on AVX-512 (cols % 128 == 0, blocksize >= 64): int8 dot products
 //     (VNNI), see matmul4_avx512.cpp;
 //   - otherwise (cols % 32 == 0): float32 FMAs on codes looked up in the codebook pre-scaled by
@@ -29,6 +33,8 @@
 namespace ql::cpu {
 
 constexpr int64_t kFusedMaxRows = 8;
+// 2..kSmallMaxRows rows: the small-M kernel (each W row group decoded once for all rows).
+constexpr int64_t kSmallMaxRows = 64;
 
 // ---------------------------------------------------------------- dequantize rows (portable)
 
@@ -126,6 +132,100 @@ void matvec4_avx2(const ql_qweight* w, const float* xp, float* y, int64_t m, int
   }
 }
 
+// ---------------------------------------------------------------- small M (2..64 rows), AVX2
+// As matmul4_smallm_avx512: groups of kRW2 = 4 W rows decoded once (float32, vector lookups) into
+// a per-thread buffer, every activation row (float32) swept over it in tiles of 4 W rows × 2 x rows.
+constexpr int kRW2 = 4;
+
+// out[e] = W's flat elements [s + e0, s + e1) as float32 (e relative to s).
+static void dequant_range_avx2(const ql_qweight* w, int64_t s, int64_t e0, int64_t e1, float* out) {
+  const QWeight& q = qw(w);
+  const float* value = codebook(w->quant_type).value;
+  const __m256 cb_lo = _mm256_loadu_ps(value), cb_hi = _mm256_loadu_ps(value + 8);
+  const uint8_t* packed = q.packed.data();
+  const float* absmax = q.absmax.data();
+  const int lg = __builtin_ctzll(uint64_t(w->blocksize));
+  auto scalar = [&](int64_t e) {
+    const int64_t f = s + e;
+    const uint8_t byte = packed[f >> 1];
+    out[e] = value[(f & 1) ? (byte & 15) : (byte >> 4)] * absmax[f >> lg];
+  };
+  int64_t e = e0;
+  for (; e < e1 && ((s + e) & 15) != 0; e++) scalar(e);
+  int64_t cur_b = -1;
+  __m256 lo8 = cb_lo, hi8 = cb_hi;
+  for (; e + 16 <= e1; e += 16) {  // 16 aligned elements lie in one block (blocksize >= 32)
+    const int64_t f = s + e, b = f >> lg;
+    if (b != cur_b) {
+      const __m256 am = _mm256_set1_ps(absmax[b]);
+      lo8 = _mm256_mul_ps(cb_lo, am);
+      hi8 = _mm256_mul_ps(cb_hi, am);
+      cur_b = b;
+    }
+    const __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed + (f >> 1))));
+    const __m256 we = lookup16(lo8, hi8, _mm256_srli_epi32(d, 4));  // elements 0, 2, .., 14
+    const __m256 wo = lookup16(lo8, hi8, d);                        // elements 1, 3, .., 15
+    const __m256 a = _mm256_unpacklo_ps(we, wo), c = _mm256_unpackhi_ps(we, wo);
+    _mm256_storeu_ps(out + e, _mm256_permute2f128_ps(a, c, 0x20));
+    _mm256_storeu_ps(out + e + 8, _mm256_permute2f128_ps(a, c, 0x31));
+  }
+  for (; e < e1; e++) scalar(e);
+}
+
+static inline float hsum8_avx2(__m256 s) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+template <int RX>
+static void tile_f32_avx2(const float* wb, const float* x, int64_t cols, float* out /* [RX][kRW2] */) {
+  __m256 acc[kRW2][RX];
+  for (int w = 0; w < kRW2; w++)
+    for (int i = 0; i < RX; i++) acc[w][i] = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= cols; j += 8) {
+    __m256 wv[kRW2];
+    for (int w = 0; w < kRW2; w++) wv[w] = _mm256_loadu_ps(wb + w * cols + j);
+    for (int i = 0; i < RX; i++) {
+      const __m256 xv = _mm256_loadu_ps(x + i * cols + j);
+      for (int w = 0; w < kRW2; w++) acc[w][i] = _mm256_fmadd_ps(wv[w], xv, acc[w][i]);
+    }
+  }
+  for (int i = 0; i < RX; i++)
+    for (int w = 0; w < kRW2; w++) {
+      float v = hsum8_avx2(acc[w][i]);
+      for (int64_t jj = j; jj < cols; jj++) v += wb[w * cols + jj] * x[i * cols + jj];
+      out[i * kRW2 + w] = v;
+    }
+}
+
+void matmul4_smallm_avx2(const ql_qweight* w, const float* x, float* y, int64_t m, int nthreads) {
+  const int64_t rows = w->rows, cols = w->cols;
+  const int64_t groups = (rows + kRW2 - 1) / kRW2;
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t g0 = groups * t / nt, g1 = groups * (t + 1) / nt;
+    static thread_local std::vector<float> buf;
+    if (buf.size() < size_t(kRW2 * cols)) buf.resize(size_t(kRW2 * cols));
+    float out[2 * kRW2];
+    for (int64_t g = g0; g < g1; g++) {
+      const int64_t r0 = g * kRW2, nw = std::min<int64_t>(kRW2, rows - r0);
+      dequant_range_avx2(w, r0 * cols, 0, nw * cols, buf.data());
+      if (nw < kRW2) std::fill(buf.begin() + nw * cols, buf.begin() + kRW2 * cols, 0.0f);
+      for (int64_t i0 = 0; i0 < m; i0 += 2) {
+        const int rx = int(std::min<int64_t>(2, m - i0));
+        if (rx == 2) tile_f32_avx2<2>(buf.data(), x + i0 * cols, cols, out);
+        else tile_f32_avx2<1>(buf.data(), x + i0 * cols, cols, out);
+        for (int i = 0; i < rx; i++)
+          for (int64_t ww = 0; ww < nw; ww++) y[(i0 + i) * rows + r0 + ww] = out[i * kRW2 + ww];
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- entries
 
 // xp [m, cols] = x rearranged per chunk of g elements as [g/2 even | g/2 odd], float32.
@@ -180,6 +280,23 @@ ql_status matmul_4bit(ql_ctx* ctx, void* y, const void* x, const ql_qweight* w, 
   const int nth = threads(ctx);
   const bool avx512 = state(ctx).avx512;
   const int64_t rows = w->rows, cols = w->cols;
+  if (m >= 2 && m <= kSmallMaxRows) {
+    std::vector<float> yf, xf;
+    float* yo = static_cast<float*>(y);
+    if (dtype != QL_F32 || accumulate) {
+      yf.resize(size_t(m * rows));
+      yo = yf.data();
+    }
+    if (avx512) {
+      matmul4_smallm_avx512(w, x, dtype, yo, m, nth);
+    } else {
+      const float* xp = static_cast<const float*>(x);
+      if (dtype != QL_F32) xp = (xf = to_f32(x, dtype, m * cols, nth)).data();
+      matmul4_smallm_avx2(w, xp, yo, m, nth);
+    }
+    if (yo != y) store_out(y, dtype, yo, m * rows, accumulate, nth);
+    return QL_OK;
+  }
   if (m <= kFusedMaxRows && avx512 && dtype == QL_BF16 && cols % 128 == 0 && w->blocksize >= 64) {
     std::vector<float> yf(size_t(m * rows));
     matvec4_q8_avx512(w, static_cast<const uint16_t*>(x), yf.data(), m, nth);

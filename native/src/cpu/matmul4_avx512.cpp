@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common/half.h"
@@ -272,6 +273,134 @@ void dequant_rows_avx512(const ql_qweight* w, int64_t r0, int64_t r1, void* out,
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nchunks > 1)
   for (int64_t c = 0; c < nchunks; c++)
     dequant_range(w, s, c * chunk, std::min(n, (c + 1) * chunk), out, dtype);
+}
+
+
+// ---------------------------------------------------------------- small M (2..64 rows): decode once
+// Each thread takes groups of kRW = 4 rows of W, decodes a group once into an L1-resident buffer
+// (bf16 for bf16 activations, float32 for float32 ones: code · absmax, as dequant_rows_avx512),
+// then sweeps every activation row over it in register tiles of kRW W rows × RX (≤ 6) x rows:
+// bf16 pairs through vdpbf16ps (32 multiply-adds per instruction, float32 accumulation), float32
+// through FMAs. Any cols (a masked tail step); W rows past the matrix decode as zeros.
+namespace {
+constexpr int kRW = 4;
+constexpr int kRX = 6;  // x rows per register tile: kRW × kRX = 24 accumulators
+
+// out[0..3] = horizontal sums of a, b, c, d
+inline void hsum4x16(__m512 a, __m512 b, __m512 c, __m512 d, float* out) {
+  auto half = [](__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  };
+  const __m256 ab = _mm256_hadd_ps(half(a), half(b)), cd = _mm256_hadd_ps(half(c), half(d));
+  const __m256 abcd = _mm256_hadd_ps(ab, cd);  // [a b c d | a b c d] partial sums per 128-bit half
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+}
+
+template <int RX>
+void tile_bf16(const uint16_t* wb, const uint16_t* x, int64_t cols, float* out /* [RX][kRW] */) {
+  static_assert(kRW == 4, "hsum4x16 reduces four W rows");
+  __m512 acc[kRW][RX];
+  for (int w = 0; w < kRW; w++)
+    for (int i = 0; i < RX; i++) acc[w][i] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 32 <= cols; j += 32) {
+    __m512bh wv[kRW];
+    for (int w = 0; w < kRW; w++) wv[w] = (__m512bh)_mm512_loadu_si512(wb + w * cols + j);
+    for (int i = 0; i < RX; i++) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i * cols + j);
+      for (int w = 0; w < kRW; w++) acc[w][i] = _mm512_dpbf16_ps(acc[w][i], wv[w], xv);
+    }
+  }
+  if (j < cols) {
+    const __mmask32 k = (__mmask32)((1ull << (cols - j)) - 1);
+    __m512bh wv[kRW];
+    for (int w = 0; w < kRW; w++) wv[w] = (__m512bh)_mm512_maskz_loadu_epi16(k, wb + w * cols + j);
+    for (int i = 0; i < RX; i++) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(k, x + i * cols + j);
+      for (int w = 0; w < kRW; w++) acc[w][i] = _mm512_dpbf16_ps(acc[w][i], wv[w], xv);
+    }
+  }
+  for (int i = 0; i < RX; i++) hsum4x16(acc[0][i], acc[1][i], acc[2][i], acc[3][i], out + i * kRW);
+}
+
+template <int RX>
+void tile_f32(const float* wb, const float* x, int64_t cols, float* out /* [RX][kRW] */) {
+  __m512 acc[kRW][RX];
+  for (int w = 0; w < kRW; w++)
+    for (int i = 0; i < RX; i++) acc[w][i] = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= cols; j += 16) {
+    __m512 wv[kRW];
+    for (int w = 0; w < kRW; w++) wv[w] = _mm512_loadu_ps(wb + w * cols + j);
+    for (int i = 0; i < RX; i++) {
+      const __m512 xv = _mm512_loadu_ps(x + i * cols + j);
+      for (int w = 0; w < kRW; w++) acc[w][i] = _mm512_fmadd_ps(wv[w], xv, acc[w][i]);
+    }
+  }
+  if (j < cols) {
+    const __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+    __m512 wv[kRW];
+    for (int w = 0; w < kRW; w++) wv[w] = _mm512_maskz_loadu_ps(k, wb + w * cols + j);
+    for (int i = 0; i < RX; i++) {
+      const __m512 xv = _mm512_maskz_loadu_ps(k, x + i * cols + j);
+      for (int w = 0; w < kRW; w++) acc[w][i] = _mm512_fmadd_ps(wv[w], xv, acc[w][i]);
+    }
+  }
+  for (int i = 0; i < RX; i++) hsum4x16(acc[0][i], acc[1][i], acc[2][i], acc[3][i], out + i * kRW);
+}
+
+template <class T>
+void tile_any(const T* wb, const T* x, int64_t cols, int rx, float* out) {
+  static_assert(kRX == 6, "one case per tile height");
+  if constexpr (sizeof(T) == 2) {
+    switch (rx) {
+      case 1: tile_bf16<1>(wb, x, cols, out); break;
+      case 2: tile_bf16<2>(wb, x, cols, out); break;
+      case 3: tile_bf16<3>(wb, x, cols, out); break;
+      case 4: tile_bf16<4>(wb, x, cols, out); break;
+      case 5: tile_bf16<5>(wb, x, cols, out); break;
+      default: tile_bf16<6>(wb, x, cols, out); break;
+    }
+  } else {
+    switch (rx) {
+      case 1: tile_f32<1>(wb, x, cols, out); break;
+      case 2: tile_f32<2>(wb, x, cols, out); break;
+      case 3: tile_f32<3>(wb, x, cols, out); break;
+      case 4: tile_f32<4>(wb, x, cols, out); break;
+      case 5: tile_f32<5>(wb, x, cols, out); break;
+      default: tile_f32<6>(wb, x, cols, out); break;
+    }
+  }
+}
+}  // namespace
+
+void matmul4_smallm_avx512(const ql_qweight* w, const void* x, int32_t dtype, float* y, int64_t m,
+                           int nthreads) {
+  const int64_t rows = w->rows, cols = w->cols;
+  const int64_t groups = (rows + kRW - 1) / kRW;
+  const size_t esize = dtype == QL_BF16 ? 2 : 4;
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t g0 = groups * t / nt, g1 = groups * (t + 1) / nt;
+    static thread_local std::vector<uint8_t> buf;
+    if (buf.size() < size_t(kRW * cols) * esize) buf.resize(size_t(kRW * cols) * esize);
+    float out[kRX * kRW];
+    for (int64_t g = g0; g < g1; g++) {
+      const int64_t r0 = g * kRW, nw = std::min<int64_t>(kRW, rows - r0);
+      dequant_range(w, r0 * cols, 0, nw * cols, buf.data(), dtype == QL_BF16 ? QL_BF16 : QL_F32);
+      if (nw < kRW) memset(buf.data() + size_t(nw * cols) * esize, 0, size_t((kRW - nw) * cols) * esize);
+      for (int64_t i0 = 0; i0 < m; i0 += kRX) {
+        const int rx = int(std::min<int64_t>(kRX, m - i0));
+        if (dtype == QL_BF16)
+          tile_any(reinterpret_cast<const uint16_t*>(buf.data()), static_cast<const uint16_t*>(x) + i0 * cols, cols, rx, out);
+        else
+          tile_any(reinterpret_cast<const float*>(buf.data()), static_cast<const float*>(x) + i0 * cols, cols, rx, out);
+        for (int i = 0; i < rx; i++)
+          for (int64_t ww = 0; ww < nw; ww++) y[(i0 + i) * rows + r0 + ww] = out[i * kRW + ww];
+      }
+    }
+  }
 }
 
 }  // namespace ql::cpu

@@ -1,6 +1,7 @@
 // lora.cu — LoRA forward/backward (dropout mask from common/lora_math.h, identical to the CPU
-// backend) and the multi-adapter serving kernel (BGMV-style: a block per token row gathers its
-// adapter's A and B by pointer; ranks may differ per adapter).
+// backend) and the multi-adapter serving kernel (SGMV-style: rows grouped by adapter, a block per
+// segment of up to 8 rows gathers its adapter's A and B by pointer once; ranks may differ per
+// adapter).
 #include <vector>
 
 #include "common/lora_math.h"
@@ -119,47 +120,19 @@ ql_status lora_backward(ql_ctx* ctx, void* dx, float* dA, float* dB, const void*
   return QL_OK;
 }
 
-// A block per token row: xa = x_t · A_aᵀ into shared memory (a warp per rank), then
-// y_t += scale_a · xa · B_aᵀ (a thread per output).
-__global__ void __launch_bounds__(256) lora_bgmv_kernel(void* y, const void* x, const int32_t* row_adapter,
-                                                        const uint64_t* a_ptrs, const uint64_t* b_ptrs,
-                                                        const int32_t* ranks, const float* scales, int64_t in,
-                                                        int64_t out, int32_t dtype) {
-  QL_SHARED(float, xa, 1024);
-  const int64_t t = blockIdx.x;
-  const int a = row_adapter[t];
-  if (a < 0) return;
-  const float* A = reinterpret_cast<const float*>(a_ptrs[a]);
-  const float* B = reinterpret_cast<const float*>(b_ptrs[a]);
-  const int r = ranks[a];
-  const float sc = scales[a];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  for (int k = warp; k < r; k += nw) {
-    float s = 0.0f;
-    for (int64_t i = lane; i < in; i += 32) s += ld(x, dtype, t * in + i) * A[int64_t(k) * in + i];
-    s = warp_sum(s);
-    if (lane == 0) xa[k] = s;
-  }
-  __syncthreads();
-  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) {
-    float s = 0.0f;
-    for (int k = 0; k < r; k++) s += xa[k] * B[o * r + k];
-    st(y, dtype, t * out + o, ld(y, dtype, t * out + o) + sc * s);
-  }
-}
-
-// Prefill (SGMV-style): rows are grouped on the host into segments of up to kSegRows
-// consecutive rows with the same adapter; a block per segment computes xa for all its rows
-// (each A row is read once per segment, not once per token) and then their outputs (each B row
-// once per segment). seg: (first row, row count, adapter) triples.
+// SGMV: rows are grouped by adapter on the host (decode batches name adapters in any order) into
+// segments of up to kSegRows rows with the same adapter; a block per segment computes xa for all
+// its rows (each A row is read once per segment, not once per token) and then their outputs (each
+// B row once per segment). seg: (offset into rows, row count, adapter) triples; rows: the token
+// rows of every segment, in segment order.
 constexpr int kSegRows = 8;
-__global__ void __launch_bounds__(256) lora_sgmv_kernel(void* y, const void* x, const int3* seg,
+__global__ void __launch_bounds__(256) lora_sgmv_kernel(void* y, const void* x, const int3* seg, const int32_t* rows,
                                                         const uint64_t* a_ptrs, const uint64_t* b_ptrs,
                                                         const int32_t* ranks, const float* scales, int64_t in,
                                                         int64_t out, int32_t dtype) {
   QL_DYN_SHARED(float, xa);  // [kSegRows][r]
   const int3 sg = seg[blockIdx.x];
-  const int64_t t0 = sg.x;
+  const int32_t* trow = rows + sg.x;
   const int nr = sg.y, a = sg.z;
   const float* A = reinterpret_cast<const float*>(a_ptrs[a]);
   const float* B = reinterpret_cast<const float*>(b_ptrs[a]);
@@ -174,7 +147,7 @@ __global__ void __launch_bounds__(256) lora_sgmv_kernel(void* y, const void* x, 
       const float av = A[int64_t(k) * in + i];
 #pragma unroll
       for (int j = 0; j < kSegRows; j++)
-        if (j < nr) s[j] += ld(x, dtype, (t0 + j) * in + i) * av;
+        if (j < nr) s[j] += ld(x, dtype, int64_t(trow[j]) * in + i) * av;
     }
 #pragma unroll
     for (int j = 0; j < kSegRows; j++) {
@@ -194,7 +167,7 @@ __global__ void __launch_bounds__(256) lora_sgmv_kernel(void* y, const void* x, 
         if (j < nr) s[j] += xa[j * r + k] * b;
     }
     for (int j = 0; j < nr; j++) {
-      const int64_t idx = (t0 + j) * out + o;
+      const int64_t idx = int64_t(trow[j]) * out + o;
       st(y, dtype, idx, ld(y, dtype, idx) + sc * s[j]);
     }
   }
@@ -206,10 +179,9 @@ ql_status lora_multi_forward(ql_ctx* ctx, void* y, const void* x, const int32_t*
                              int32_t dtype) {
   if (T == 0) return QL_OK;
   const int64_t na = n_adapters > 0 ? n_adapters : 1;
-  Scratch d_rows(ctx, uint64_t(T) * 4), d_a(ctx, uint64_t(na) * 8), d_b(ctx, uint64_t(na) * 8),
-      d_r(ctx, uint64_t(na) * 4), d_s(ctx, uint64_t(na) * 4);
-  ql_status st = copy_to_device(ctx, d_rows.ptr, host_row_adapter, uint64_t(T) * 4);
-  if (st == QL_OK && n_adapters > 0) {
+  Scratch d_a(ctx, uint64_t(na) * 8), d_b(ctx, uint64_t(na) * 8), d_r(ctx, uint64_t(na) * 4), d_s(ctx, uint64_t(na) * 4);
+  ql_status st = QL_OK;
+  if (n_adapters > 0) {
     st = copy_to_device(ctx, d_a.ptr, host_a_ptrs, uint64_t(n_adapters) * 8);
     if (st == QL_OK) st = copy_to_device(ctx, d_b.ptr, host_b_ptrs, uint64_t(n_adapters) * 8);
     if (st == QL_OK) st = copy_to_device(ctx, d_r.ptr, host_ranks, uint64_t(n_adapters) * 4);
@@ -217,32 +189,35 @@ ql_status lora_multi_forward(ql_ctx* ctx, void* y, const void* x, const int32_t*
   }
   if (st != QL_OK) return st;
   if (n_adapters == 0) return QL_OK;
-  // segments of consecutive rows sharing an adapter (prefill); decode batches (every row its
-  // own sequence) mostly give segments of one row and take the gather kernel
-  std::vector<int3> segs;
-  for (int64_t t = 0; t < T;) {
-    const int a = host_row_adapter[t];
-    int64_t e = t + 1;
-    while (e < T && e - t < kSegRows && host_row_adapter[e] == a) e++;
-    if (a >= 0) segs.push_back(int3{int(t), int(e - t), a});
-    t = e;
+  // group the rows by adapter (stable), then cut each group into segments of kSegRows rows
+  std::vector<int32_t> order;
+  order.reserve(size_t(T));
+  std::vector<int64_t> count(size_t(n_adapters) + 1, 0);
+  for (int64_t t = 0; t < T; t++)
+    if (host_row_adapter[t] >= 0) count[size_t(host_row_adapter[t]) + 1]++;
+  for (int64_t a = 0; a < n_adapters; a++) count[size_t(a) + 1] += count[size_t(a)];
+  order.resize(size_t(count[size_t(n_adapters)]));
+  if (order.empty()) return QL_OK;
+  {
+    std::vector<int64_t> pos(count.begin(), count.end() - 1);
+    for (int64_t t = 0; t < T; t++)
+      if (host_row_adapter[t] >= 0) order[size_t(pos[size_t(host_row_adapter[t])]++)] = int32_t(t);
   }
-  if (segs.empty()) return QL_OK;
+  std::vector<int3> segs;
+  for (int64_t a = 0; a < n_adapters; a++)
+    for (int64_t i = count[size_t(a)]; i < count[size_t(a) + 1]; i += kSegRows) {
+      const int64_t n = count[size_t(a) + 1] - i < kSegRows ? count[size_t(a) + 1] - i : kSegRows;
+      segs.push_back(int3{int(i), int(n), int(a)});
+    }
   int max_rank = 1;
   for (int64_t a = 0; a < n_adapters; a++) max_rank = host_ranks[a] > max_rank ? host_ranks[a] : max_rank;
-  if (segs.size() * 2 <= size_t(T)) {  // at least two rows per segment on average
-    Scratch d_seg(ctx, segs.size() * sizeof(int3));
-    st = copy_to_device(ctx, d_seg.ptr, segs.data(), segs.size() * sizeof(int3));
-    if (st != QL_OK) return st;
-    QL_LAUNCH(unsigned(segs.size()), 256, size_t(kSegRows) * max_rank * 4, stream(ctx), lora_sgmv_kernel)(
-        y, x, d_seg.as<int3>(), d_a.as<uint64_t>(), d_b.as<uint64_t>(), d_r.as<int32_t>(), d_s.as<float>(), in, out,
-        dtype);
-    QL_LAUNCH_CHECK();
-    return QL_OK;
-  }
-  QL_LAUNCH(unsigned(T), 256, 0, stream(ctx), lora_bgmv_kernel)(y, x, d_rows.as<int32_t>(), d_a.as<uint64_t>(),
-                                                                d_b.as<uint64_t>(), d_r.as<int32_t>(),
-                                                                d_s.as<float>(), in, out, dtype);
+  Scratch d_seg(ctx, segs.size() * sizeof(int3)), d_order(ctx, order.size() * 4);
+  st = copy_to_device(ctx, d_seg.ptr, segs.data(), segs.size() * sizeof(int3));
+  if (st == QL_OK) st = copy_to_device(ctx, d_order.ptr, order.data(), order.size() * 4);
+  if (st != QL_OK) return st;
+  QL_LAUNCH(unsigned(segs.size()), 256, size_t(kSegRows) * max_rank * 4, stream(ctx), lora_sgmv_kernel)(
+      y, x, d_seg.as<int3>(), d_order.as<int32_t>(), d_a.as<uint64_t>(), d_b.as<uint64_t>(), d_r.as<int32_t>(),
+      d_s.as<float>(), in, out, dtype);
   QL_LAUNCH_CHECK();
   return QL_OK;
 }

@@ -8,14 +8,16 @@ namespace ql::cuda {
 
 namespace wmma = nvcuda::wmma;
 
-// ---------------------------------------------------------------- decode GEMV (m <= 8)
+// ---------------------------------------------------------------- decode GEMV / small M (m <= 64)
 // A warp per output row; each lane reads 16 bytes (32 codes) of the row per step, the 32 codes
 // share one absmax (cols % 32 == 0 and blocksize >= 32), the codebook lives in shared memory.
+// Each weight is read and decoded once and applied to every activation row: M accumulators per
+// lane (M = m exactly for m <= 8; M = 16, 32 or 64 with the rows past mm skipped for 9..64 rows).
 template <int M, int DT>
 __global__ void __launch_bounds__(128) gemv_4bit_kernel(void* __restrict__ y, const void* __restrict__ x,
                                                         const uint8_t* __restrict__ packed,
                                                         const float* __restrict__ absmax, int64_t rows, int64_t cols,
-                                                        int blocksize, Code16 cb, int accumulate) {
+                                                        int blocksize, Code16 cb, int accumulate, int mm) {
   QL_SHARED(float, code, 16);
   load_code16(code, cb);
   __syncthreads();
@@ -40,6 +42,7 @@ __global__ void __launch_bounds__(128) gemv_4bit_kernel(void* __restrict__ y, co
           const int64_t c = c0 + wi * 8 + bi * 2;
 #pragma unroll
           for (int m = 0; m < M; m++) {
+            if (M > 8 && m >= mm) break;
             float x0, x1;
             if (DT == QL_F32) {
               x0 = static_cast<const float*>(x)[m * cols + c];
@@ -59,11 +62,15 @@ __global__ void __launch_bounds__(128) gemv_4bit_kernel(void* __restrict__ y, co
       const uint8_t byte = packed[f / 2];
       const float w = code[(f & 1) ? (byte & 15) : (byte >> 4)] * absmax[f / blocksize];
 #pragma unroll
-      for (int m = 0; m < M; m++) acc[m] += w * ld(x, DT, m * cols + c);
+      for (int m = 0; m < M; m++) {
+        if (M > 8 && m >= mm) break;
+        acc[m] += w * ld(x, DT, m * cols + c);
+      }
     }
   }
 #pragma unroll
   for (int m = 0; m < M; m++) {
+    if (M > 8 && m >= mm) break;  // mm is the same for the whole warp: warp_sum stays converged
     const float s = warp_sum(acc[m]);
     if (lane == 0) {
       const int64_t o = m * rows + row;
@@ -247,11 +254,12 @@ ql_status matmul_4bit(ql_ctx* ctx, void* y, const void* x, const ql_qweight* w, 
                       int32_t accumulate) {
   const QWeight& q = qw(w);
   const Code16 cb = code16(w->quant_type);
-  if (m <= 8) {
+  if (m <= 64) {
     const unsigned grid = ceil_div(w->rows, 4);
+    const int mm = int(m);
 #define QL_GEMV(M_, DT_)                                                                                  \
   QL_LAUNCH(grid, 128, 0, stream(ctx), gemv_4bit_kernel<M_, DT_>)(y, x, q.packed, q.absmax, w->rows, w->cols, \
-                                                                   w->blocksize, cb, accumulate)
+                                                                   w->blocksize, cb, accumulate, mm)
 #define QL_GEMV_M(DT_)             \
   switch (m) {                     \
     case 1: QL_GEMV(1, DT_); break; \
@@ -261,7 +269,12 @@ ql_status matmul_4bit(ql_ctx* ctx, void* y, const void* x, const ql_qweight* w, 
     case 5: QL_GEMV(5, DT_); break; \
     case 6: QL_GEMV(6, DT_); break; \
     case 7: QL_GEMV(7, DT_); break; \
-    default: QL_GEMV(8, DT_); break; \
+    case 8: QL_GEMV(8, DT_); break; \
+    default:                         \
+      if (m <= 16) QL_GEMV(16, DT_);   \
+      else if (m <= 32) QL_GEMV(32, DT_); \
+      else QL_GEMV(64, DT_);           \
+      break;                         \
   }
     if (dtype == QL_F32) {
       QL_GEMV_M(QL_F32)
