@@ -31,11 +31,17 @@ export function resolveModel(deps: AppDeps, who: Caller, model: string): Adapter
  * (or the server's --chat-template); 400 when there is none or it fails. */
 export function chatPromptIds(
   deps: AppDeps,
-  messages: { role: ChatMessage["role"]; content?: string | { text?: string }[] | null; name?: string; tool_call_id?: string }[],
-  opts: { addGenerationPrompt?: boolean; addSpecialTokens?: boolean } = {},
+  messages: {
+    role: ChatMessage["role"];
+    content?: string | { text?: string }[] | null;
+    name?: string;
+    tool_call_id?: string;
+    tool_calls?: { function: { name: string; arguments: string } }[] | null;
+  }[],
+  opts: { addGenerationPrompt?: boolean; addSpecialTokens?: boolean; tools?: unknown[] | null } = {},
 ): number[] {
   const tok = deps.tokenizer;
-  const template = tok.chatTemplate ?? deps.chatTemplate;
+  const template = chatTemplateOf(deps);
   if (!template) {
     throw new ClientError(
       400,
@@ -47,18 +53,37 @@ export function chatPromptIds(
   const msgs: ChatMessage[] = messages.map((m) => ({
     ...m,
     content: Array.isArray(m.content) ? m.content.map((p) => p.text ?? "").join("") : (m.content ?? ""),
+    ...(m.tool_calls ? { tool_calls: m.tool_calls.map(templateToolCall) } : {}),
   }));
   try {
     const text = renderChatTemplate(template, msgs, {
       addGenerationPrompt: opts.addGenerationPrompt ?? true,
       bosToken: tok.bosToken,
       eosToken: tok.eosToken,
+      // Hugging Face templates take the tools as `tools` (a list of {type, function} objects)
+      extra: opts.tools && opts.tools.length > 0 ? { tools: opts.tools } : undefined,
     });
     return tok.encode(text, { addSpecialTokens: opts.addSpecialTokens ?? false });
   } catch (e) {
     if (e instanceof ChatTemplateError) throw new ClientError(400, e.message, "chat_template_error", "messages");
     throw e;
   }
+}
+
+/** The chat template chat requests render with (the model's, else the server's --chat-template). */
+export function chatTemplateOf(deps: AppDeps): string | null {
+  return deps.tokenizer.chatTemplate ?? deps.chatTemplate ?? null;
+}
+
+/** An assistant's tool call as templates read it: Hugging Face templates write
+ * `tool_call.function.arguments | tojson` (or iterate it), so the JSON text becomes an object, as
+ * vLLM does; text that is not JSON stays as it is. */
+function templateToolCall<T extends { function: { name: string; arguments: string } }>(c: T) {
+  let args: unknown = c.function.arguments;
+  try {
+    args = JSON.parse(c.function.arguments);
+  } catch { /* not JSON: the template gets the text */ }
+  return { ...c, function: { ...c.function, arguments: args } };
 }
 
 export interface CommonFields {
@@ -307,6 +332,9 @@ export interface ChoiceShape {
   /** A token's chunk: its fields and logprobs, or null when there is nothing to send. */
   tokenChunk(e: TokenEvent): { fields: Record<string, unknown>; logprobs: unknown } | null;
   finishChunk(e: FinishEvent): Record<string, unknown>;
+  /** The finish reason sent in a stream (chat: "tool_calls" when the choice made calls); default:
+   * the engine's. */
+  streamedFinish?(reason: string): string;
   /** The whole choice of a JSON response (the fields after its index). */
   whole(e: FinishEvent, reason: string): Record<string, unknown>;
 }
@@ -403,7 +431,8 @@ export function respond(
           await send(openAiError(err).body);
           return;
         }
-        await send(choiceChunk(ch.index, shape.finishChunk(e), null, reason));
+        const fields = shape.finishChunk(e);
+        await send(choiceChunk(ch.index, fields, null, shape.streamedFinish?.(reason) ?? reason));
       }
     };
     try {

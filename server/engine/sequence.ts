@@ -1,6 +1,7 @@
 // sequence.ts — one generation request's state as the engine sees it.
 import type { BlockSequence } from "./kv_blocks.ts";
 import { makeSamplingParams, Sampler, type SamplingParams } from "./sampling.ts";
+import type { GrammarState } from "./grammar.ts";
 
 export type SequenceStatus = "waiting" | "running" | "preempted" | "finished";
 
@@ -45,6 +46,8 @@ export class Sequence implements BlockSequence {
   readonly tenant: string;
   /** Preempted at least once (it goes back to the front of the queue). */
   preempted = false;
+  /** The grammar its output must follow (structured outputs, forced tool calls), or null. */
+  readonly grammar: GrammarState | null;
   /** Per generated token logprob info, when requested. */
   readonly logprobs: Array<{ logprob: number; topLogprobs: Array<{ token: number; logprob: number }> }> = [];
 
@@ -54,6 +57,7 @@ export class Sequence implements BlockSequence {
     stopping?: Partial<StoppingParams>;
     adapterUid?: string | null;
     tenant?: string;
+    grammar?: GrammarState | null;
     id?: number;
     arrivalTime?: number;
   }) {
@@ -72,6 +76,7 @@ export class Sequence implements BlockSequence {
     };
     this.adapterUid = opts.adapterUid ?? null;
     this.tenant = opts.tenant ?? "";
+    this.grammar = opts.grammar ?? null;
     this.arrivalTime = opts.arrivalTime ?? performance.now();
   }
 
