@@ -113,7 +113,7 @@ const SEPARATORS: [string, string] = [", ", ": "];
 
 /** The compiled grammars of one model: the compiler, and an LRU of compiled grammars by spec. */
 export class GrammarCompiler {
-  #cache = new Map<string, XG.CompiledGrammar>();
+  #cache = new Map<string, Promise<XG.CompiledGrammar>>();
   /** Compilations and cache hits (metrics, tests). */
   compiles = 0;
   hits = 0;
@@ -141,8 +141,9 @@ export class GrammarCompiler {
     return this.#cache.size;
   }
 
-  /** The compiled grammar of a spec (cached). `param` names the request field for errors. */
-  async compile(spec: GrammarSpec, param: string | null): Promise<XG.CompiledGrammar> {
+  /** The compiled grammar of a spec (cached; the n choices of one request that ask at once share
+   * one compilation). `param` names the request field for errors. */
+  compile(spec: GrammarSpec, param: string | null): Promise<XG.CompiledGrammar> {
     const key = JSON.stringify(spec);
     const hit = this.#cache.get(key);
     if (hit) {
@@ -152,22 +153,22 @@ export class GrammarCompiler {
       return hit;
     }
     const t0 = performance.now();
-    let compiled: XG.CompiledGrammar;
-    try {
-      compiled = await this.#compile(spec);
-    } catch (e) {
+    const p = this.#compile(spec).then((compiled) => {
+      this.lastCompileMs = performance.now() - t0;
+      this.compiles++;
+      return compiled;
+    }, (e) => {
+      this.#cache.delete(key);
       throw new GrammarError(`the grammar does not compile: ${(e as Error).message}`, param);
-    }
-    this.lastCompileMs = performance.now() - t0;
-    this.compiles++;
-    this.#cache.set(key, compiled);
+    });
+    this.#cache.set(key, p);
     while (this.#cache.size > this.capacity) {
       const [oldest, g] = this.#cache.entries().next().value!;
       this.#cache.delete(oldest);
       // matchers made from it keep their own reference (embind shared_ptr), so it may go now
-      g.dispose();
+      g.then((c) => c.dispose(), () => {});
     }
-    return compiled;
+    return p;
   }
 
   #compile(spec: GrammarSpec): Promise<XG.CompiledGrammar> {
@@ -219,7 +220,7 @@ export class GrammarCompiler {
   }
 
   dispose(): void {
-    for (const g of this.#cache.values()) g.dispose();
+    for (const g of this.#cache.values()) g.then((c) => c.dispose(), () => {});
     this.#cache.clear();
     this.compiler.dispose();
     this.info.dispose();

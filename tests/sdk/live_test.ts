@@ -14,9 +14,11 @@ import {
   NotFoundError,
   PermissionDeniedError,
   QloraClient,
+  schemaResponseFormat,
   Stream,
 } from "../../sdk/mod.ts";
 import { KEYS, type LiveServer, modelShape, startServer, writeAdapter } from "./helpers.ts";
+import { z } from "zod";
 
 const messages = [{ role: "user" as const, content: "Say something." }];
 
@@ -47,6 +49,26 @@ Deno.test({
         const detail = await client.models.retrieve(model);
         assert.equal(detail.id, model);
         assert.ok(detail.memory && detail.memory.total_bytes > 0);
+      });
+
+      await t.step("chat: parse with a zod schema (grammar-constrained output, parsed and checked)", async () => {
+        const Pet = z.object({
+          kind: z.enum(["cat", "dog"]),
+          age: z.number().int().min(0).max(20),
+          tags: z.array(z.enum(["a", "b"])).max(2),
+        });
+        const out = await client.chat.completions.parse({ model, messages, response_format: Pet, n: 2, max_tokens: 60 });
+        for (const c of out.choices) {
+          assert.equal(c.finish_reason, "stop");
+          assert.deepEqual(Pet.parse(JSON.parse(c.message.content!)), c.message.parsed);
+        }
+        const named = await client.chat.completions.parse({
+          model,
+          messages,
+          response_format: schemaResponseFormat(Pet, "pet"),
+          max_tokens: 60,
+        });
+        assert.ok(named.choices[0].message.parsed);
       });
 
       await t.step("chat: a completion, with its request id; withResponse()", async () => {
