@@ -209,6 +209,11 @@ export class EngineHost {
     return this.#rpc<{ ms: number }>({ t: "grammar_compile", rpc: this.#nextId++, spec });
   }
 
+  /** The engine worker's next-token mask work so far: milliseconds and masks (benchmarks). */
+  grammarStats(): Promise<{ ms: number; masks: number }> {
+    return this.#rpc<{ ms: number; masks: number }>({ t: "grammar_stats", rpc: this.#nextId++ });
+  }
+
   /** Drops an adapter from the device (running requests keep it until they finish). */
   async unloadAdapter(uid: string): Promise<void> {
     const r = await this.#rpc<{ stats: EngineStats }>({ t: "adapter_unload", rpc: this.#nextId++, uid });

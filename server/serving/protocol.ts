@@ -53,6 +53,8 @@ export type ToWorker =
   | { t: "jobs_poke" }
   /** Compiles a grammar ahead of use (benchmarks: first use vs cached); answers its milliseconds. */
   | { t: "grammar_compile"; rpc: number; spec: GrammarSpec }
+  /** The milliseconds and count of next-token masks computed so far (benchmarks). */
+  | { t: "grammar_stats"; rpc: number }
   | { t: "publish_done"; rpc: number; ok: boolean; message?: string };
 
 export interface ModelInfo {

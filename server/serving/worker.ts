@@ -13,7 +13,7 @@ import type { EngineStats, FromWorker, ToWorker, WorkerGenerate, WorkerInit } fr
 import { startWorkerJobs } from "./training.ts";
 import { planKvCache } from "./kv_budget.ts";
 import { dtypeSize } from "../ffi/tensor.ts";
-import { GrammarCompiler, GrammarError, type GrammarState, grammarVocab } from "../engine/grammar.ts";
+import { GrammarCompiler, GrammarError, type GrammarState, grammarVocab, maskStats } from "../engine/grammar.ts";
 
 let engine: Engine | null = null;
 let cache: AdapterCache | null = null;
@@ -231,6 +231,9 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       } catch (err) {
         post({ t: "rpc", rpc: m.rpc, ok: false, message: (err as Error).message, code: errorCode(err) });
       }
+      return;
+    case "grammar_stats":
+      post({ t: "rpc", rpc: m.rpc, ok: true, result: { ...maskStats } });
       return;
     case "adapter_unload":
       post({ t: "rpc", rpc: m.rpc, ok: true, result: { unloaded: cache?.unload(m.uid) ?? false, stats: stats() } });
