@@ -65,7 +65,6 @@ export function planTools(
       throw new ClientError(400, `two tools are named "${t.function.name}"`, "invalid_value", `tools[${i}].function.name`);
     }
     names.add(t.function.name);
-    if (t.function.parameters) checkJsonSchema(t.function.parameters, `tools[${i}].function.parameters`);
   });
   const format = toolFormatOf(template);
   const c = choice ?? "auto";
@@ -75,6 +74,11 @@ export function planTools(
     const t = tools.find((x) => x.function.name === c.function.name);
     if (!t) throw new ClientError(400, `tool_choice names "${c.function.name}", which is not in tools`, "invalid_value", "tool_choice");
     forced = [t];
+  }
+  // a forced call's parameters become grammar: what it cannot enforce is refused by name (with
+  // auto or none they only reach the template, so any schema goes)
+  for (const t of forced ?? []) {
+    if (t.function.parameters) checkJsonSchema(t.function.parameters, `tools[${tools.indexOf(t)}].function.parameters`);
   }
   const grammar = forced ? { spec: forcedCallGrammar(format, forced, parallel !== false && typeof c !== "object"), param: "tools" } : null;
   return { tools, format, parse: c !== "none", grammar };

@@ -194,10 +194,15 @@ export class Engine {
     this.#loop = (async () => {
       try {
         while (!this.#stopped && this.scheduler.numUnfinished > 0) {
-          // grammar masks are computed between steps (microtasks); wait for any still pending
-          const pending = this.#pendingMasks();
-          if (pending) await pending;
           this.step();
+          // the grammars' next masks are computed now, between steps; their wall time is the
+          // batch's wait for them (other work queued meanwhile included: an upper bound)
+          const pending = this.#pendingMasks();
+          if (pending) {
+            const t0 = performance.now();
+            this.grammarMasks += await pending;
+            this.grammarMaskMs += performance.now() - t0;
+          }
           // let I/O (new requests, disconnects, streaming writes) run between steps;
           // setImmediate, because a setTimeout(0) costs about 10 ms here
           await new Promise((r) => setImmediate(r));
@@ -208,7 +213,12 @@ export class Engine {
     })();
   }
 
-  #pendingMasks(): Promise<unknown> | null {
+  /** Next-token masks computed between steps, and the milliseconds the step loop waited for them. */
+  grammarMasks = 0;
+  grammarMaskMs = 0;
+
+  /** Resolves (to how many) when every constrained sequence's next mask is ready. */
+  #pendingMasks(): Promise<number> | null {
     let out: Promise<void>[] | null = null;
     for (const seq of this.scheduler.running) {
       if (seq.grammar && !seq.grammar.mask && !seq.grammar.terminated) (out ??= []).push(seq.grammar.ready());
@@ -216,7 +226,7 @@ export class Engine {
     for (const seq of this.scheduler.waiting) {
       if (seq.grammar && !seq.grammar.mask && !seq.grammar.terminated) (out ??= []).push(seq.grammar.ready());
     }
-    return out ? Promise.all(out) : null;
+    return out ? Promise.all(out).then((x) => x.length) : null;
   }
 
   /** Runs one step synchronously; returns the number of tokens computed. */

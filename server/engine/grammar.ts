@@ -83,9 +83,6 @@ export function grammarVocab(
  * character longer than allowed); tokens holding one are never allowed under a grammar. */
 const neverUtf8 = (b: number) => b === 0xc0 || b === 0xc1 || b >= 0xf5;
 
-/** The worker's next-token mask work so far (benchmarks: the per-token cost). */
-export const maskStats = { ms: 0, masks: 0 };
-
 let loading: Promise<Xgrammar> | null = null;
 
 /** Loads the xgrammar bundle once (see the file comment for the shim). */
@@ -240,9 +237,6 @@ export class GrammarState {
   mask: Int32Array | null = null;
   #pending: Promise<void> | null = null;
   #disposed = false;
-  /** Time spent computing masks, and how many (per-token cost). */
-  maskMs = 0;
-  masks = 0;
 
   constructor(readonly matcher: XG.GrammarMatcher, readonly stopTokenIds: number[]) {}
 
@@ -250,13 +244,7 @@ export class GrammarState {
   prepare(): Promise<void> {
     if (this.#disposed || this.matcher.isTerminated()) return Promise.resolve();
     this.mask = null;
-    const t0 = performance.now();
     const p = this.matcher.getNextTokenBitmask().then((m) => {
-      const ms = performance.now() - t0;
-      this.maskMs += ms;
-      this.masks++;
-      maskStats.ms += ms;
-      maskStats.masks++;
       if (this.#pending === p) {
         this.mask = m;
         this.#pending = null;

@@ -13,7 +13,7 @@ import type { EngineStats, FromWorker, ToWorker, WorkerGenerate, WorkerInit } fr
 import { startWorkerJobs } from "./training.ts";
 import { planKvCache } from "./kv_budget.ts";
 import { dtypeSize } from "../ffi/tensor.ts";
-import { GrammarCompiler, GrammarError, type GrammarState, grammarVocab, maskStats } from "../engine/grammar.ts";
+import { GrammarCompiler, GrammarError, type GrammarState, grammarVocab } from "../engine/grammar.ts";
 
 let engine: Engine | null = null;
 let cache: AdapterCache | null = null;
@@ -233,7 +233,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       }
       return;
     case "grammar_stats":
-      post({ t: "rpc", rpc: m.rpc, ok: true, result: { ...maskStats } });
+      post({ t: "rpc", rpc: m.rpc, ok: true, result: { ms: engine?.grammarMaskMs ?? 0, masks: engine?.grammarMasks ?? 0 } });
       return;
     case "adapter_unload":
       post({ t: "rpc", rpc: m.rpc, ok: true, result: { unloaded: cache?.unload(m.uid) ?? false, stats: stats() } });

@@ -68,6 +68,7 @@ export async function tinyServer(extra: { chatTemplate?: string } = {}) {
     url,
     modelId,
     modelDir,
+    maskStats: () => s.deps.host.grammarStats(),
     client: new OpenAI({ baseURL: `${url}/v1`, apiKey: "none", maxRetries: 0 }),
     post: (path: string, body: unknown) =>
       fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),

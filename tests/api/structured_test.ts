@@ -137,6 +137,8 @@ Deno.test({
       });
       await Promise.all(jobs);
       assert.equal(samples, 200);
+      const masks = await srv.maskStats();
+      console.log(`next-token masks: ${masks.masks}, ${(masks.ms / masks.masks).toFixed(3)} ms each (vocabulary 512)`);
       console.log(`200 constrained samples in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     } finally {
       await srv.close();

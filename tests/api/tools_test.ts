@@ -225,6 +225,24 @@ Deno.test({
       const e = await bad.json();
       assert.equal(bad.status, 400);
       assert.equal(e.error.param, "tool_choice");
+      // parameters the grammar cannot enforce: fine for auto (they only reach the template), a 400 when forced
+      const rich = [{
+        type: "function",
+        function: { name: "f", parameters: { type: "object", properties: { x: { oneOf: [{ type: "integer" }] } } } },
+      }];
+      const auto = await srv.post("/v1/chat/completions", { model: srv.modelId, messages: MESSAGES, tools: rich, max_tokens: 2 });
+      assert.equal(auto.status, 200, await auto.clone().text());
+      await auto.body?.cancel();
+      const forced = await srv.post("/v1/chat/completions", {
+        model: srv.modelId,
+        messages: MESSAGES,
+        tools: rich,
+        tool_choice: "required",
+      });
+      const fe = await forced.json();
+      assert.equal(forced.status, 400);
+      assert.equal(fe.error.param, "tools[0].function.parameters");
+      assert.match(fe.error.message, /"oneOf"/);
     } finally {
       await srv.close();
     }
