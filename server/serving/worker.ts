@@ -171,8 +171,8 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
     const stopTokenIds = [...new Set([...eosIds, ...(req.stopping.stopTokenIds ?? [])])];
     if (req.grammar) {
       // compiled here, not on the HTTP thread; a cached grammar costs a lookup
+      // (cancelled meanwhile: the engine still answers it, with an abort finish)
       grammar = await (await grammarCompiler()).matcher(req.grammar.spec, req.grammar.param, stopTokenIds);
-      if (ac.signal.aborted) return;
     }
     const it = engine.generate({
       promptIds: req.promptIds,
