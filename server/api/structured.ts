@@ -66,6 +66,7 @@ const SUPPORTED = new Set([
   "$defs",
   "definitions",
 ]);
+const MAX_DEPTH = 32, MAX_NODES = 5000;
 const TYPES = new Set(["object", "array", "string", "integer", "number", "boolean", "null"]);
 
 const refuse = (param: string, message: string) => new ClientError(400, message, "unsupported_value", param);
@@ -74,6 +75,7 @@ const invalid = (param: string, message: string) => new ClientError(400, message
 /** Checks a regular expression for what xgrammar's regex converter takes: JavaScript's syntax,
  * without lookaround or backreferences (a regular language). */
 export function checkRegex(pattern: string, param: string): void {
+  if (pattern.length > 4096) throw invalid(param, "the regular expression is longer than 4096 characters");
   try {
     new RegExp(pattern, "u");
   } catch (e) {
@@ -115,7 +117,11 @@ export function checkJsonPattern(pattern: string, param: string, at: string): vo
 /** Checks a JSON schema: every keyword is one the grammar enforces (or an annotation); a 400
  * naming the first other keyword and where it is. */
 export function checkJsonSchema(schema: unknown, param: string): void {
-  const walk = (s: unknown, path: string): void => {
+  // bounds (OpenAI's are tighter): the walk and the grammar's compilation stay short
+  let nodes = 0;
+  const walk = (s: unknown, path: string, depth = 0): void => {
+    if (depth > MAX_DEPTH) throw invalid(param, `the schema nests deeper than ${MAX_DEPTH} levels (at ${path})`);
+    if (++nodes > MAX_NODES) throw invalid(param, `the schema has more than ${MAX_NODES} subschemas`);
     if (typeof s === "boolean") return;
     if (!s || typeof s !== "object" || Array.isArray(s)) throw invalid(param, `${path || "the schema"} is not a JSON schema (an object)`);
     const o = s as Record<string, unknown>;
@@ -137,16 +143,16 @@ export function checkJsonSchema(schema: unknown, param: string): void {
         case "$defs":
         case "definitions":
           if (!v || typeof v !== "object" || Array.isArray(v)) throw invalid(param, `${k} must be an object (at ${at})`);
-          for (const [name, sub] of Object.entries(v)) walk(sub, `${at}/${name}`);
+          for (const [name, sub] of Object.entries(v)) walk(sub, `${at}/${name}`, depth + 1);
           break;
         case "additionalProperties":
         case "items":
-          walk(v, at);
+          walk(v, at, depth + 1);
           break;
         case "prefixItems":
         case "anyOf":
           if (!Array.isArray(v) || v.length === 0) throw invalid(param, `${k} must be a non-empty array (at ${at})`);
-          v.forEach((sub, i) => walk(sub, `${at}/${i}`));
+          v.forEach((sub, i) => walk(sub, `${at}/${i}`, depth + 1));
           break;
         case "required":
           if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) {
@@ -238,6 +244,7 @@ export function structuredOutputsGrammar(so: StructuredOutputs | null | undefine
       return { spec: { type: "choice", choices: so.choice! }, param: at };
     case "grammar":
       if (!so.grammar!.trim()) throw invalid(at, "grammar is empty");
+      if (so.grammar!.length > 65536) throw invalid(at, "the grammar is longer than 64 KiB");
       return { spec: { type: "grammar", grammar: so.grammar! }, param: at };
   }
 }
