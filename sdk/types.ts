@@ -28,6 +28,17 @@ export type ChatCompletionCreateParamsStreaming = ChatCompletionCreateParams & {
   stream: true;
 };
 export type ChatCompletion = Schemas["ChatCompletion"];
+/** response_format: text, json_object, or json_schema (grammar-constrained output). */
+export type ResponseFormat = Schemas["ResponseFormat"];
+/** vLLM's structured_outputs extension (json, regex, choice, grammar, json_object). */
+export type StructuredOutputs = NonNullable<Schemas["StructuredOutputs"]>;
+/** A function tool (its parameters are a JSON schema). */
+export type ChatCompletionTool = Schemas["Tool"];
+export type ChatCompletionToolChoice = Schemas["ToolChoice"];
+/** A tool call in a response's message (arguments: the model's JSON text). */
+export type ChatCompletionMessageToolCall = Schemas["ToolCall"];
+/** A piece of a tool call in a stream (index; id, type and name first; then arguments). */
+export type ChatCompletionToolCallDelta = Schemas["ToolCallDelta"];
 export type ChatLogprobs = Schemas["ChatLogprobs"];
 /** One SSE chunk of a streamed chat completion (the last, with stream_options.include_usage,
  * carries usage and no choices). */

@@ -9,6 +9,11 @@
 //   - registering an adapter and its first use, minus the same request on a resident adapter
 //     (best of 5 each; target < 20 ms);
 //   - tenant isolation (tenants.ts): another tenant's p99 under a flood, /health under 10 MB bodies.
+//   - json_schema decoding against free decoding: 16 clients, same model, prompts and token
+//     counts, interleaved A B A B, the median of the rounds' ratios (target ≥ 0.9); the
+//     per-token cost of the grammar's next-token mask in the engine worker;
+//   - compiling a 20-property JSON schema's grammar: first use and cached (and the model's
+//     tokenizer info, made once).
 import type { Row } from "./main.ts";
 import { makeModel } from "../../server/model/make_model.ts";
 import { type LlamaShape, LORA_MODULES } from "../../server/model/llama.ts";
@@ -22,7 +27,9 @@ const ADAPTERS = `${DIR}/adapters-135m`;
 const CLIENTS = 16,
   ROUNDS = Number(Deno.env.get("QLORA_BENCH_SERVE_ROUNDS") ?? 3),
   TOKENS = Number(Deno.env.get("QLORA_BENCH_SERVE_TOKENS") ?? 32),
-  PROMPT = "The quick brown fox jumps over the lazy dog and then";
+  PROMPT = "The quick brown fox jumps over the lazy dog and then",
+  // QLORA_BENCH_SERVE_ONLY=structured|tenants: only those rows (a busy machine, a quick look)
+  ONLY = Deno.env.get("QLORA_BENCH_SERVE_ONLY") ?? "";
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -89,7 +96,14 @@ interface StreamStats {
  * (perToken) ask for logprobs: 0, which makes every token its own chunk (random weights produce
  * ids the detokenizer turns into no text, whose chunks are otherwise not sent), at the price of a
  * log-softmax per token in the engine. */
-async function streamOne(url: string, model: string, maxTokens: number, perToken: boolean, client: number): Promise<StreamStats> {
+async function streamOne(
+  url: string,
+  model: string,
+  maxTokens: number,
+  perToken: boolean,
+  client: number,
+  extra: Record<string, unknown> = {},
+): Promise<StreamStats> {
   const t0 = performance.now();
   const res = await fetch(`${url}/v1/completions`, {
     method: "POST",
@@ -104,6 +118,7 @@ async function streamOne(url: string, model: string, maxTokens: number, perToken
       stream: true,
       ignore_eos: true,
       ...(perToken ? { logprobs: 0 } : { stream_options: { include_usage: true } }),
+      ...extra,
     }),
   });
   if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
@@ -142,17 +157,22 @@ async function load(
   models: string[],
   maxTokens = TOKENS,
   perToken = false,
+  extra: Record<string, unknown> = {},
 ): Promise<{ tokPerS: number; stats: StreamStats[] }> {
   const t0 = performance.now();
-  const stats = await Promise.all(models.map((m, i) => streamOne(url, m, maxTokens, perToken, i)));
+  const stats = await Promise.all(models.map((m, i) => streamOne(url, m, maxTokens, perToken, i, extra)));
   const s = (performance.now() - t0) / 1000;
   return { tokPerS: stats.reduce((a, x) => a + x.tokens, 0) / s, stats };
 }
 
 export async function run(): Promise<Row[]> {
-  const rows = await throughputRows();
+  if (!(await exists(`${MODEL}/config.json`))) {
+    console.log(`making ${MODEL}`);
+    await makeModel({ shape: "smollm-135m", out: MODEL });
+  }
+  const rows = ONLY === "tenants" ? [] : await throughputRows();
   // tenant isolation (scripts/bench/tenants.ts), on a server of its own with two tenants' keys
-  rows.push(...await tenantRows(MODEL, "smollm-135m"));
+  if (ONLY === "" || ONLY === "tenants") rows.push(...await tenantRows(MODEL, "smollm-135m"));
   return rows;
 }
 
@@ -184,6 +204,7 @@ async function throughputRows(): Promise<Row[]> {
     return text;
   };
   try {
+    if (ONLY === "structured") return await structuredRows(server, url, shape);
     for (let i = 0; i < CLIENTS; i++) await post("/v1/adapters", { id: `a${i}`, path: `a${i}`, preload: true });
     // warm up (compiles, first allocations)
     await load(url, ["smollm-135m"], 4);
@@ -238,6 +259,8 @@ async function throughputRows(): Promise<Row[]> {
     }
     // minimums: the machine is shared, and the minimum is the least disturbed sample of each
     const fu = Math.min(...firstUse), re = Math.min(...resident);
+
+    const structured = await structuredRows(server, url, shape);
     return [
       { name: "1 streaming client, base (tok/s)", ours: best.one, reference: null, ratio: null, target: null, unit: "tok/s" },
       {
@@ -276,10 +299,87 @@ async function throughputRows(): Promise<Row[]> {
         target: "< 20",
         unit: "ms",
       },
+      ...structured,
     ];
   } finally {
     await srv.shutdown();
     await server.close();
     await Deno.remove(root, { recursive: true });
   }
+}
+
+/** The structured-output rows: json_schema decoding against free decoding (16 clients, same model,
+ * prompts and token counts, interleaved A B A B, the median of the rounds' ratios), the step loop's
+ * wait for the grammars' masks per token, and compiling a 20-property schema (first, cached). */
+async function structuredRows(server: Awaited<ReturnType<typeof createServer>>, url: string, shape: LlamaShape): Promise<Row[]> {
+  // structured outputs. A schema whose output is one free string: on random weights the string
+  // runs to max_tokens, so both sides decode exactly TOKENS tokens per client.
+  const host = server.deps.host;
+  const t = performance.now();
+  await host.compileGrammar({ type: "json_object" }); // the tokenizer info (once per model) and the JSON grammar
+  const tokenizerInfoMs = performance.now() - t;
+  const wide = { type: "object", properties: {} as Record<string, unknown>, required: [] as string[], additionalProperties: false };
+  for (let i = 0; i < 20; i++) {
+    wide.properties[`field_${i}`] = [
+      { type: "integer", minimum: 0, maximum: 1000 },
+      { type: "string", maxLength: 16 },
+      {
+        enum: ["red", "green", "blue"],
+      },
+      { type: "boolean" },
+      { type: "array", items: { type: "number" }, maxItems: 4 },
+    ][i % 5];
+    wide.required.push(`field_${i}`);
+  }
+  const compileFirst = (await host.compileGrammar({ type: "json_schema", schema: wide })).ms;
+  const compileCached = (await host.compileGrammar({ type: "json_schema", schema: wide })).ms;
+  const constrained = { structured_outputs: { json: { type: "object", properties: { text: { type: "string" } }, required: ["text"] } } };
+  const clients = Array(CLIENTS).fill("smollm-135m");
+  await load(url, clients, 4); // warm
+  await load(url, clients, 4, false, constrained); // warm (compiles the schema)
+  const ratios: number[] = [], free: number[] = [], json: number[] = [];
+  const before = await host.grammarStats();
+  for (let round = 0; round < Math.max(3, ROUNDS); round++) {
+    const a = (await load(url, clients)).tokPerS;
+    const b = (await load(url, clients, TOKENS, false, constrained)).tokPerS;
+    free.push(a);
+    json.push(b);
+    ratios.push(b / a);
+  }
+  const after = await host.grammarStats();
+  const maskMs = (after.ms - before.ms) / Math.max(1, after.masks - before.masks);
+  return [
+    {
+      name: `json_schema decoding vs free, 16 clients (median of ${ratios.length} interleaved rounds)`,
+      ours: pct(json, 50),
+      reference: pct(free, 50),
+      ratio: pct(ratios, 50),
+      target: ">= 0.9",
+      unit: "tok/s",
+    },
+    {
+      name: `grammar next-token mask, per token (vocab ${shape.vocab})`,
+      ours: maskMs,
+      reference: null,
+      ratio: null,
+      target: null,
+      unit: "ms",
+    },
+    {
+      name: "grammar: tokenizer info + JSON grammar (once per model)",
+      ours: tokenizerInfoMs,
+      reference: null,
+      ratio: null,
+      target: null,
+      unit: "ms",
+    },
+    {
+      name: "grammar compile, 20-property schema: first use (cached as reference)",
+      ours: compileFirst,
+      reference: compileCached,
+      ratio: null,
+      target: null,
+      unit: "ms",
+    },
+  ];
 }

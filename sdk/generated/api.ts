@@ -1711,10 +1711,12 @@ export interface components {
                     content: string | null;
                     /** @description Always null (no refusals). */
                     refusal: null;
+                    /** @description The tool calls the model made (with tools). */
+                    tool_calls?: components["schemas"]["ToolCall"][];
                 };
                 logprobs: components["schemas"]["ChatLogprobs"];
                 /** @enum {string} */
-                finish_reason: "stop" | "length";
+                finish_reason: "stop" | "length" | "tool_calls";
                 /** @description Extension (vLLM): the stop string or token id that ended the choice. */
                 stop_reason?: string | number | null;
             }[];
@@ -1734,10 +1736,11 @@ export interface components {
                     /** @enum {string} */
                     role?: "assistant";
                     content?: string;
+                    tool_calls?: components["schemas"]["ToolCallDelta"][];
                 };
                 logprobs: components["schemas"]["ChatLogprobs"];
                 /** @enum {string|null} */
-                finish_reason: "stop" | "length" | null;
+                finish_reason: "stop" | "length" | "tool_calls" | null;
             }[];
             usage?: components["schemas"]["Usage"];
         };
@@ -1750,6 +1753,11 @@ export interface components {
             max_completion_tokens?: number | null;
             logprobs?: boolean | null;
             top_logprobs?: number | null;
+            response_format?: components["schemas"]["ResponseFormat"];
+            structured_outputs?: components["schemas"]["StructuredOutputs"];
+            tools?: components["schemas"]["Tool"][] | null;
+            tool_choice?: components["schemas"]["ToolChoice"];
+            parallel_tool_calls?: boolean | null;
             temperature?: number | null;
             top_p?: number | null;
             n?: number | null;
@@ -1781,11 +1789,6 @@ export interface components {
             stop_token_ids?: number[] | null;
             /** @description Describes the caller: accepted and recorded in the request log. */
             user?: string;
-            /** @description Only {"type": "text"} for now (structured outputs will come later). */
-            response_format?: {
-                type: string;
-                json_schema?: unknown;
-            } | null;
             /** @description Only ["text"]. */
             modalities?: string[] | null;
             /** @description Describes the caller: accepted and recorded in the request log. */
@@ -1800,15 +1803,9 @@ export interface components {
             store?: boolean | null;
             /** @description Describes the caller: accepted and recorded in the request log. */
             service_tier?: string | null;
-            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
-            tools?: unknown;
-            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
-            tool_choice?: unknown;
-            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
-            parallel_tool_calls?: unknown;
-            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            /** @description Not supported (the deprecated functions: use tools): any non-null value is a 400 unsupported_parameter. */
             functions?: unknown;
-            /** @description Not supported (tool calling is not implemented yet): any non-null value is a 400 unsupported_parameter. */
+            /** @description Not supported (the deprecated function_call: use tool_choice): any non-null value is a 400 unsupported_parameter. */
             function_call?: unknown;
             /** @description Not supported (no audio output): any non-null value is a 400 unsupported_parameter. */
             audio?: unknown;
@@ -1852,9 +1849,8 @@ export interface components {
             })[] | null;
             name?: string;
             tool_call_id?: string;
-            /** @description Not supported (tool calling is not implemented yet). */
-            tool_calls?: unknown;
-            /** @description Not supported (tool calling is not implemented yet). */
+            tool_calls?: components["schemas"]["ToolCall"][] | null;
+            /** @description Not supported (the deprecated function_call: use tool_calls). */
             function_call?: unknown;
             /** @description Not supported (no audio). */
             audio?: unknown;
@@ -1912,6 +1908,7 @@ export interface components {
             logprobs?: number | null;
             echo?: boolean | null;
             best_of?: number | null;
+            structured_outputs?: components["schemas"]["StructuredOutputs"];
             temperature?: number | null;
             top_p?: number | null;
             n?: number | null;
@@ -2418,6 +2415,40 @@ export interface components {
             weight_decay: number;
             checkpoint_every: number;
         };
+        /** @description text; json_object (any JSON object); json_schema (output that matches the schema). The output is grammar-constrained. */
+        ResponseFormat: {
+            /** @enum {string} */
+            type: "text";
+        } | {
+            /** @enum {string} */
+            type: "json_object";
+        } | {
+            /** @enum {string} */
+            type: "json_schema";
+            json_schema: {
+                name: string;
+                description?: string;
+                /** @description A JSON schema. */
+                schema?: {
+                    [key: string]: unknown;
+                } | null;
+                strict?: boolean | null;
+            };
+        } | null;
+        StructuredOutputs: {
+            /** @description A JSON schema the output matches. */
+            json?: {
+                [key: string]: unknown;
+            } | string | null;
+            /** @description A regular expression the whole output matches. */
+            regex?: string | null;
+            /** @description The output is one of these strings. */
+            choice?: string[] | null;
+            /** @description An EBNF grammar (xgrammar's dialect, root rule `root`). */
+            grammar?: string | null;
+            /** @description Any JSON object. */
+            json_object?: boolean | null;
+        } | null;
         TokenizeChatRequest: {
             /**
              * @description The base model's id or one of the caller's adapter ids (default: the base model); all share the tokenizer.
@@ -2452,6 +2483,45 @@ export interface components {
             tokens: number[];
             token_strs: string[] | null;
         };
+        Tool: {
+            /** @enum {string} */
+            type: "function";
+            function: {
+                name: string;
+                description?: string;
+                /** @description A JSON schema. */
+                parameters?: {
+                    [key: string]: unknown;
+                };
+                strict?: boolean | null;
+            };
+        };
+        ToolCall: {
+            id: string;
+            /** @enum {string} */
+            type: "function";
+            function: {
+                name: string;
+                arguments: string;
+            };
+        };
+        ToolCallDelta: {
+            index: number;
+            id?: string;
+            /** @enum {string} */
+            type?: "function";
+            function?: {
+                name?: string;
+                arguments?: string;
+            };
+        };
+        ToolChoice: ("none" | "auto" | "required") | {
+            /** @enum {string} */
+            type: "function";
+            function: {
+                name: string;
+            };
+        } | null;
         UnloadLoraAdapterRequest: {
             lora_name: string;
             lora_int_id?: number;

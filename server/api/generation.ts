@@ -33,10 +33,21 @@ export function resolveModel(deps: AppDeps, who: Caller, model: string): Adapter
 export async function chatPromptIds(
   deps: AppDeps,
   tenant: string,
-  messages: { role: ChatMessage["role"]; content?: string | { text?: string }[] | null; name?: string; tool_call_id?: string }[],
-  opts: { addGenerationPrompt?: boolean; addSpecialTokens?: boolean; extra?: Record<string, unknown>; signal?: AbortSignal } = {},
+  messages: {
+    role: ChatMessage["role"];
+    content?: string | { text?: string }[] | null;
+    name?: string;
+    tool_call_id?: string;
+    tool_calls?: { function: { name: string; arguments: string } }[] | null;
+  }[],
+  opts: {
+    addGenerationPrompt?: boolean;
+    addSpecialTokens?: boolean;
+    tools?: unknown[] | null;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<number[]> {
-  const template = deps.tokenizer.chatTemplate ?? deps.chatTemplate;
+  const template = chatTemplateOf(deps);
   if (!template) {
     throw new ClientError(
       400,
@@ -48,6 +59,7 @@ export async function chatPromptIds(
   const msgs: ChatMessage[] = messages.map((m) => ({
     ...m,
     content: Array.isArray(m.content) ? m.content.map((p) => p.text ?? "").join("") : (m.content ?? ""),
+    ...(m.tool_calls ? { tool_calls: m.tool_calls.map(templateToolCall) } : {}),
   }));
   try {
     return await deps.tokenizers.run(tenant, {
@@ -56,7 +68,8 @@ export async function chatPromptIds(
       messages: msgs,
       addGenerationPrompt: opts.addGenerationPrompt ?? true,
       addSpecialTokens: opts.addSpecialTokens ?? false,
-      extra: opts.extra,
+      // Hugging Face templates take the tools as `tools` (a list of {type, function} objects)
+      extra: opts.tools && opts.tools.length > 0 ? { tools: opts.tools } : undefined,
     }, opts.signal);
   } catch (e) {
     if (e instanceof ChatTemplateError) throw new ClientError(400, e.message, "chat_template_error", "messages");
@@ -73,6 +86,22 @@ export function textPromptIds(
   signal?: AbortSignal,
 ): Promise<number[]> {
   return deps.tokenizers.encode(tenant, text, addSpecialTokens, signal);
+}
+
+/** The chat template chat requests render with (the model's, else the server's --chat-template). */
+export function chatTemplateOf(deps: AppDeps): string | null {
+  return deps.tokenizer.chatTemplate ?? deps.chatTemplate ?? null;
+}
+
+/** An assistant's tool call as templates read it: Hugging Face templates write
+ * `tool_call.function.arguments | tojson` (or iterate it), so the JSON text becomes an object, as
+ * vLLM does; text that is not JSON stays as it is. */
+function templateToolCall<T extends { function: { name: string; arguments: string } }>(c: T) {
+  let args: unknown = c.function.arguments;
+  try {
+    args = JSON.parse(c.function.arguments);
+  } catch { /* not JSON: the template gets the text */ }
+  return { ...c, function: { ...c.function, arguments: args } };
 }
 
 export interface CommonFields {
@@ -344,6 +373,9 @@ export interface ChoiceShape {
   /** A token's chunk: its fields and logprobs, or null when there is nothing to send. */
   tokenChunk(e: TokenEvent): { fields: Record<string, unknown>; logprobs: unknown } | null;
   finishChunk(e: FinishEvent): Record<string, unknown>;
+  /** The finish reason sent in a stream (chat: "tool_calls" when the choice made calls); default:
+   * the engine's. */
+  streamedFinish?(reason: string): string;
   /** The whole choice of a JSON response (the fields after its index). */
   whole(e: FinishEvent, reason: string): Record<string, unknown>;
 }
@@ -440,7 +472,8 @@ export function respond(
           await send(openAiError(err).body);
           return;
         }
-        await send(choiceChunk(ch.index, shape.finishChunk(e), null, reason));
+        const fields = shape.finishChunk(e);
+        await send(choiceChunk(ch.index, fields, null, shape.streamedFinish?.(reason) ?? reason));
       }
     };
     try {

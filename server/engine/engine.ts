@@ -10,6 +10,7 @@ import { type FinishReason, Sequence, type StoppingParams } from "./sequence.ts"
 import type { SamplingParams, TopLogprob } from "./sampling.ts";
 import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
 import { EventQueue } from "../util/event_queue.ts";
+import type { GrammarState } from "./grammar.ts";
 
 /** Tokens one step computes by default: the running decodes plus prompt chunks up to this many
  * (a longer prompt is prefilled over several steps, so the others' streams keep flowing). */
@@ -49,6 +50,9 @@ export interface GenerateRequest {
   signal?: AbortSignal;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
+  /** A grammar the output must follow (its first mask ready); the engine advances it per token
+   * but does not own it (the caller disposes of it once the events end). */
+  grammar?: GrammarState | null;
 }
 
 export type GenerateEvent =
@@ -153,6 +157,7 @@ export class Engine {
       adapterUid: req.adapterUid ?? null,
       tenant: req.tenant,
       tenantWeight: req.tenantWeight,
+      grammar: req.grammar,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,
@@ -203,6 +208,14 @@ export class Engine {
       try {
         while (!this.#stopped && this.scheduler.numUnfinished > 0) {
           this.step();
+          // the grammars' next masks are computed now, between steps; their wall time is the
+          // batch's wait for them (other work queued meanwhile included: an upper bound)
+          const pending = this.#pendingMasks();
+          if (pending) {
+            const t0 = performance.now();
+            this.grammarMasks += await pending;
+            this.grammarMaskMs += performance.now() - t0;
+          }
           // let I/O (new requests, disconnects, streaming writes) run between steps;
           // setImmediate, because a setTimeout(0) costs about 10 ms here
           await new Promise((r) => setImmediate(r));
@@ -211,6 +224,22 @@ export class Engine {
         this.#loop = null;
       }
     })();
+  }
+
+  /** Next-token masks computed between steps, and the milliseconds the step loop waited for them. */
+  grammarMasks = 0;
+  grammarMaskMs = 0;
+
+  /** Resolves (to how many) when every constrained sequence's next mask is ready. */
+  #pendingMasks(): Promise<number> | null {
+    let out: Promise<void>[] | null = null;
+    for (const seq of this.scheduler.running) {
+      if (seq.grammar && !seq.grammar.mask && !seq.grammar.terminated) (out ??= []).push(seq.grammar.ready());
+    }
+    for (const seq of this.scheduler.waiting) {
+      if (seq.grammar && !seq.grammar.mask && !seq.grammar.terminated) (out ??= []).push(seq.grammar.ready());
+    }
+    return out ? Promise.all(out).then((x) => x.length) : null;
   }
 
   /** Runs one step synchronously; returns the number of tokens computed. */
@@ -231,11 +260,22 @@ export class Engine {
       const p = this.#pending.get(c.seq);
       if (!p || p.done || logits[i] === null) return; // failed, or a prompt chunk with more to come
       const seq = c.seq;
-      const r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds);
+      const g = seq.grammar;
+      let r;
+      try {
+        if (g && !g.mask) throw new Error("the grammar's mask is not ready (step() ran without yielding)");
+        r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds, g?.mask ?? null);
+        if (g && !g.accept(r.token)) throw new Error(`the grammar refused token ${r.token} it allowed`);
+      } catch (e) {
+        this.#fail(p, e as Error);
+        return;
+      }
       seq.appendToken(r.token);
       const piece = p.detok.push(r.token);
       p.events.push({ type: "token", tokenId: r.token, text: piece.text, logprob: r.logprob, topLogprobs: r.topLogprobs });
       if (piece.stopped !== null) this.#finish(p, "stop", piece.stopped); // the detokenizer honours min_tokens
+      // a grammar that accepted a stop token has ended: min_tokens and ignore_eos cannot extend it
+      else if (g?.terminated) this.#finish(p, "stop", r.token);
       else if (seq.checkStop(this.maxModelLen)) this.#finish(p, seq.finishReason!, seq.stopReason);
     });
     this.#onStep?.({

@@ -10,8 +10,13 @@
 //      (drop tokens with p < min_p · p_max); at least one token always survives
 //   6. draw from the renormalized survivors with the request's seeded RNG.
 //
+// A grammar's mask (engine/grammar.ts: a bitmask of the tokens the grammar allows next) drops the
+// other tokens after step 4, so that whatever the other settings keep, only allowed tokens are drawn
+// (top_k / top_p / min_p then choose among the allowed ones).
+//
 // Logprobs are the log-softmax of the logits after steps 1–4 (penalties and temperature applied,
-// temperature 0 counted as 1), BEFORE the truncation of step 5: every token has a finite logprob.
+// temperature 0 counted as 1), BEFORE the truncation of step 5 and before a grammar's mask: every
+// token has a finite logprob (the model's view, as the grammar does not change the model).
 //
 // Top-k and top-p use partial selection (a bounded heap), not a sort of the whole vocabulary;
 // top-p grows its candidate set geometrically from 64 and only sorts everything in the worst case.
@@ -254,7 +259,12 @@ export class Sampler {
   /**
    * Picks the next token. `logits` is not modified. `promptIds`/`outputIds` feed the penalties.
    */
-  sample(logits: Float32Array, promptIds: ArrayLike<number> = [], outputIds: ArrayLike<number> = []): SampleResult {
+  sample(
+    logits: Float32Array,
+    promptIds: ArrayLike<number> = [],
+    outputIds: ArrayLike<number> = [],
+    mask: Int32Array | null = null,
+  ): SampleResult {
     const p = this.params;
     const V = logits.length;
     if (V === 0) throw new Error("empty logits");
@@ -267,15 +277,15 @@ export class Sampler {
       const inv = 1 / p.temperature;
       for (let i = 0; i < V; i++) x[i] *= inv;
     }
-    if (greedy) {
-      const token = argmax(x);
-      return p.logprobs === null ? { token } : { token, ...logprobsOf(x, token, p.logprobs) };
+    let before = x; // what logprobs are computed from
+    if (p.logprobs !== null && (mask || !greedy)) {
+      if (!this.#scratch2 || this.#scratch2.length !== V) this.#scratch2 = new Float32Array(V);
+      this.#scratch2.set(x); // the mask and #draw overwrite x
+      before = this.#scratch2;
     }
-    if (p.logprobs === null) return { token: this.#draw(x) };
-    if (!this.#scratch2 || this.#scratch2.length !== V) this.#scratch2 = new Float32Array(V);
-    this.#scratch2.set(x); // #draw overwrites x
-    const token = this.#draw(x);
-    return { token, ...logprobsOf(this.#scratch2, token, p.logprobs) };
+    if (mask && applyMask(x, mask) === 0) throw new Error("the grammar allows no token");
+    const token = greedy ? argmax(x) : this.#draw(x);
+    return p.logprobs === null ? { token } : { token, ...logprobsOf(before, token, p.logprobs) };
   }
 
   /** Draws from x (logits after penalties and temperature); overwrites x with exp(x − max). */
@@ -371,6 +381,26 @@ export class Sampler {
     }
     return cand[0];
   }
+}
+
+/** Sets the logits of the tokens a grammar's bitmask does not allow to −∞ (ids past the mask
+ * too); returns how many remain. */
+export function applyMask(x: Float32Array, mask: Int32Array): number {
+  let kept = 0;
+  const V = x.length;
+  for (let w = 0; w * 32 < V; w++) {
+    const bits = w < mask.length ? mask[w] : 0;
+    const end = Math.min(V, w * 32 + 32);
+    if (bits === -1) {
+      kept += end - w * 32;
+      continue;
+    }
+    for (let i = w * 32; i < end; i++) {
+      if ((bits >>> (i & 31)) & 1) kept++;
+      else x[i] = -Infinity;
+    }
+  }
+  return kept;
 }
 
 /** log-softmax of x at `token`, plus the n most likely tokens. */

@@ -1,6 +1,7 @@
 // sequence.ts — one generation request's state as the engine sees it.
 import type { BlockSequence } from "./kv_blocks.ts";
 import { makeSamplingParams, Sampler, type SamplingParams } from "./sampling.ts";
+import type { GrammarState } from "./grammar.ts";
 
 export type SequenceStatus = "waiting" | "running" | "preempted" | "finished";
 
@@ -47,6 +48,8 @@ export class Sequence implements BlockSequence {
   readonly tenantWeight: number;
   /** Preempted at least once (it goes back to the front of the queue). */
   preempted = false;
+  /** The grammar its output must follow (structured outputs, forced tool calls), or null. */
+  readonly grammar: GrammarState | null;
   /** Per generated token logprob info, when requested. */
   readonly logprobs: Array<{ logprob: number; topLogprobs: Array<{ token: number; logprob: number }> }> = [];
 
@@ -57,6 +60,7 @@ export class Sequence implements BlockSequence {
     adapterUid?: string | null;
     tenant?: string;
     tenantWeight?: number;
+    grammar?: GrammarState | null;
     id?: number;
     arrivalTime?: number;
   }) {
@@ -76,6 +80,7 @@ export class Sequence implements BlockSequence {
     this.adapterUid = opts.adapterUid ?? null;
     this.tenant = opts.tenant ?? "";
     this.tenantWeight = opts.tenantWeight !== undefined && opts.tenantWeight > 0 ? opts.tenantWeight : 1;
+    this.grammar = opts.grammar ?? null;
     this.arrivalTime = opts.arrivalTime ?? performance.now();
   }
 

@@ -123,6 +123,9 @@ export class Tokenizer {
   readonly #vocab: Map<string, number>;
   #llamaSpecials: { bos: number | null; eos: number | null } | null = null;
   readonly stripLeadingSpaces: number;
+  /** How the vocabulary's strings encode bytes (grammar engines decode them the same way):
+   * GPT-2 byte-level ("Ġthe"), SentencePiece ("▁the", "<0x0A>"), or the text itself. */
+  readonly pieceEncoding: "byte_level" | "byte_fallback" | "raw";
   readonly vocabSize: number;
   readonly bosToken: string | null;
   readonly eosToken: string | null;
@@ -153,6 +156,7 @@ export class Tokenizer {
     }
     const flags = decoderFlags(tj.decoder);
     this.stripLeadingSpaces = flags.stripLeadingSpaces;
+    this.pieceEncoding = flags.byteLevel ? "byte_level" : flags.byteFallback || flags.metaspace ? "byte_fallback" : "raw";
 
     const vocab = new Map<string, number>();
     for (const [tok, id] of Object.entries(model.vocab as Record<string, number>)) vocab.set(tok, id);

@@ -8,14 +8,17 @@
 // in a finish event) | fail; cancel(id); adapter_load / adapter_unload / shutdown are RPCs answered
 // by rpc messages; the worker posts a step message (StepInfo + EngineStats) after each step.
 import type { GenerateEvent, StepInfo } from "../engine/engine.ts";
+import type { GrammarSpec } from "../engine/grammar.ts";
 import type { EngineStats, FromWorker, ModelInfo, ToWorker, WorkerGenerate, WorkerInit } from "./protocol.ts";
 import { ClientError } from "../util/errors.ts";
 import { EventQueue } from "../util/event_queue.ts";
 
 /** A failure the worker reported, as the caller's error: the worker's codes for mistakes in the
  * request (or an engine that is shutting down) become ClientErrors; anything else is a fault. */
-function workerError(message: string, code: string): Error {
+function workerError(message: string, code: string, param?: string | null): Error {
   switch (code) {
+    case "invalid_grammar":
+      return new ClientError(400, message, "invalid_value", param ?? null);
     case "context_length_exceeded":
     case "invalid_request":
       return new ClientError(400, message, code);
@@ -108,7 +111,7 @@ export class EngineHost {
         const s = this.#streams.get(m.id);
         if (!s) return;
         this.#end(m.id, s);
-        s.events.fail(workerError(m.message, m.code));
+        s.events.fail(workerError(m.message, m.code, m.param));
         return;
       }
       case "step":
@@ -199,6 +202,16 @@ export class EngineHost {
       this.stats = r.stats;
       return r;
     });
+  }
+
+  /** Compiles a grammar in the worker (benchmarks): the call's milliseconds (a cache hit is a lookup). */
+  compileGrammar(spec: GrammarSpec): Promise<{ ms: number }> {
+    return this.#rpc<{ ms: number }>({ t: "grammar_compile", rpc: this.#nextId++, spec });
+  }
+
+  /** The engine worker's next-token mask work so far: milliseconds and masks (benchmarks). */
+  grammarStats(): Promise<{ ms: number; masks: number }> {
+    return this.#rpc<{ ms: number; masks: number }>({ t: "grammar_stats", rpc: this.#nextId++ });
   }
 
   /** Drops an adapter from the device (running requests keep it until they finish). */

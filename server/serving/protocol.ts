@@ -4,6 +4,7 @@
 import type { GenerateEvent, StepInfo } from "../engine/engine.ts";
 import type { SamplingParams } from "../engine/sampling.ts";
 import type { StoppingParams } from "../engine/sequence.ts";
+import type { GrammarSpec } from "../engine/grammar.ts";
 import type { LlamaShape } from "../model/llama.ts";
 import type { MemoryReport } from "../model/loader.ts";
 import type { TrainingOptions } from "./training.ts";
@@ -42,6 +43,9 @@ export interface WorkerGenerate {
   tenantWeight?: number;
   includeStopString?: boolean;
   skipSpecialTokens?: boolean;
+  /** The grammar the output must follow, compiled (and cached) in the worker; `param` names the
+   * request field a grammar that does not compile is blamed on. */
+  grammar?: { spec: GrammarSpec; param: string } | null;
 }
 
 export type ToWorker =
@@ -52,6 +56,10 @@ export type ToWorker =
   | { t: "adapter_unload"; rpc: number; uid: string }
   | { t: "shutdown"; rpc: number }
   | { t: "jobs_poke" }
+  /** Compiles a grammar ahead of use (benchmarks: first use vs cached); answers its milliseconds. */
+  | { t: "grammar_compile"; rpc: number; spec: GrammarSpec }
+  /** The milliseconds and count of next-token masks computed so far (benchmarks). */
+  | { t: "grammar_stats"; rpc: number }
   | { t: "publish_done"; rpc: number; ok: boolean; message?: string };
 
 export interface ModelInfo {
@@ -87,7 +95,7 @@ export type FromWorker =
   | { t: "ready"; info: ModelInfo }
   | { t: "init_error"; message: string }
   | { t: "event"; id: number; ev: GenerateEvent }
-  | { t: "fail"; id: number; message: string; code: string }
+  | { t: "fail"; id: number; message: string; code: string; param?: string | null }
   | { t: "step"; step: StepInfo; stats: EngineStats }
   /** Stats that changed outside a step (a cancel when no step follows), so /health never goes stale. */
   | { t: "stats"; stats: EngineStats }

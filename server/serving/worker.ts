@@ -14,10 +14,19 @@ import type { EngineStats, FromWorker, ToWorker, WorkerGenerate, WorkerInit } fr
 import { startWorkerJobs } from "./training.ts";
 import { planKvCache } from "./kv_budget.ts";
 import { dtypeSize } from "../ffi/tensor.ts";
+import { GrammarCompiler, GrammarError, type GrammarState, grammarVocab } from "../engine/grammar.ts";
 
 let engine: Engine | null = null;
 let cache: AdapterCache | null = null;
 let eosIds: number[] = [];
+/** The model's grammar compiler, made on the first constrained request (TokenizerInfo takes a
+ * while on a large vocabulary; servers that never constrain never pay it). */
+let grammars: Promise<GrammarCompiler> | null = null;
+let grammarSource: (() => Promise<GrammarCompiler>) | null = null;
+const grammarCompiler = () => (grammars ??= grammarSource!().catch((e) => {
+  grammars = null;
+  throw e;
+}));
 const requests = new Map<number, AbortController>();
 let dispose: (() => void) | null = null;
 let jobs: Awaited<ReturnType<typeof startWorkerJobs>> | null = null;
@@ -103,6 +112,7 @@ async function init(o: WorkerInit): Promise<void> {
     onStep: (step) => post({ t: "step", step, stats: stats() }),
   }, binder);
   eosIds = bundle.eosTokenIds;
+  grammarSource = () => GrammarCompiler.create(grammarVocab(bundle.tokenizer, shape.vocab, eosIds));
   if (o.training) {
     // the job runner trains on this very model, between the engine's steps
     const publisher = {
@@ -145,6 +155,7 @@ function errorCode(e: unknown): string {
   if (e instanceof EngineError) return e.code;
   if (e instanceof SamplingParamsError) return "invalid_request";
   if (e instanceof PeftError) return "invalid_adapter";
+  if (e instanceof GrammarError) return "invalid_grammar";
   if (e instanceof Deno.errors.NotFound) return "adapter_not_found";
   return "internal";
 }
@@ -153,6 +164,7 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
   const ac = new AbortController();
   requests.set(id, ac);
   let pinned: { uid: string; entry: ReturnType<AdapterCache["get"]> } | null = null;
+  let grammar: GrammarState | null = null;
   try {
     if (!engine || !cache) throw new EngineError("the engine is not ready", "engine_stopped");
     if (req.adapter) {
@@ -160,6 +172,11 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
       pinned = { uid: req.adapter.uid, entry };
     }
     const stopTokenIds = [...new Set([...eosIds, ...(req.stopping.stopTokenIds ?? [])])];
+    if (req.grammar) {
+      // compiled here, not on the HTTP thread; a cached grammar costs a lookup
+      // (cancelled meanwhile: the engine still answers it, with an abort finish)
+      grammar = await (await grammarCompiler()).matcher(req.grammar.spec, req.grammar.param, stopTokenIds);
+    }
     const it = engine.generate({
       promptIds: req.promptIds,
       sampling: req.sampling,
@@ -170,11 +187,13 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
       signal: ac.signal,
       includeStopString: req.includeStopString,
       skipSpecialTokens: req.skipSpecialTokens,
+      grammar,
     });
     for await (const ev of it) post({ t: "event", id, ev });
   } catch (e) {
-    post({ t: "fail", id, message: (e as Error).message, code: errorCode(e) });
+    post({ t: "fail", id, message: (e as Error).message, code: errorCode(e), param: e instanceof GrammarError ? e.param : null });
   } finally {
+    grammar?.dispose();
     requests.delete(id);
     if (pinned && cache) cache.release(pinned.uid, pinned.entry);
   }
@@ -206,6 +225,19 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       } catch (err) {
         post({ t: "rpc", rpc: m.rpc, ok: false, message: (err as Error).message, code: errorCode(err) });
       }
+      return;
+    case "grammar_compile":
+      try {
+        const c = await grammarCompiler();
+        const t0 = performance.now();
+        await c.compile(m.spec, null);
+        post({ t: "rpc", rpc: m.rpc, ok: true, result: { ms: performance.now() - t0 } });
+      } catch (err) {
+        post({ t: "rpc", rpc: m.rpc, ok: false, message: (err as Error).message, code: errorCode(err) });
+      }
+      return;
+    case "grammar_stats":
+      post({ t: "rpc", rpc: m.rpc, ok: true, result: { ms: engine?.grammarMaskMs ?? 0, masks: engine?.grammarMasks ?? 0 } });
       return;
     case "adapter_unload":
       post({ t: "rpc", rpc: m.rpc, ok: true, result: { unloaded: cache?.unload(m.uid) ?? false, stats: stats() } });

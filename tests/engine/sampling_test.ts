@@ -1,6 +1,6 @@
-// sampling_test.ts — determinism, each filter, penalties, logprobs, partial selection.
+// sampling_test.ts — determinism, each filter, penalties, logprobs, partial selection, a grammar's mask.
 import assert from "node:assert/strict";
-import { applyPenalties, logprobsOf, makeSamplingParams, Rng, Sampler, topKIndices } from "../../server/engine/sampling.ts";
+import { applyMask, applyPenalties, logprobsOf, makeSamplingParams, Rng, Sampler, topKIndices } from "../../server/engine/sampling.ts";
 
 function randomLogits(n: number, seed: number): Float32Array {
   const r = new Rng(seed);
@@ -155,4 +155,26 @@ Deno.test("invalid parameters are rejected with the field name", () => {
   assert.throws(() => makeSamplingParams({ presencePenalty: 3 }), /presence_penalty/);
   assert.throws(() => makeSamplingParams({ logprobs: 21 }), /top_logprobs/);
   assert.throws(() => makeSamplingParams({ seed: 1.5 }), /seed/);
+});
+
+Deno.test("a grammar's mask: only allowed tokens are drawn, whatever top_k/top_p/min_p and temperature; logprobs are the model's", () => {
+  const V = 100;
+  const logits = new Float32Array(V).map((_, i) => (i % 7) - i / 50);
+  const mask = new Int32Array(Math.ceil(V / 32));
+  const allowed = [3, 40, 77, 99];
+  for (const id of allowed) mask[id >> 5] |= 1 << (id & 31);
+  for (const p of [{ temperature: 0 }, { temperature: 1 }, { temperature: 1.5, topK: 5 }, { topP: 0.5 }, { minP: 0.2 }]) {
+    const s = new Sampler({ ...p, seed: 7, logprobs: 2 });
+    for (let i = 0; i < 50; i++) {
+      const r = s.sample(logits, [], [], mask);
+      assert.ok(allowed.includes(r.token), `${JSON.stringify(p)}: ${r.token}`);
+      assert.ok(Number.isFinite(r.logprob!));
+      // top logprobs come from the unmasked distribution (token 6 is the most likely overall)
+      assert.equal(r.topLogprobs![0].token, 6);
+    }
+  }
+  const x = Float32Array.from(logits);
+  assert.equal(applyMask(x, mask), allowed.length);
+  assert.equal(x.filter(Number.isFinite).length, allowed.length);
+  assert.throws(() => new Sampler({ seed: 1 }).sample(logits, [], [], new Int32Array(4)), /allows no token/);
 });

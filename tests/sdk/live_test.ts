@@ -14,9 +14,11 @@ import {
   NotFoundError,
   PermissionDeniedError,
   QloraClient,
+  schemaResponseFormat,
   Stream,
 } from "../../sdk/mod.ts";
 import { KEYS, type LiveServer, modelShape, startServer, writeAdapter } from "./helpers.ts";
+import { z } from "zod";
 
 const messages = [{ role: "user" as const, content: "Say something." }];
 
@@ -52,6 +54,26 @@ Deno.test({
         assert.equal(plan.quantized_weight_bytes, detail.memory!.quantized_weight_bytes);
         const big = await client.models.planMemory({ model: "llama-7b", budget_bytes: 4e9 });
         assert.equal(big.fits, false);
+      });
+
+      await t.step("chat: parse with a zod schema (grammar-constrained output, parsed and checked)", async () => {
+        const Pet = z.object({
+          kind: z.enum(["cat", "dog"]),
+          age: z.number().int().min(0).max(20),
+          tags: z.array(z.enum(["a", "b"])).max(2),
+        });
+        const out = await client.chat.completions.parse({ model, messages, response_format: Pet, n: 2, max_tokens: 60 });
+        for (const c of out.choices) {
+          assert.equal(c.finish_reason, "stop");
+          assert.deepEqual(Pet.parse(JSON.parse(c.message.content!)), c.message.parsed);
+        }
+        const named = await client.chat.completions.parse({
+          model,
+          messages,
+          response_format: schemaResponseFormat(Pet, "pet"),
+          max_tokens: 60,
+        });
+        assert.ok(named.choices[0].message.parsed);
       });
 
       await t.step("chat: a completion, with its request id; withResponse()", async () => {

@@ -11,8 +11,11 @@ import { ClientError } from "../../util/errors.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
 import { GENERATION_ERRORS } from "./shared.ts";
 import { CHAT_POLICY, recordedFields } from "../schemas/request_policy.ts";
+import { oneGrammar, responseFormatGrammar, structuredOutputsGrammar } from "../structured.ts";
+import { planTools, toolCallsOf, ToolStreamParser } from "../tools.ts";
 import {
   chatPromptIds,
+  chatTemplateOf,
   checkLength,
   checkTokenIds,
   type ChoiceShape,
@@ -60,7 +63,14 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
     const who = c.get("principal");
     const adapter = resolveModel(deps, who, body.model);
     c.set("recorded", recordedFields(CHAT_POLICY, body));
-    const promptIds = await chatPromptIds(deps, who.tenant, body.messages, { signal: c.req.raw.signal });
+    const tools = planTools(body.tools, body.tool_choice, body.parallel_tool_calls, chatTemplateOf(deps));
+    // the output's grammar: a response format, vLLM's structured_outputs, or a forced tool call
+    const grammar = oneGrammar(
+      responseFormatGrammar(body.response_format),
+      structuredOutputsGrammar(body.structured_outputs),
+      tools?.grammar ?? null,
+    );
+    const promptIds = await chatPromptIds(deps, who.tenant, body.messages, { tools: tools?.tools, signal: c.req.raw.signal });
     if (promptIds.length === 0) throw new ClientError(400, "the rendered prompt is empty", "invalid_value", "messages");
     checkTokenIds(deps, promptIds, "messages");
     const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
@@ -78,30 +88,48 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
         sampling: samplingOf(body, logprobs, i),
         stopping: stoppingOf(body, maxTokens),
         adapter: adapter ? { uid: adapter.uid, dir: adapter.dir } : null,
+        grammar,
       });
     }
     const started = await startForRequest(deps, c.get("principal").tenant, reqs, c.req.raw, t0);
+    const parse = tools?.parse ? tools.format : null;
     const shape = (): ChoiceShape => {
       let text = "";
       let entry: ReturnType<typeof logprobEntry> | null = null;
       const entries: ReturnType<typeof logprobEntry>[] = [];
+      // with tools, the text goes through the tool-call parser: content, then call deltas
+      const stream = parse ? new ToolStreamParser(parse) : null;
+      const delta = (piece: string, final: boolean): Record<string, unknown> | null => {
+        if (!stream) return piece ? { content: piece } : null;
+        const d = stream.push(piece, final);
+        const out: Record<string, unknown> = {};
+        if (d.content) out.content = d.content;
+        if (d.toolCalls.length) out.tool_calls = d.toolCalls;
+        return Object.keys(out).length ? out : null;
+      };
       return {
         opening: { delta: { role: "assistant", content: "" } },
         push(e) {
           text += e.text;
           if (e.type === "token" && logprobs !== null) entries.push(entry = logprobEntry(deps, e));
         },
-        tokenChunk: (e) =>
-          e.text.length > 0 || entry
-            ? { fields: { delta: { content: e.text } }, logprobs: entry ? { content: [entry], refusal: null } : null }
-            : null,
-        finishChunk: (e) => ({ delta: e.text ? { content: e.text } : {} }),
-        whole: (e, reason) => ({
-          message: { role: "assistant", content: text, refusal: null },
-          logprobs: logprobs !== null ? { content: entries, refusal: null } : null,
-          finish_reason: reason,
-          stop_reason: e.stopReason,
-        }),
+        tokenChunk: (e) => {
+          const d = delta(e.text, false);
+          return d || entry ? { fields: { delta: d ?? {} }, logprobs: entry ? { content: [entry], refusal: null } : null } : null;
+        },
+        finishChunk: (e) => ({ delta: delta(e.text, true) ?? {} }),
+        streamedFinish: (reason) => (stream && stream.calls > 0 && reason === "stop" ? "tool_calls" : reason),
+        whole: (e, reason) => {
+          const calls = parse && reason === "stop" ? toolCallsOf(parse, text) : null;
+          return {
+            message: calls
+              ? { role: "assistant", content: calls.content, refusal: null, tool_calls: calls.calls }
+              : { role: "assistant", content: text, refusal: null },
+            logprobs: logprobs !== null ? { content: entries, refusal: null } : null,
+            finish_reason: calls ? "tool_calls" : reason,
+            stop_reason: e.stopReason,
+          };
+        },
       };
     };
     return await respond(c, deps, started, {

@@ -6,6 +6,7 @@ import { ClientError } from "../../util/errors.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
 import { GENERATION_ERRORS } from "./shared.ts";
 import { COMPLETIONS_POLICY, recordedFields } from "../schemas/request_policy.ts";
+import { structuredOutputsGrammar } from "../structured.ts";
 import {
   checkLength,
   checkTokenIds,
@@ -86,6 +87,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       checkLength(deps, ids.length, maxTokens, "prompt");
     }
     const logprobs = body.logprobs ?? null;
+    const grammar = structuredOutputsGrammar(body.structured_outputs);
     const reqs: WorkerGenerate[] = [];
     for (const ids of prompts) {
       for (let i = 0; i < n; i++) {
@@ -94,6 +96,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
           sampling: samplingOf(body, logprobs, i),
           stopping: stoppingOf(body, maxTokens),
           adapter: adapter ? { uid: adapter.uid, dir: adapter.dir } : null,
+          grammar,
         });
       }
     }

@@ -2,6 +2,7 @@
 import { z } from "@hono/zod-openapi";
 import { FinishReasonSchema, MaxTokensSchema, samplingFields, SystemFingerprintSchema, UsageSchema } from "./common.ts";
 import { COMPLETIONS_POLICY, requestSchema } from "./request_policy.ts";
+import { StructuredOutputsSchema } from "./chat.ts";
 
 /** The implemented fields' schemas; which fields are implemented, recorded or refused is
  * decided in request_policy.ts (COMPLETIONS_POLICY). */
@@ -17,6 +18,7 @@ export const CompletionRequestSchema = requestSchema(COMPLETIONS_POLICY, {
   logprobs: z.number().int().min(0).max(20).nullable().optional(),
   echo: z.boolean().nullable().optional(),
   best_of: z.number().int().min(1).max(16).nullable().optional(),
+  structured_outputs: StructuredOutputsSchema,
   ...samplingFields,
 }, "CompletionRequest");
 

@@ -9,7 +9,7 @@
 //   unsupported  — any non-null value is a 400 `unsupported_parameter` naming the field.
 //
 // A field may also refuse some of its values (`refuse`): a 400 `unsupported_value` naming the
-// field (or the sub-field) at fault, e.g. response_format.type other than "text", store: true.
+// field (or the sub-field) at fault, e.g. store: true.
 // Anything not listed is unknown: a 400 "Unrecognized request argument supplied: <name>".
 //
 // `requestSchema` builds a route's request schema from its table, so the schema (and so the
@@ -92,6 +92,7 @@ const COMMON: Policy = {
   ignore_eos: extension("Keep generating past end-of-sequence tokens."),
   min_tokens: extension("Generate at least this many tokens."),
   stop_token_ids: extension("Extra token ids that end generation."),
+  structured_outputs: extension("vLLM's structured outputs: json (a schema), regex, choice, grammar (EBNF) or json_object."),
 };
 
 export const CHAT_POLICY: Policy = {
@@ -100,17 +101,9 @@ export const CHAT_POLICY: Policy = {
   max_completion_tokens: implemented("Tokens to generate at most (max_tokens' successor)."),
   logprobs: implemented("Logprobs of the generated tokens."),
   top_logprobs: implemented("The most likely alternatives per token (0-20), with logprobs: true."),
-  response_format: implemented('Only {"type": "text"} for now (structured outputs will come later).', {
-    schema: z.object({ type: z.string(), json_schema: z.unknown().optional() }).nullable(),
-    refuse: (v) => {
-      const t = (v as { type?: string } | null)?.type;
-      return t !== undefined && t !== "text"
-        ? { param: "response_format.type", message: `response_format type "${t}" is not supported (only "text")` }
-        : null;
-    },
-    example: { type: "text" },
-    refused: { type: "json_object" },
-  }),
+  response_format: implemented(
+    "text, json_object or json_schema: the output is grammar-constrained (xgrammar) to any JSON object or to the schema; a schema keyword the grammar cannot enforce is a 400 naming it.",
+  ),
   modalities: implemented('Only ["text"].', {
     schema: z.array(z.string()).nullable(),
     refuse: (v) =>
@@ -132,11 +125,11 @@ export const CHAT_POLICY: Policy = {
         : null,
     refused: "priority",
   }),
-  tools: unsupported("tool calling is not implemented yet", [{ type: "function", function: { name: "f" } }]),
-  tool_choice: unsupported("tool calling is not implemented yet", "auto"),
-  parallel_tool_calls: unsupported("tool calling is not implemented yet", true),
-  functions: unsupported("tool calling is not implemented yet", [{ name: "f" }]),
-  function_call: unsupported("tool calling is not implemented yet", "auto"),
+  tools: implemented("Function tools: passed to the chat template; the output is parsed into message.tool_calls."),
+  tool_choice: implemented("none, auto, required or a named function (required and named: the call is grammar-constrained)."),
+  parallel_tool_calls: implemented("false: at most one tool call per choice."),
+  functions: unsupported("the deprecated functions: use tools", [{ name: "f" }]),
+  function_call: unsupported("the deprecated function_call: use tool_choice", "auto"),
   audio: unsupported("no audio output", { voice: "alloy", format: "wav" }),
   prediction: unsupported("no predicted outputs", { type: "content", content: "x" }),
   web_search_options: unsupported("no web search", {}),
