@@ -139,9 +139,12 @@ testEachBackend("DPO through the trainer: batch_size pairs a step, loss log 2 at
   const trainer = new Trainer(ctx, model, {
     method: "dpo",
     dpoBeta: 0.5,
-    nEpochs: 6,
+    // 10 epochs at 1e-2: the validation loss ends orders of magnitude below the bound on every
+    // backend (6 epochs at 2e-2 ended within a few hundredths of it, and a kernel's change of
+    // summation order crossed it; 10 at 2e-2 overshoots)
+    nEpochs: 10,
     batchSize: 2,
-    learningRate: 2e-2,
+    learningRate: 1e-2,
     loraR: 8,
     loraAlpha: 16,
     loraDropout: 0,
@@ -162,13 +165,14 @@ testEachBackend("DPO through the trainer: batch_size pairs a step, loss log 2 at
   });
   try {
     const events: import("../../server/training/trainer.ts").StepEvent[] = [];
-    assert.equal(trainer.totalSteps(pairs), 12, "4 pairs at batch_size 2 for 6 epochs");
+    assert.equal(trainer.totalSteps(pairs), 20, "4 pairs at batch_size 2 for 10 epochs");
     await trainer.run(pairs, pairs, { onStep: (e) => void events.push(e) });
-    assert.equal(events.length, 12);
+    assert.equal(events.length, 20);
     assert.ok(Math.abs(events[0].loss - Math.LN2) < 1e-4, `the policy starts as the reference: loss ln 2, got ${events[0].loss}`);
     assert.equal(events[0].dpo!.margin, 0);
     const last = events.at(-1)!;
     assert.ok(last.dpo!.margin > 0.5 && last.dpo!.accuracy === 1, `margin ${last.dpo!.margin}, accuracy ${last.dpo!.accuracy}`);
+    console.log(`DPO: validation loss ${last.validationLoss}, margin ${last.dpo!.margin}`);
     assert.ok(last.validationLoss! < Math.LN2 / 2, `validation DPO loss falls (${last.validationLoss})`);
     await assert.rejects(trainer.run([pairs[0].chosen], null), /DPO trains on preference pairs only/);
   } finally {
