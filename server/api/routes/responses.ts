@@ -301,7 +301,7 @@ function snapshot(
     error: null,
     incomplete_details: status === "incomplete" ? { reason: "max_output_tokens" } : null,
     output,
-    usage,
+    ...(usage ? { usage } : {}), // OpenAI's usage is absent, not null, until the response is done
     ...echoed(body),
   };
 }

@@ -117,8 +117,17 @@ export const ResponseTextFormatSchema = byType(
 
 const TextConfig = z.object({
   format: ResponseTextFormatSchema.optional(),
-  verbosity: z.null().optional().openapi({ description: "Not supported (not a reasoning model): only null." }),
-}).strict();
+  verbosity: z.unknown().optional().openapi({ description: "Not supported (not a reasoning model): any non-null value is a 400." }),
+}).strict().superRefine((t, ctx) => {
+  if (t.verbosity !== undefined && t.verbosity !== null) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["verbosity"],
+      message: "text.verbosity is not supported: not a reasoning model",
+      params: { code: "unsupported_parameter" },
+    });
+  }
+});
 
 export const ResponseCreateRequestSchema = requestSchema(RESPONSES_POLICY, {
   model: z.string().min(1).openapi({ example: "tiny" }),
@@ -218,7 +227,7 @@ export const ResponseSchema = z.object({
   truncation: z.literal("disabled"),
   metadata: z.record(z.string(), z.string()),
   service_tier: z.string().nullable(),
-  usage: ResponseUsageSchema.nullable(),
+  usage: ResponseUsageSchema.optional().openapi({ description: "Absent until the response is done (stream events before the last)." }),
 }).openapi("Response");
 
 /** The stream: `event: <type>` and `data: <event>`, each with a sequence_number from 0. */
