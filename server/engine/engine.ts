@@ -7,7 +7,7 @@ import { BlockManager } from "./kv_blocks.ts";
 import { type AdapterBinder, ModelRunner } from "./runner.ts";
 import { type ScheduledChunk, Scheduler } from "./scheduler.ts";
 import { type FinishReason, Sequence, type StoppingParams } from "./sequence.ts";
-import type { SamplingParams, TopLogprob } from "./sampling.ts";
+import { type PromptLogprob, promptLogprobsOf, type SamplingParams, type TopLogprob } from "./sampling.ts";
 import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
 import { EventQueue } from "../util/event_queue.ts";
 
@@ -37,6 +37,9 @@ export interface GenerateRequest {
   sampling?: Partial<SamplingParams>;
   stopping?: Partial<StoppingParams>;
   adapterUid?: string | null;
+  /** Top alternatives per prompt token (0-20): the first token event carries the prompt's logprobs;
+   * null or absent: none (the prompt's every position is computed only for requests that ask). */
+  promptLogprobs?: number | null;
   /** Whose request it is (fair admission across tenants). */
   tenant?: string;
   signal?: AbortSignal;
@@ -45,7 +48,15 @@ export interface GenerateRequest {
 }
 
 export type GenerateEvent =
-  | { type: "token"; tokenId: number; text: string; logprob?: number; topLogprobs?: TopLogprob[] }
+  | {
+    type: "token";
+    tokenId: number;
+    text: string;
+    logprob?: number;
+    topLogprobs?: TopLogprob[];
+    /** On the first token of a request that asked: one entry per prompt token (the first null). */
+    promptLogprobs?: (PromptLogprob | null)[];
+  }
   | {
     type: "finish";
     text: string; // the last held-back text, if any
@@ -140,6 +151,7 @@ export class Engine {
       stopping: { ...req.stopping, maxTokens },
       adapterUid: req.adapterUid ?? null,
       tenant: req.tenant,
+      promptLogprobs: req.promptLogprobs ?? null,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,
@@ -217,10 +229,24 @@ export class Engine {
       const p = this.#pending.get(c.seq);
       if (!p || p.done || logits[i] === null) return;
       const seq = c.seq;
-      const r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds);
+      const V = this.model.shape.vocab, out = logits[i]!;
+      let promptLogprobs: (PromptLogprob | null)[] | undefined;
+      if (seq.wantsPromptLogits) {
+        // the chunk was the whole prompt, its every row returned (runner.ts): row j predicts token j + 1
+        promptLogprobs = promptLogprobsOf(out, V, seq.promptIds, seq.promptLogprobs!);
+        seq.promptLogprobsDone = true;
+      }
+      const r = seq.sampler.sample(out.length === V ? out : out.subarray(out.length - V), seq.promptIds, seq.outputIds);
       seq.appendToken(r.token);
       const piece = p.detok.push(r.token);
-      p.events.push({ type: "token", tokenId: r.token, text: piece.text, logprob: r.logprob, topLogprobs: r.topLogprobs });
+      p.events.push({
+        type: "token",
+        tokenId: r.token,
+        text: piece.text,
+        logprob: r.logprob,
+        topLogprobs: r.topLogprobs,
+        ...(promptLogprobs ? { promptLogprobs } : {}),
+      });
       if (piece.stopped !== null) this.#finish(p, "stop", piece.stopped); // the detokenizer honours min_tokens
       else if (seq.checkStop(this.maxModelLen)) this.#finish(p, seq.finishReason!, seq.stopReason);
     });

@@ -1,5 +1,6 @@
 // runner.ts — the model runner: the only engine part that touches the model. Turns a step's
-// chunks into one forward batch on the paged KV cache and returns each chunk's last logits.
+// chunks into one forward batch on the paged KV cache and returns each chunk's last logits (all of a
+// chunk's rows for a sequence that asks for its prompt's logprobs).
 import type { BatchAdapters, KvCache, LlamaModel } from "../model/llama.ts";
 import type { BlockManager } from "./kv_blocks.ts";
 import type { ScheduledChunk } from "./scheduler.ts";
@@ -17,7 +18,9 @@ export class ModelRunner {
     readonly adapters?: AdapterBinder,
   ) {}
 
-  /** Computes the chunks' tokens; returns the logits [vocab] after each chunk's last token. */
+  /** Computes the chunks' tokens; returns the logits [vocab] after each chunk's last token, or for a
+   * sequence that wants its prompt's logits, [rows × vocab]: every row of its chunk (the last one
+   * is the next token's). Positions already in the cache (a prefix-cache hit) are not written again. */
   run(chunks: ScheduledChunk[]): Float32Array[] {
     if (chunks.length === 0) return [];
     let T = 0;
@@ -27,21 +30,27 @@ export class ModelRunner {
     let maxBlocks = 1;
     for (const c of chunks) maxBlocks = Math.max(maxBlocks, c.seq.blockTable.length);
     const blockTables = new Int32Array(S * maxBlocks), qStart = new Int32Array(S + 1), ctxLens = new Int32Array(S);
-    const logitRows = new Int32Array(S);
+    const rows: number[] = [];
+    const rowCounts = new Int32Array(S);
     let t = 0;
     chunks.forEach((c, i) => {
       const ids = c.seq.tokenIds;
+      const all = c.seq.wantsPromptLogits;
       slots.set(this.blocks.slotMapping(c.seq, c.start, c.end), t);
       for (let p = c.start; p < c.end; p++, t++) {
         tokens[t] = ids[p];
         positions[t] = p;
         rowSeq[t] = i;
+        if (p < c.seq.numCachedTokens) slots[t] = -1; // its KV is in the cache already
+        if (all && p < c.end - 1) rows.push(t);
       }
+      rows.push(t - 1);
+      rowCounts[i] = all ? c.end - c.start : 1;
       qStart[i + 1] = t;
       ctxLens[i] = c.end;
-      logitRows[i] = t - 1;
       blockTables.set(c.seq.blockTable, i * maxBlocks);
     });
+    const logitRows = Int32Array.from(rows);
     const logits = this.model.forward(
       {
         tokens,
@@ -55,6 +64,7 @@ export class ModelRunner {
     );
     for (const c of chunks) c.seq.numComputedTokens = c.end;
     const V = this.model.shape.vocab;
-    return chunks.map((_, i) => logits.subarray(i * V, (i + 1) * V));
+    let r = 0;
+    return chunks.map((_, i) => logits.subarray(r * V, (r += rowCounts[i]) * V));
   }
 }

@@ -76,7 +76,8 @@ export class Scheduler {
       if (need > budget && chunks.length > 0) break;
       this.waiting.splice(at, 1);
       this.blocks.allocate(seq);
-      seq.numComputedTokens = seq.numCachedTokens;
+      // a request for prompt logprobs computes its whole prompt (the cached prefix is read, not written again)
+      seq.numComputedTokens = seq.wantsPromptLogits ? 0 : seq.numCachedTokens;
       seq.status = "running";
       this.running.push(seq);
       chunks.push({ seq, start: seq.numComputedTokens, end: seq.length });

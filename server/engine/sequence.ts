@@ -45,6 +45,10 @@ export class Sequence implements BlockSequence {
   readonly tenant: string;
   /** Preempted at least once (it goes back to the front of the queue). */
   preempted = false;
+  /** Top alternatives per prompt token to report (0-20), or null: no prompt logprobs. */
+  readonly promptLogprobs: number | null;
+  /** The prompt's logprobs are computed (in the sequence's first prefill). */
+  promptLogprobsDone = false;
   /** Per generated token logprob info, when requested. */
   readonly logprobs: Array<{ logprob: number; topLogprobs: Array<{ token: number; logprob: number }> }> = [];
 
@@ -55,6 +59,7 @@ export class Sequence implements BlockSequence {
     adapterUid?: string | null;
     tenant?: string;
     id?: number;
+    promptLogprobs?: number | null;
     arrivalTime?: number;
   }) {
     if (opts.promptIds.length === 0) throw new Error("a sequence needs at least one prompt token");
@@ -71,6 +76,7 @@ export class Sequence implements BlockSequence {
       minTokens: opts.stopping?.minTokens ?? 0,
     };
     this.adapterUid = opts.adapterUid ?? null;
+    this.promptLogprobs = opts.promptLogprobs ?? null;
     this.tenant = opts.tenant ?? "";
     this.arrivalTime = opts.arrivalTime ?? performance.now();
   }
@@ -78,6 +84,12 @@ export class Sequence implements BlockSequence {
   /** Prefix-cache namespace: KV differs per adapter. */
   get cacheSalt(): string {
     return this.adapterUid ?? "";
+  }
+
+  /** Whether its next prefill must return the logits of every prompt position (and so compute
+   * the whole prompt, prefix-cached or not). */
+  get wantsPromptLogits(): boolean {
+    return this.promptLogprobs !== null && !this.promptLogprobsDone;
   }
 
   get length(): number {
