@@ -126,7 +126,7 @@ Deno.test("every unsupported field is a 400 unsupported_parameter naming it; eve
         }
         if (p.refuse) {
           assert.ok(p.refused !== undefined, `${field} has refuse but no refused example`);
-          const req = { ...base, ...(field === "echo" ? { logprobs: 1 } : {}), [field]: p.refused };
+          const req = { ...base, ...(field === "prompt_logprobs" ? { stream: true } : {}), [field]: p.refused };
           const e = await error(await s.app.request(path, json(req)));
           const want = p.refuse(p.refused, req)!;
           assert.equal(e.param, want.param, `${path} ${field}: ${e.message}`);

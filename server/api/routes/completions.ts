@@ -4,12 +4,14 @@ import { CompletionChunkSchema, type CompletionRequest, CompletionRequestSchema,
 import type { AppDeps, AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
+import type { GenerateEvent } from "../../engine/engine.ts";
 import { GENERATION_ERRORS } from "./shared.ts";
 import { COMPLETIONS_POLICY, recordedFields } from "../schemas/request_policy.ts";
 import {
   checkLength,
   checkTokenIds,
   type ChoiceShape,
+  type FinishEvent,
   resolveModel,
   respond,
   samplingOf,
@@ -17,6 +19,7 @@ import {
   stoppingOf,
   type TokenEvent,
   tokenText,
+  vllmPromptLogprobs,
 } from "../generation.ts";
 
 const route = createRoute({
@@ -50,6 +53,18 @@ class LogprobAcc {
     this.offsets.push(this.offset);
     this.offset += e.text.length;
   }
+  /** The echoed prompt's entries (before any generated token): its tokens, their logprobs (the
+   * first null), top alternatives and offsets in the echoed text. */
+  pushPrompt(ids: number[], first: GenerateEvent): void {
+    const pl = first.type === "token" ? first.promptLogprobs : undefined;
+    ids.forEach((id, i) => {
+      const e = pl?.[i] ?? null;
+      this.tokens.push(tokenText(this.deps, id).text);
+      this.tokenLogprobs.push(e ? e.logprob : null);
+      this.top.push(e ? Object.fromEntries(e.topLogprobs.map((x) => [tokenText(this.deps, x.token).text, x.logprob])) : null);
+      this.offsets.push(i === 0 ? 0 : this.deps.tokenizer.decode(ids.slice(0, i)).length);
+    });
+  }
   take(from: number) {
     return {
       tokens: this.tokens.slice(from),
@@ -66,7 +81,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
     const body: CompletionRequest = c.req.valid("json");
     const who = c.get("principal");
     const adapter = resolveModel(deps, who, body.model);
-    // suffix, best_of ≠ n and echo with logprobs are refused by the schema (request_policy.ts)
+    // suffix and best_of ≠ n are refused by the schema (request_policy.ts)
     const n = body.n ?? 1;
     c.set("recorded", recordedFields(COMPLETIONS_POLICY, body));
     const p = body.prompt;
@@ -84,6 +99,12 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       checkLength(deps, ids.length, maxTokens, "prompt");
     }
     const logprobs = body.logprobs ?? null;
+    // the prompt's logprobs: for echo with logprobs (OpenAI) and for prompt_logprobs (vLLM), the
+    // more alternatives of the two; the first choice of each prompt scores it for all n
+    const echoLogprobs = body.echo === true && logprobs !== null;
+    const promptLogprobs = echoLogprobs || (body.prompt_logprobs ?? null) !== null
+      ? Math.max(echoLogprobs ? logprobs! : 0, body.prompt_logprobs ?? 0)
+      : null;
     const reqs: WorkerGenerate[] = [];
     for (const ids of prompts) {
       for (let i = 0; i < n; i++) {
@@ -92,17 +113,29 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
           sampling: samplingOf(body, logprobs, i),
           stopping: stoppingOf(body, maxTokens),
           adapter: adapter ? { uid: adapter.uid, dir: adapter.dir } : null,
+          promptLogprobs: i === 0 ? promptLogprobs : null,
         });
       }
     }
     const started = await startForRequest(deps, c.get("principal").tenant, reqs, c.req.raw, t0);
     const shape = (index: number): ChoiceShape => {
-      // echo and logprobs never come together (refused above), so offsets count from the echo
-      const echo = body.echo ? deps.tokenizer.decode(prompts[Math.floor(index / n)]) : "";
+      const ids = prompts[Math.floor(index / n)];
+      const scorer = started.choices[Math.floor(index / n) * n].first; // the choice that scored the prompt
+      const echo = body.echo ? deps.tokenizer.decode(ids) : "";
       let text = echo;
       const acc = logprobs !== null ? new LogprobAcc(deps, text.length) : null;
+      if (acc && echo) acc.pushPrompt(ids, scorer);
+      const whole = (e: FinishEvent, reason: string) => ({
+        text,
+        logprobs: acc ? acc.take(0) : null,
+        finish_reason: reason,
+        stop_reason: e.stopReason,
+        ...(body.prompt_logprobs !== undefined && body.prompt_logprobs !== null
+          ? { prompt_logprobs: vllmPromptLogprobs(deps, scorer) }
+          : {}),
+      });
       return {
-        opening: echo ? { text: echo } : null,
+        opening: echo ? { text: echo, ...(acc ? { logprobs: acc.take(0) } : {}) } : null,
         push(e) {
           text += e.text;
           if (e.type === "token") acc?.push(e);
@@ -110,7 +143,7 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
         tokenChunk: (e) =>
           e.text.length > 0 || acc ? { fields: { text: e.text }, logprobs: acc ? acc.take(acc.tokens.length - 1) : null } : null,
         finishChunk: (e) => ({ text: e.text }),
-        whole: (e, reason) => ({ text, logprobs: acc ? acc.take(0) : null, finish_reason: reason, stop_reason: e.stopReason }),
+        whole,
       };
     };
     return await respond(c, deps, started, {

@@ -92,6 +92,15 @@ const COMMON: Policy = {
   ignore_eos: extension("Keep generating past end-of-sequence tokens."),
   min_tokens: extension("Generate at least this many tokens."),
   stop_token_ids: extension("Extra token ids that end generation."),
+  prompt_logprobs: {
+    kind: "extension",
+    note: "vLLM's prompt_logprobs (0-20): per prompt token (the first null), {token id: {logprob, rank, decoded_token}} for the token " +
+      "and the n most likely at its position. Not with stream.",
+    refuse: (v, body) =>
+      given(v) && body.stream === true ? { param: "prompt_logprobs", message: "prompt_logprobs is not supported with stream" } : null,
+    example: 1,
+    refused: 1,
+  },
 };
 
 export const CHAT_POLICY: Policy = {
@@ -151,12 +160,7 @@ export const COMPLETIONS_POLICY: Policy = {
   ...COMMON,
   prompt: implemented("A string, strings, token ids, or lists of token ids."),
   logprobs: implemented("Logprobs of the generated tokens and the top alternatives (0-20)."),
-  echo: implemented("Prepend the prompt to the text (not with logprobs: no prompt logprobs).", {
-    refuse: (v, body) =>
-      v === true && given(body.logprobs) ? { param: "echo", message: "echo with logprobs is not supported (no prompt logprobs)" } : null,
-    example: true,
-    refused: true,
-  }),
+  echo: implemented("Prepend the prompt to the text; with logprobs, the prompt tokens' logprobs come first (the first one null)."),
   best_of: implemented("Only equal to n (no server-side ranking).", {
     refuse: (v, body) =>
       given(v) && v !== (body.n ?? 1) ? { param: "best_of", message: "best_of must equal n (no server-side ranking)" } : null,
