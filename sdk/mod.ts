@@ -33,6 +33,7 @@ export { TERMINAL_STATUSES } from "./resources/fine_tuning.ts";
 export type { WaitOptions } from "./resources/fine_tuning.ts";
 export { Chat, ChatCompletions } from "./resources/chat.ts";
 export { Completions } from "./resources/completions.ts";
+export { outputText, Responses } from "./resources/responses.ts";
 export { Models } from "./resources/models.ts";
 export { Adapters } from "./resources/adapters.ts";
 export { Files } from "./resources/files.ts";

@@ -165,7 +165,7 @@ const OutputTextLogprob = TopLogprob.extend({ top_logprobs: z.array(TopLogprob) 
 export const ResponseOutputTextSchema = z.object({
   type: z.literal("output_text"),
   text: z.string(),
-  annotations: z.array(z.never()).openapi({ description: "Always empty." }),
+  annotations: z.array(z.unknown()).max(0).openapi({ description: "Always empty." }),
   logprobs: z.array(OutputTextLogprob).openapi({
     description: 'With include ["message.output_text.logprobs"] or top_logprobs; else empty.',
   }),
