@@ -2,7 +2,7 @@
 // response and stream event validates against OpenAI's published schemas (Response and each
 // event type); the output equals chat's for the same conversation (the route runs chat's path),
 // streamed or not, with logprobs and adapters; the stream's event order and sequence numbers;
-// stateless refusals and chat's refusals named by the Responses field.
+// stateless refusals and chat's refusals named by the Responses field; a client leaving a stream cancels it.
 import assert from "node:assert/strict";
 import type { Server } from "../../server/server.ts";
 import { json, makeAdapter, STORIES_SHAPE, storiesServer } from "../helpers.ts";
@@ -296,5 +296,42 @@ Deno.test("responses: stateless refusals, and chat's refusals and errors named b
       assert.equal(got.message, want.message);
       assert.ok(got.param.startsWith(param), `${got.param} for ${want.param}`);
     }
+  });
+});
+
+Deno.test("responses: a client that leaves a stream cancels its generation", async () => {
+  await withServer(async (s) => {
+    const health = async () => (await (await s.app.request("/health")).json()) as { running: number; waiting: number };
+    const ac = new AbortController();
+    const res = await s.app.request(
+      new Request("http://x/v1/responses", {
+        ...json({ model: MODEL, input: "Once upon a time", max_output_tokens: 500, temperature: 1, stream: true }),
+        signal: ac.signal,
+      }),
+    );
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    let seen = "";
+    while (!seen.includes("response.output_text.delta")) {
+      const r = await reader.read();
+      assert.ok(!r.done, seen);
+      seen += new TextDecoder().decode(r.value);
+    }
+    assert.equal((await health()).running, 1, "generating");
+    ac.abort();
+    await reader.cancel().catch(() => {});
+    let h = await health();
+    for (let i = 0; i < 200 && h.running + h.waiting > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      h = await health();
+    }
+    assert.deepEqual([h.running, h.waiting], [0, 0]);
+    // it ended because it was cancelled, not because it was done
+    const metrics = await (await s.app.request("/metrics")).text();
+    assert.match(
+      metrics,
+      /^qlora_request_success_total\{finish_reason="abort"\} 1$/m,
+      metrics.split("\n").filter((l) => l.startsWith("qlora_request_success")).join("\n"),
+    );
   });
 });

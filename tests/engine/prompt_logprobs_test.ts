@@ -59,7 +59,16 @@ Deno.test("prompt logprobs equal the greedy generation's logprobs of the same to
       assert.ok(e.logprob <= e.topLogprobs[0].logprob + 1e-6);
     }
     // again: the prompt's prefix is now in the prefix cache, and it is still scored whole and the same
+    const seen: { start: number; end: number; cached: number }[] = [];
+    const run = engine.runner.run.bind(engine.runner);
+    engine.runner.run = (chunks) => {
+      for (const c of chunks) if (c.seq.wantsPromptLogits) seen.push({ start: c.start, end: c.end, cached: c.seq.numCachedTokens });
+      return run(chunks);
+    };
     const again = await collect(engine.generate({ promptIds: full, promptLogprobs: 3, stopping: { maxTokens: 1 } }));
+    assert.equal(seen.length, 1);
+    assert.ok(seen[0].cached >= 16, `a prefix-cache hit (${seen[0].cached} tokens)`);
+    assert.deepEqual([seen[0].start, seen[0].end], [0, full.length], "computed whole");
     assert.deepEqual(again[0].promptLogprobs!.map((e) => e?.logprob ?? null), pl.map((e) => e?.logprob ?? null));
     // and a request that does not ask still reuses the cache and generates what it did
     const plain = await collect(
