@@ -1,8 +1,7 @@
 // request_policy.ts — the one list of what this server does with each request field of OpenAI's
 // POST /v1/chat/completions, POST /v1/completions and POST /v1/responses (OpenAI's full field lists,
 // openai 7.55.0's ChatCompletionCreateParams / CompletionCreateParams / ResponseCreateParams, plus
-// our extensions). No field is silently
-// dropped: each one is
+// our extensions). No field is silently dropped: each one is
 //
 //   implemented  — it changes the response (its zod schema lives with the route's schema),
 //   extension    — implemented, and not one of OpenAI's (vLLM's sampling extensions),
