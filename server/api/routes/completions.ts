@@ -5,6 +5,7 @@ import type { AppDeps, AppEnv } from "../deps.ts";
 import { ClientError } from "../../util/errors.ts";
 import type { WorkerGenerate } from "../../serving/protocol.ts";
 import type { GenerateEvent } from "../../engine/engine.ts";
+import { IncrementalDetokenizer } from "../../engine/detokenize.ts";
 import { GENERATION_ERRORS } from "./shared.ts";
 import { COMPLETIONS_POLICY, recordedFields } from "../schemas/request_policy.ts";
 import {
@@ -53,17 +54,31 @@ class LogprobAcc {
     this.offsets.push(this.offset);
     this.offset += e.text.length;
   }
-  /** The echoed prompt's entries (before any generated token): its tokens, their logprobs (the
-   * first null), top alternatives and offsets in the echoed text. */
-  pushPrompt(ids: number[], first: GenerateEvent): void {
+  /** The echoed prompt's entries (before any generated token). */
+  pushPrompt(p: ReturnType<LogprobAcc["take"]>): void {
+    this.tokens.push(...p.tokens);
+    this.tokenLogprobs.push(...p.token_logprobs);
+    this.top.push(...p.top_logprobs);
+    this.offsets.push(...p.text_offset);
+  }
+
+  /** An echoed prompt's entries: its tokens, their logprobs (the first null), top alternatives and
+   * offsets in the echoed text (where each token's text starts, from one incremental decode whose
+   * pieces concatenate to the echo). */
+  static promptEntries(deps: AppDeps, ids: number[], first: GenerateEvent): ReturnType<LogprobAcc["take"]> {
+    const acc = new LogprobAcc(deps, 0);
     const pl = first.type === "token" ? first.promptLogprobs : undefined;
+    const detok = new IncrementalDetokenizer(deps.tokenizer);
+    let at = 0;
     ids.forEach((id, i) => {
       const e = pl?.[i] ?? null;
-      this.tokens.push(tokenText(this.deps, id).text);
-      this.tokenLogprobs.push(e ? e.logprob : null);
-      this.top.push(e ? Object.fromEntries(e.topLogprobs.map((x) => [tokenText(this.deps, x.token).text, x.logprob])) : null);
-      this.offsets.push(i === 0 ? 0 : this.deps.tokenizer.decode(ids.slice(0, i)).length);
+      acc.tokens.push(tokenText(deps, id).text);
+      acc.tokenLogprobs.push(e ? e.logprob : null);
+      acc.top.push(e ? Object.fromEntries(e.topLogprobs.map((x) => [tokenText(deps, x.token).text, x.logprob])) : null);
+      acc.offsets.push(at);
+      at += detok.push(id).text.length;
     });
+    return acc.take(0);
   }
   take(from: number) {
     return {
@@ -118,13 +133,18 @@ export function registerCompletions(app: OpenAPIHono<AppEnv>, deps: AppDeps): vo
       }
     }
     const started = await startForRequest(deps, c.get("principal").tenant, reqs, c.req.raw, t0);
+    const echoed = new Map<number, ReturnType<LogprobAcc["take"]>>(); // per prompt, shared by its n choices
     const shape = (index: number): ChoiceShape => {
       const ids = prompts[Math.floor(index / n)];
       const scorer = started.choices[Math.floor(index / n) * n].first; // the choice that scored the prompt
       const echo = body.echo ? deps.tokenizer.decode(ids) : "";
       let text = echo;
       const acc = logprobs !== null ? new LogprobAcc(deps, text.length) : null;
-      if (acc && echo) acc.pushPrompt(ids, scorer);
+      if (acc && echo) {
+        const k = Math.floor(index / n);
+        if (!echoed.has(k)) echoed.set(k, LogprobAcc.promptEntries(deps, ids, scorer));
+        acc.pushPrompt(echoed.get(k)!);
+      }
       const whole = (e: FinishEvent, reason: string) => ({
         text,
         logprobs: acc ? acc.take(0) : null,
