@@ -20,6 +20,7 @@ import { Stream } from "./streaming.ts";
 import { type AbstractPage, type PagePromise, requestPage } from "./pagination.ts";
 import { Chat } from "./resources/chat.ts";
 import { Completions } from "./resources/completions.ts";
+import { Responses } from "./resources/responses.ts";
 import { Models } from "./resources/models.ts";
 import { Adapters } from "./resources/adapters.ts";
 import { Files } from "./resources/files.ts";
@@ -61,6 +62,7 @@ export class QloraClient implements ClientCore {
 
   readonly chat: Chat;
   readonly completions: Completions;
+  readonly responses: Responses;
   readonly models: Models;
   readonly adapters: Adapters;
   readonly files: Files;
@@ -85,6 +87,7 @@ export class QloraClient implements ClientCore {
       ((input, init) => globalThis.fetch(input, init));
     this.chat = new Chat(this);
     this.completions = new Completions(this);
+    this.responses = new Responses(this);
     this.models = new Models(this);
     this.adapters = new Adapters(this);
     this.files = new Files(this);

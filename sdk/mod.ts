@@ -34,6 +34,7 @@ export type { WaitOptions } from "./resources/fine_tuning.ts";
 export { Chat, ChatCompletions, schemaResponseFormat } from "./resources/chat.ts";
 export type { ParseableResponseFormat, ParsedChatCompletion, SchemaLike } from "./resources/chat.ts";
 export { Completions } from "./resources/completions.ts";
+export { outputText, Responses } from "./resources/responses.ts";
 export { Models } from "./resources/models.ts";
 export { Adapters } from "./resources/adapters.ts";
 export { Files } from "./resources/files.ts";

@@ -44,6 +44,16 @@ export type ChatLogprobs = Schemas["ChatLogprobs"];
  * carries usage and no choices). */
 export type ChatCompletionChunk = Schemas["ChatCompletionChunk"];
 
+// ---- responses (OpenAI's Responses API, stateless)
+export type ResponseCreateParams = Schemas["ResponseCreateRequest"];
+export type ResponseCreateParamsNonStreaming = ResponseCreateParams & { stream?: false | null };
+export type ResponseCreateParamsStreaming = ResponseCreateParams & { stream: true };
+export type Response = Schemas["Response"];
+export type ResponseOutputItem = Schemas["ResponseOutputItem"];
+export type ResponseUsage = Schemas["ResponseUsage"];
+/** One event of a streamed response (`type` names it; sequence_number counts from 0). */
+export type ResponseStreamEvent = Schemas["ResponseStreamEvent"];
+
 // ---- completions
 export type CompletionCreateParams = Schemas["CompletionRequest"];
 export type CompletionCreateParamsNonStreaming = CompletionCreateParams & {

@@ -1567,6 +1567,83 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Creates a model response (OpenAI's Responses API; stateless: nothing is stored). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["ResponseCreateRequest"];
+                };
+            };
+            responses: {
+                /** @description The response (JSON), or the Responses stream events (SSE) when stream is true. */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Response"];
+                        "text/event-stream": components["schemas"]["ResponseStreamEvent"];
+                    };
+                };
+                /** @description Invalid request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Missing or wrong API key */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Unknown model */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Queue full */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/unload_lora_adapter": {
         parameters: {
             query?: never;
@@ -1721,6 +1798,14 @@ export interface components {
                 stop_reason?: string | number | null;
             }[];
             usage: components["schemas"]["Usage"];
+            /** @description Extension (vLLM): with prompt_logprobs, the rendered prompt's logprobs. */
+            prompt_logprobs?: ({
+                [key: string]: {
+                    logprob: number;
+                    rank: number;
+                    decoded_token: string;
+                };
+            } | null)[] | null;
         };
         ChatCompletionChunk: {
             id: string;
@@ -1787,6 +1872,8 @@ export interface components {
             min_tokens?: number;
             /** @description Extension: extra token ids that end generation. */
             stop_token_ids?: number[] | null;
+            /** @description Extension (vLLM): the prompt tokens' logprobs, with the n most likely tokens at each position (not with stream). */
+            prompt_logprobs?: number | null;
             /** @description Describes the caller: accepted and recorded in the request log. */
             user?: string;
             /** @description Only ["text"]. */
@@ -1873,6 +1960,14 @@ export interface components {
                 finish_reason: "stop" | "length";
                 /** @description Extension (vLLM): the stop string or token id that ended the choice. */
                 stop_reason?: string | number | null;
+                /** @description Extension (vLLM): with prompt_logprobs. */
+                prompt_logprobs?: ({
+                    [key: string]: {
+                        logprob: number;
+                        rank: number;
+                        decoded_token: string;
+                    };
+                } | null)[] | null;
             }[];
             usage?: components["schemas"]["Usage"];
         };
@@ -1885,14 +1980,23 @@ export interface components {
                 finish_reason: "stop" | "length" | null;
                 /** @description Extension (vLLM): the stop string or token id that ended the choice. */
                 stop_reason?: string | number | null;
+                /** @description Extension (vLLM): with prompt_logprobs. */
+                prompt_logprobs?: ({
+                    [key: string]: {
+                        logprob: number;
+                        rank: number;
+                        decoded_token: string;
+                    };
+                } | null)[] | null;
             }[];
         };
         CompletionLogprobs: {
             tokens: string[];
-            token_logprobs: number[];
-            top_logprobs: {
+            /** @description With echo, the first prompt token's is null (as OpenAI's). */
+            token_logprobs: (number | null)[];
+            top_logprobs: ({
                 [key: string]: number;
-            }[];
+            } | null)[];
             text_offset: number[];
         } | null;
         CompletionRequest: {
@@ -1938,6 +2042,8 @@ export interface components {
             min_tokens?: number;
             /** @description Extension: extra token ids that end generation. */
             stop_token_ids?: number[] | null;
+            /** @description Extension (vLLM): the prompt tokens' logprobs, with the n most likely tokens at each position (not with stream). */
+            prompt_logprobs?: number | null;
             /** @description Describes the caller: accepted and recorded in the request log. */
             user?: string;
             /** @description Not supported (no insertion (fill-in-the-middle)): any non-null value is a 400 unsupported_parameter. */
@@ -2415,6 +2521,142 @@ export interface components {
             weight_decay: number;
             checkpoint_every: number;
         };
+        Response: {
+            id: string;
+            /** @enum {string} */
+            object: "response";
+            created_at: number;
+            completed_at: number | null;
+            /** @enum {string} */
+            status: "completed" | "incomplete" | "in_progress" | "failed";
+            error: {
+                code: string;
+                message: string;
+            } | null;
+            incomplete_details: {
+                /** @enum {string} */
+                reason: "max_output_tokens";
+            } | null;
+            instructions: string | null;
+            max_output_tokens: number | null;
+            model: string;
+            output: components["schemas"]["ResponseOutputItem"][];
+            parallel_tool_calls: boolean;
+            previous_response_id: null;
+            /** @enum {boolean} */
+            store: false;
+            /** @enum {boolean} */
+            background: false;
+            temperature: number | null;
+            top_p: number | null;
+            top_logprobs: number | null;
+            text: {
+                format: {
+                    [key: string]: unknown;
+                };
+            };
+            tools: components["schemas"]["ResponseFunctionTool"][];
+            /** @description none, auto, required, or {"type": "function", "name": ...}. */
+            tool_choice: ("none" | "auto" | "required") | {
+                /** @enum {string} */
+                type: "function";
+                name: string;
+            };
+            /** @enum {string} */
+            truncation: "disabled";
+            metadata: {
+                [key: string]: string;
+            };
+            service_tier: string | null;
+            usage?: components["schemas"]["ResponseUsage"];
+        };
+        ResponseCreateRequest: {
+            /** @example tiny */
+            model: string;
+            /** @example Tell me a story. */
+            input: string | (components["schemas"]["ResponseInputMessage"] | components["schemas"]["ResponseFunctionCallInput"] | components["schemas"]["ResponseFunctionCallOutputInput"])[];
+            instructions?: string | null;
+            max_output_tokens?: number | null;
+            temperature?: number | null;
+            top_p?: number | null;
+            top_logprobs?: number | null;
+            stream?: boolean | null;
+            text?: {
+                format?: {
+                    /** @enum {string} */
+                    type: "text";
+                } | {
+                    /** @enum {string} */
+                    type: "json_object";
+                } | {
+                    /** @enum {string} */
+                    type: "json_schema";
+                    name: string;
+                    schema: {
+                        [key: string]: unknown;
+                    };
+                    description?: string;
+                    strict?: boolean | null;
+                };
+                /** @description Not supported (not a reasoning model): any non-null value is a 400. */
+                verbosity?: unknown;
+            } | null;
+            /** @description Function tools only (built-in tools: 400). */
+            tools?: components["schemas"]["ResponseFunctionTool"][];
+            /** @description none, auto, required, or {"type": "function", "name": ...}. */
+            tool_choice?: ("none" | "auto" | "required") | {
+                /** @enum {string} */
+                type: "function";
+                name: string;
+            } | null;
+            parallel_tool_calls?: boolean | null;
+            /** @description Only "message.output_text.logprobs" (the output text's logprobs). */
+            include?: string[] | null;
+            /** @description Only include_obfuscation: false (no obfuscation field is sent). */
+            stream_options?: {
+                include_obfuscation?: boolean | null;
+            } | null;
+            /** @description Only "disabled" (the default): an input beyond the context is a 400. */
+            truncation?: string | null;
+            /** @description Only false: the response is made while the request waits. */
+            background?: boolean | null;
+            /** @description Only false: this server keeps no responses, so nothing can be retrieved or continued later (true: 400). */
+            store?: boolean | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            user?: string;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            safety_identifier?: string | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            prompt_cache_key?: string | null;
+            /** @description Describes the caller: accepted and recorded in the request log. */
+            service_tier?: string | null;
+            /** @description Not supported (this server keeps no responses: send the whole conversation as input): any non-null value is a 400 unsupported_parameter. */
+            previous_response_id?: unknown;
+            /** @description Not supported (this server keeps no conversations: send the whole conversation as input): any non-null value is a 400 unsupported_parameter. */
+            conversation?: unknown;
+            /** @description Not supported (no server-side compaction): any non-null value is a 400 unsupported_parameter. */
+            context_management?: unknown;
+            /** @description Not supported (no built-in tools to limit): any non-null value is a 400 unsupported_parameter. */
+            max_tool_calls?: unknown;
+            /** @description Not supported (not a reasoning model): any non-null value is a 400 unsupported_parameter. */
+            reasoning?: unknown;
+            /** @description Not supported (no stored prompt templates): any non-null value is a 400 unsupported_parameter. */
+            prompt?: unknown;
+            /** @description Not supported (no moderation): any non-null value is a 400 unsupported_parameter. */
+            moderation?: unknown;
+            /** @description Not supported (the prefix cache has no retention settings): any non-null value is a 400 unsupported_parameter. */
+            prompt_cache_retention?: unknown;
+            /** @description Not supported (the prefix cache has no options): any non-null value is a 400 unsupported_parameter. */
+            prompt_cache_options?: unknown;
+            /** @description Not supported (no programmatic tool calling): any non-null value is a 400 unsupported_parameter. */
+            access_programs?: unknown;
+            /** @description Not supported (no image output): any non-null value is a 400 unsupported_parameter. */
+            image?: unknown;
+        };
         /** @description text; json_object (any JSON object); json_schema (output that matches the schema). The output is grammar-constrained. */
         ResponseFormat: {
             /** @enum {string} */
@@ -2435,6 +2677,177 @@ export interface components {
                 strict?: boolean | null;
             };
         } | null;
+        ResponseFunctionCall: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call";
+            id: string;
+            call_id: string;
+            name: string;
+            /** @description The arguments, a JSON string. */
+            arguments: string;
+            /** @enum {string} */
+            status: "in_progress" | "completed" | "incomplete";
+        };
+        ResponseFunctionCallInput: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call";
+            call_id: string;
+            name: string;
+            arguments: string;
+            /** @description Accepted and not used. */
+            id?: string;
+            /**
+             * @description Accepted and not used.
+             * @enum {string}
+             */
+            status?: "in_progress" | "completed" | "incomplete";
+        };
+        ResponseFunctionCallOutputInput: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "function_call_output";
+            call_id: string;
+            output: string | {
+                /** @enum {string} */
+                type: "input_text";
+                text: string;
+            }[];
+            /** @description Accepted and not used. */
+            id?: string | null;
+            /**
+             * @description Accepted and not used.
+             * @enum {string|null}
+             */
+            status?: "in_progress" | "completed" | "incomplete" | null;
+        };
+        ResponseFunctionTool: {
+            /** @enum {string} */
+            type: "function";
+            name: string;
+            description?: string | null;
+            parameters?: {
+                [key: string]: unknown;
+            } | null;
+            strict?: boolean | null;
+        };
+        ResponseInputMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "message";
+            /** @enum {string} */
+            role: "user" | "assistant" | "system" | "developer";
+            /** @description A string or text parts (input_text; output_text and refusal in assistant messages). Images, files and audio: 400. */
+            content: string | ({
+                /** @enum {string} */
+                type: "input_text";
+                text: string;
+            } | {
+                /** @enum {string} */
+                type: "output_text";
+                text: string;
+                /** @description Accepted and not used. */
+                annotations?: unknown[];
+                /** @description Accepted and not used. */
+                logprobs?: unknown[];
+            } | {
+                /** @enum {string} */
+                type: "refusal";
+                refusal: string;
+            })[];
+            /** @description Accepted and not used. */
+            id?: string;
+            /**
+             * @description Accepted and not used.
+             * @enum {string}
+             */
+            status?: "in_progress" | "completed" | "incomplete";
+            /** @description Accepted and not used. */
+            phase?: string | null;
+        };
+        ResponseOutputItem: components["schemas"]["ResponseOutputMessage"] | components["schemas"]["ResponseFunctionCall"];
+        ResponseOutputMessage: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "message";
+            id: string;
+            /** @enum {string} */
+            status: "in_progress" | "completed" | "incomplete";
+            /** @enum {string} */
+            role: "assistant";
+            content: components["schemas"]["ResponseOutputText"][];
+        };
+        ResponseOutputText: {
+            /** @enum {string} */
+            type: "output_text";
+            text: string;
+            /** @description Always empty. */
+            annotations: unknown[];
+            /** @description With include ["message.output_text.logprobs"] or top_logprobs; else empty. */
+            logprobs: {
+                token: string;
+                logprob: number;
+                bytes: number[];
+                top_logprobs: {
+                    token: string;
+                    logprob: number;
+                    bytes: number[];
+                }[];
+            }[];
+        };
+        ResponseStreamEvent: {
+            /** @enum {string} */
+            type: "response.created" | "response.in_progress" | "response.output_item.added" | "response.content_part.added" | "response.output_text.delta" | "response.output_text.done" | "response.content_part.done" | "response.function_call_arguments.delta" | "response.function_call_arguments.done" | "response.output_item.done" | "response.completed" | "response.incomplete" | "error";
+            sequence_number: number;
+            response?: components["schemas"]["Response"];
+            output_index?: number;
+            content_index?: number;
+            item_id?: string;
+            item?: components["schemas"]["ResponseOutputItem"];
+            part?: components["schemas"]["ResponseOutputText"];
+            delta?: string;
+            text?: string;
+            arguments?: string;
+            name?: string;
+            logprobs?: {
+                token: string;
+                logprob: number;
+                top_logprobs: {
+                    token: string;
+                    logprob: number;
+                }[];
+            }[];
+            code?: string | null;
+            message?: string;
+            param?: string | null;
+        };
+        /** @description Absent until the response is done (stream events before the last). */
+        ResponseUsage: {
+            input_tokens: number;
+            input_tokens_details: {
+                /** @description Prompt tokens found in the prefix cache. */
+                cached_tokens: number;
+                /** @description Always 0: the prefix cache is automatic; nothing is a cache write. */
+                cache_write_tokens: number;
+            };
+            output_tokens: number;
+            output_tokens_details: {
+                /** @description Always 0. */
+                reasoning_tokens: number;
+            };
+            total_tokens: number;
+        };
         StructuredOutputs: {
             /** @description A JSON schema the output matches. */
             json?: {

@@ -12,6 +12,7 @@ import { ClientError } from "../util/errors.ts";
 import { authMiddleware } from "./auth.ts";
 import { registerCompletions } from "./routes/completions.ts";
 import { registerChat } from "./routes/chat.ts";
+import { registerResponses } from "./routes/responses.ts";
 import { registerModels } from "./routes/models.ts";
 import { registerAdapters } from "./routes/adapters.ts";
 import { registerFilesRoutes } from "./routes/files.ts";
@@ -88,6 +89,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
 
   registerCompletions(app, deps);
   registerChat(app, deps);
+  registerResponses(app, deps);
   registerModels(app, deps);
   registerAdapters(app, deps);
   registerTokenize(app, deps);

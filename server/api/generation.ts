@@ -119,6 +119,7 @@ export interface CommonFields {
   ignore_eos?: boolean;
   min_tokens?: number;
   stop_token_ids?: number[] | null;
+  prompt_logprobs?: number | null;
 }
 
 export function samplingOf(body: CommonFields, logprobs: number | null, seedOffset: number): Partial<SamplingParams> {
@@ -322,6 +323,20 @@ export function usageOf(finishes: FinishEvent[], promptTokensPerPrompt: number[]
   };
 }
 
+/** A first event's prompt logprobs in vLLM's shape: per prompt token (the first null), token id →
+ * {logprob, rank, decoded_token} for the prompt's token and the most likely ones. */
+export function vllmPromptLogprobs(deps: AppDeps, first: GenerateEvent) {
+  const pl = first.type === "token" ? first.promptLogprobs : undefined;
+  if (!pl) return null;
+  return pl.map((e) => {
+    if (!e) return null;
+    const out: Record<string, { logprob: number; rank: number; decoded_token: string }> = {};
+    e.topLogprobs.forEach((t, k) => out[t.token] = { logprob: t.logprob, rank: k + 1, decoded_token: tokenText(deps, t.token).text });
+    out[e.token] = { logprob: e.logprob, rank: e.rank, decoded_token: tokenText(deps, e.token).text };
+    return out;
+  });
+}
+
 /** A token's text for logprobs (decoded on its own) and its UTF-8 bytes. */
 export function tokenText(deps: AppDeps, id: number): { text: string; bytes: number[] } {
   return { text: deps.tokenizer.decode([id], { skipSpecialTokens: false }), bytes: Array.from(deps.tokenizer.tokenBytes(id)) };
@@ -366,8 +381,8 @@ export async function startForRequest(
 /** How one choice of a route looks, in a JSON body and in SSE chunks. `push` sees every event of
  * the choice in order; the chunk methods are asked right after `push` when streaming. */
 export interface ChoiceShape {
-  /** The fields of the choice's first chunk (chat: the role; completions: the echoed prompt), or
-   * null for none. */
+  /** The fields of the choice's first chunk (chat: the role; completions: the echoed prompt and,
+   * with logprobs, its tokens' logprobs), or null for none. */
   opening: Record<string, unknown> | null;
   push(e: GenerateEvent): void;
   /** A token's chunk: its fields and logprobs, or null when there is nothing to send. */
@@ -393,6 +408,8 @@ export interface ResponseSpec {
   nullUsageInChunks: boolean;
   /** Prompt tokens of each distinct prompt (for usage). */
   promptTokens: number[];
+  /** Top-level fields of the JSON body beside OpenAI's (chat's prompt_logprobs). */
+  extra?: Record<string, unknown>;
   shape(choice: Choice): ChoiceShape;
 }
 
@@ -434,6 +451,7 @@ export function respond(
         system_fingerprint,
         choices: out,
         usage: usageOf(finishes, spec.promptTokens),
+        ...spec.extra,
       }, 200)
     );
   }
@@ -454,7 +472,10 @@ export function respond(
     const send = (data: unknown) => stream.writeSSE({ data: JSON.stringify(data) });
     const run = async (ch: Choice) => {
       const shape = spec.shape(ch);
-      if (shape.opening) await send(choiceChunk(ch.index, shape.opening, null, null));
+      if (shape.opening) {
+        const { logprobs = null, ...fields } = shape.opening;
+        await send(choiceChunk(ch.index, fields, logprobs, null));
+      }
       for await (const e of ch.events()) {
         shape.push(e);
         if (e.type === "token") {

@@ -7,7 +7,7 @@ import { BlockManager } from "./kv_blocks.ts";
 import { type AdapterBinder, ModelRunner } from "./runner.ts";
 import { type ScheduledChunk, Scheduler } from "./scheduler.ts";
 import { type FinishReason, Sequence, type StoppingParams } from "./sequence.ts";
-import type { SamplingParams, TopLogprob } from "./sampling.ts";
+import { type PromptLogprob, promptLogprobsOf, type SamplingParams, type TopLogprob } from "./sampling.ts";
 import { type DetokenizerSource, IncrementalDetokenizer } from "./detokenize.ts";
 import { EventQueue } from "../util/event_queue.ts";
 import type { GrammarState } from "./grammar.ts";
@@ -44,6 +44,9 @@ export interface GenerateRequest {
   sampling?: Partial<SamplingParams>;
   stopping?: Partial<StoppingParams>;
   adapterUid?: string | null;
+  /** Top alternatives per prompt token (0-20): the first token event carries the prompt's logprobs;
+   * null or absent: none (the prompt's every position is computed only for requests that ask). */
+  promptLogprobs?: number | null;
   /** Whose request it is (fair admission across tenants) and its tenant's weight (default 1). */
   tenant?: string;
   tenantWeight?: number;
@@ -56,7 +59,15 @@ export interface GenerateRequest {
 }
 
 export type GenerateEvent =
-  | { type: "token"; tokenId: number; text: string; logprob?: number; topLogprobs?: TopLogprob[] }
+  | {
+    type: "token";
+    tokenId: number;
+    text: string;
+    logprob?: number;
+    topLogprobs?: TopLogprob[];
+    /** On the first token of a request that asked: one entry per prompt token (the first null). */
+    promptLogprobs?: (PromptLogprob | null)[];
+  }
   | {
     type: "finish";
     text: string; // the last held-back text, if any
@@ -158,6 +169,7 @@ export class Engine {
       tenant: req.tenant,
       tenantWeight: req.tenantWeight,
       grammar: req.grammar,
+      promptLogprobs: req.promptLogprobs ?? null,
     });
     const detok = new IncrementalDetokenizer(this.tokenizer, {
       stop: seq.stopping.stop,
@@ -260,11 +272,18 @@ export class Engine {
       const p = this.#pending.get(c.seq);
       if (!p || p.done || logits[i] === null) return; // failed, or a prompt chunk with more to come
       const seq = c.seq;
+      const V = this.model.shape.vocab, out = logits[i]!;
+      let promptLogprobs: (PromptLogprob | null)[] | undefined;
+      if (seq.wantsPromptLogits) {
+        // the chunk was the whole prompt, its every row returned (runner.ts): row j predicts token j + 1
+        promptLogprobs = promptLogprobsOf(out, V, seq.promptIds, seq.promptLogprobs!);
+        seq.promptLogprobsDone = true;
+      }
       const g = seq.grammar;
       let r;
       try {
         if (g && !g.mask) throw new Error("the grammar's mask is not ready (step() ran without yielding)");
-        r = seq.sampler.sample(logits[i], seq.promptIds, seq.outputIds, g?.mask ?? null);
+        r = seq.sampler.sample(out.length === V ? out : out.subarray(out.length - V), seq.promptIds, seq.outputIds, g?.mask ?? null);
         if (g && !g.accept(r.token)) throw new Error(`the grammar refused token ${r.token} it allowed`);
       } catch (e) {
         this.#fail(p, e as Error);
@@ -272,7 +291,14 @@ export class Engine {
       }
       seq.appendToken(r.token);
       const piece = p.detok.push(r.token);
-      p.events.push({ type: "token", tokenId: r.token, text: piece.text, logprob: r.logprob, topLogprobs: r.topLogprobs });
+      p.events.push({
+        type: "token",
+        tokenId: r.token,
+        text: piece.text,
+        logprob: r.logprob,
+        topLogprobs: r.topLogprobs,
+        ...(promptLogprobs ? { promptLogprobs } : {}),
+      });
       if (piece.stopped !== null) this.#finish(p, "stop", piece.stopped); // the detokenizer honours min_tokens
       // a grammar that accepted a stop token has ended: min_tokens and ignore_eos cannot extend it
       else if (g?.terminated) this.#finish(p, "stop", r.token);

@@ -413,3 +413,28 @@ export function logprobsOf(x: Float32Array, token: number, n: number): { logprob
   const top = n > 0 ? Array.from(topKIndices(x, n), (id) => ({ token: id, logprob: x[id] - lse })) : [];
   return { logprob: x[token] - lse, topLogprobs: top };
 }
+
+/** A prompt token's logprob under the raw model (no penalties, no temperature: what the model
+ * gives it after the tokens before it), its rank among the vocabulary (1: the most likely; vLLM's
+ * rank), and the n most likely tokens at its position. */
+export interface PromptLogprob {
+  token: number;
+  logprob: number;
+  rank: number;
+  topLogprobs: TopLogprob[];
+}
+
+/** The prompt's logprobs from the logits of its positions ([≥ promptIds.length - 1 rows × V]; row
+ * j predicts token j + 1): one entry per prompt token, the first null (nothing predicts it). */
+export function promptLogprobsOf(rows: Float32Array, V: number, promptIds: ArrayLike<number>, n: number): (PromptLogprob | null)[] {
+  const out: (PromptLogprob | null)[] = [null];
+  for (let j = 0; j + 1 < promptIds.length; j++) {
+    const x = rows.subarray(j * V, (j + 1) * V);
+    const token = promptIds[j + 1];
+    const { logprob, topLogprobs } = logprobsOf(x, token, n);
+    let above = 0;
+    for (let i = 0; i < V; i++) if (x[i] > x[token]) above++;
+    out.push({ token, logprob, rank: above + 1, topLogprobs });
+  }
+  return out;
+}

@@ -99,10 +99,13 @@ export class Scheduler {
       if (!this.blocks.canAllocate(seq)) break;
       this.waiting.splice(at, 1);
       this.blocks.allocate(seq, 0); // markFilled below: the blocks this step computes
-      seq.numComputedTokens = seq.numCachedTokens;
+      // a request for prompt logprobs computes its whole prompt in this one chunk, however long (the
+      // cached prefix is read, not written again): its logits come from one forward pass
+      seq.numComputedTokens = seq.wantsPromptLogits ? 0 : seq.numCachedTokens;
       seq.status = "running";
       this.running.push(seq);
-      const n = Math.min(seq.length - seq.numComputedTokens, budget);
+      const left = seq.length - seq.numComputedTokens;
+      const n = seq.wantsPromptLogits ? left : Math.min(left, budget);
       this.blocks.markFilled(seq, seq.numComputedTokens + n);
       chunks.push({ seq, start: seq.numComputedTokens, end: seq.numComputedTokens + n });
       budget -= n;

@@ -50,6 +50,10 @@ export class Sequence implements BlockSequence {
   preempted = false;
   /** The grammar its output must follow (structured outputs, forced tool calls), or null. */
   readonly grammar: GrammarState | null;
+  /** Top alternatives per prompt token to report (0-20), or null: no prompt logprobs. */
+  readonly promptLogprobs: number | null;
+  /** The prompt's logprobs are computed (in the sequence's first prefill). */
+  promptLogprobsDone = false;
   /** Per generated token logprob info, when requested. */
   readonly logprobs: Array<{ logprob: number; topLogprobs: Array<{ token: number; logprob: number }> }> = [];
 
@@ -62,6 +66,7 @@ export class Sequence implements BlockSequence {
     tenantWeight?: number;
     grammar?: GrammarState | null;
     id?: number;
+    promptLogprobs?: number | null;
     arrivalTime?: number;
   }) {
     if (opts.promptIds.length === 0) throw new Error("a sequence needs at least one prompt token");
@@ -78,6 +83,7 @@ export class Sequence implements BlockSequence {
       minTokens: opts.stopping?.minTokens ?? 0,
     };
     this.adapterUid = opts.adapterUid ?? null;
+    this.promptLogprobs = opts.promptLogprobs ?? null;
     this.tenant = opts.tenant ?? "";
     this.tenantWeight = opts.tenantWeight !== undefined && opts.tenantWeight > 0 ? opts.tenantWeight : 1;
     this.grammar = opts.grammar ?? null;
@@ -87,6 +93,12 @@ export class Sequence implements BlockSequence {
   /** Prefix-cache namespace: KV differs per adapter. */
   get cacheSalt(): string {
     return this.adapterUid ?? "";
+  }
+
+  /** Whether its next prefill must return the logits of every prompt position (and so compute
+   * the whole prompt, prefix-cached or not). */
+  get wantsPromptLogits(): boolean {
+    return this.promptLogprobs !== null && !this.promptLogprobsDone;
   }
 
   get length(): number {

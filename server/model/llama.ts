@@ -126,6 +126,9 @@ class Workspace {
   }
 }
 
+/** Rows of logits computed at once (the workspace holds this many rows of vocabulary logits). */
+const LOGIT_SLICE = 256;
+
 export class LlamaModel {
   #ws: Workspace;
 
@@ -154,7 +157,7 @@ export class LlamaModel {
     if (batch.positions.length !== T || batch.slots.length !== T) {
       throw new RangeError("tokens, positions and slots must have the same length");
     }
-    this.#ws.ensure(T, R);
+    this.#ws.ensure(T, Math.min(R, LOGIT_SLICE));
     const w = this.#ws.bufs;
     const F = this.activationDtype;
     if (cache.dtype !== F) throw new TypeError("the KV cache was made for another activation dtype");
@@ -192,29 +195,36 @@ export class LlamaModel {
       linear(l, "down_proj", w.x, w.gate, true); // residual
     }
     // Only the requested rows go through the final norm and the vocabulary projection (none for a
-    // batch of prompt chunks that all end before their prompt does).
+    // batch of prompt chunks that all end before their prompt does), at most LOGIT_SLICE rows at a
+    // time (a prompt's every row, for prompt logprobs, needs no R × vocab buffer).
     if (R === 0) return new Float32Array(0);
     const rowBytes = s.hidden * dtypeSize(F);
-    for (let i = 0; i < R; i++) {
-      const r = batch.logitRows[i];
-      if (r < 0 || r >= T) throw new RangeError(`logit row ${r} outside batch of ${T}`);
-      ops.copyDevice(ctx, w.sel.at(i * rowBytes), w.x.at(r * rowBytes), rowBytes);
-    }
-    ops.rmsnorm(ctx, w.selNorm, null, w.sel, this.finalNorm, R, s.hidden, s.rmsEps, F);
     const head = this.lmHead ?? this.embed;
-    ops.gemm(ctx, {
-      c: w.logits,
-      cType: DType.F32,
-      a: w.selNorm,
-      aType: F,
-      b: head.buf,
-      bType: head.dtype,
-      m: R,
-      n: s.vocab,
-      k: s.hidden,
-      transB: true,
-    });
-    return w.logits.readF32(0, R * s.vocab);
+    const out = R > LOGIT_SLICE ? new Float32Array(R * s.vocab) : null;
+    for (let from = 0; from < R; from += LOGIT_SLICE) {
+      const n = Math.min(LOGIT_SLICE, R - from);
+      for (let i = 0; i < n; i++) {
+        const r = batch.logitRows[from + i];
+        if (r < 0 || r >= T) throw new RangeError(`logit row ${r} outside batch of ${T}`);
+        ops.copyDevice(ctx, w.sel.at(i * rowBytes), w.x.at(r * rowBytes), rowBytes);
+      }
+      ops.rmsnorm(ctx, w.selNorm, null, w.sel, this.finalNorm, n, s.hidden, s.rmsEps, F);
+      ops.gemm(ctx, {
+        c: w.logits,
+        cType: DType.F32,
+        a: w.selNorm,
+        aType: F,
+        b: head.buf,
+        bType: head.dtype,
+        m: n,
+        n: s.vocab,
+        k: s.hidden,
+        transB: true,
+      });
+      if (!out) return w.logits.readF32(0, n * s.vocab);
+      out.set(w.logits.readF32(0, n * s.vocab), from * s.vocab);
+    }
+    return out ?? new Float32Array(0);
   }
 
   /** Bytes by kind, for the memory report. */

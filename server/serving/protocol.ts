@@ -37,6 +37,8 @@ export interface WorkerGenerate {
   sampling: Partial<SamplingParams>;
   stopping: Partial<StoppingParams>;
   adapter: { uid: string; dir: string } | null;
+  /** Top alternatives per prompt token (0-20): the first token event carries the prompt's logprobs. */
+  promptLogprobs?: number | null;
   /** Whose request it is: the scheduler admits waiting requests fairly across tenants. */
   tenant?: string;
   /** The tenant's weight (keys file): its share of the batch against other tenants'. */

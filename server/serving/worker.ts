@@ -182,6 +182,7 @@ async function generate(id: number, req: WorkerGenerate): Promise<void> {
       sampling: req.sampling,
       stopping: { ...req.stopping, stopTokenIds },
       adapterUid: req.adapter?.uid ?? null,
+      promptLogprobs: req.promptLogprobs ?? null,
       tenant: req.tenant,
       tenantWeight: req.tenantWeight,
       signal: ac.signal,

@@ -12,6 +12,7 @@ const KEYS = [{ key: "sk-fuzz-tenant-a", tenant: "a" }, { key: "sk-fuzz-tenant-b
 const ROUTES: [string, string][] = [
   ["POST", "/v1/chat/completions"],
   ["POST", "/v1/completions"],
+  ["POST", "/v1/responses"],
   ["GET", "/v1/models"],
   ["GET", "/v1/models/{id}"],
   ["DELETE", "/v1/models/{id}"],
@@ -65,6 +66,14 @@ const FIELDS = [
   "stop_token_ids",
   "metadata",
   "suffix",
+  "input",
+  "instructions",
+  "max_output_tokens",
+  "text",
+  "tools",
+  "include",
+  "echo",
+  "prompt_logprobs",
 ];
 
 function rng(seed: number) {

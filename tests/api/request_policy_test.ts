@@ -1,12 +1,12 @@
 // request_policy_test.ts — no request field is silently ignored. Generated from the one list
-// (server/api/schemas/request_policy.ts): every unsupported field of chat and completions is a 400
+// (server/api/schemas/request_policy.ts): every unsupported field of chat, completions and responses is a 400
 // unsupported_parameter naming it, every refused value a 400 unsupported_value naming it, every
 // recorded field is accepted and shows in the request's log line; OpenAI's whole field lists
 // (openai 7.55.0) are covered by the list; unknown fields answer OpenAI's "Unrecognized request
 // argument supplied", on every route that takes a body.
 import assert from "node:assert/strict";
 import type { Server } from "../../server/server.ts";
-import { CHAT_POLICY, COMPLETIONS_POLICY, type Policy, policyCounts } from "../../server/api/schemas/request_policy.ts";
+import { CHAT_POLICY, COMPLETIONS_POLICY, type Policy, policyCounts, RESPONSES_POLICY } from "../../server/api/schemas/request_policy.ts";
 import { MESSAGE_POLICY } from "../../server/api/schemas/chat.ts";
 import { json, makeAdapter, STORIES_SHAPE, storiesServer } from "../helpers.ts";
 
@@ -58,6 +58,14 @@ const OPENAI_COMPLETION_FIELDS = [
   "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user",
 ]; // deno-fmt-ignore
 
+/** openai 7.55.0's ResponseCreateParamsBase. */
+const OPENAI_RESPONSES_FIELDS = [
+  "access_programs", "background", "context_management", "conversation", "image", "include", "input", "instructions",
+  "max_output_tokens", "max_tool_calls", "metadata", "model", "moderation", "parallel_tool_calls", "previous_response_id", "prompt",
+  "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store",
+  "stream", "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user",
+]; // deno-fmt-ignore
+
 const ENDPOINTS: { path: string; policy: Policy; base: Record<string, unknown>; openai: string[] }[] = [
   {
     path: "/v1/chat/completions",
@@ -66,6 +74,12 @@ const ENDPOINTS: { path: string; policy: Policy; base: Record<string, unknown>; 
     openai: OPENAI_CHAT_FIELDS,
   },
   { path: "/v1/completions", policy: COMPLETIONS_POLICY, base: { model: MODEL, prompt: "Once upon", max_tokens: 1 }, openai: OPENAI_COMPLETION_FIELDS },
+  {
+    path: "/v1/responses",
+    policy: RESPONSES_POLICY,
+    base: { model: MODEL, input: "Once upon", max_output_tokens: 1 },
+    openai: OPENAI_RESPONSES_FIELDS,
+  },
 ];
 
 async function withServer(fn: (s: Server, log: Record<string, unknown>[], root: string) => Promise<void>) {
@@ -88,7 +102,7 @@ async function error(res: Response, status = 400) {
   return e as { message: string; param: string | null; code: string | null };
 }
 
-Deno.test("the policy covers every OpenAI request field of chat and completions", () => {
+Deno.test("the policy covers every OpenAI request field of chat, completions and responses", () => {
   for (const { path, policy, openai } of ENDPOINTS) {
     const missing = openai.filter((f) => !(f in policy));
     assert.deepEqual(missing, [], `${path}: OpenAI fields without a decision`);
@@ -112,7 +126,7 @@ Deno.test("every unsupported field is a 400 unsupported_parameter naming it; eve
         }
         if (p.refuse) {
           assert.ok(p.refused !== undefined, `${field} has refuse but no refused example`);
-          const req = { ...base, ...(field === "echo" ? { logprobs: 1 } : {}), [field]: p.refused };
+          const req = { ...base, ...(field === "prompt_logprobs" ? { stream: true } : {}), [field]: p.refused };
           const e = await error(await s.app.request(path, json(req)));
           const want = p.refuse(p.refused, req)!;
           assert.equal(e.param, want.param, `${path} ${field}: ${e.message}`);

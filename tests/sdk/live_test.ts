@@ -12,8 +12,11 @@ import {
   type ChatCompletionChunk,
   ConflictError,
   NotFoundError,
+  outputText,
   PermissionDeniedError,
   QloraClient,
+  type Response,
+  type ResponseStreamEvent,
   schemaResponseFormat,
   Stream,
 } from "../../sdk/mod.ts";
@@ -91,6 +94,31 @@ Deno.test({
         assert.equal(requestId, "sdk-test-req-1");
         assert.equal(response.status, 200);
         assert.equal(data.choices[0].message.content, done.choices[0].message.content, "temperature 0 is deterministic");
+      });
+
+      await t.step("responses: create and stream (typed events) give chat's text; store: true is a typed 400", async () => {
+        const ref = await client.chat.completions.create({ model, messages, max_tokens: 8, temperature: 0 });
+        const r: Response = await client.responses.create({ model, input: messages[0].content, max_output_tokens: 8, temperature: 0 });
+        assert.equal(r.object, "response");
+        assert.equal(outputText(r), ref.choices[0].message.content);
+        assert.equal(r.usage?.output_tokens, 8);
+        const stream: Stream<ResponseStreamEvent> = await client.responses.stream({
+          model,
+          input: messages[0].content,
+          max_output_tokens: 8,
+          temperature: 0,
+        });
+        let text = "", last: ResponseStreamEvent | null = null;
+        for await (const e of stream) {
+          if (e.type === "response.output_text.delta") text += e.delta;
+          last = e;
+        }
+        assert.equal(text, outputText(r));
+        assert.equal(last?.type, "response.incomplete");
+        assert.equal(outputText(last!.response!), text);
+        const e = await client.responses.create({ model, input: "x", store: true }).catch((e) => e);
+        assert.ok(e instanceof BadRequestError);
+        assert.equal(e.param, "store");
       });
 
       await t.step("chat: streaming gives typed chunks whose text equals the non-streamed answer", async () => {

@@ -26,6 +26,7 @@ import {
   stoppingOf,
   type TokenEvent,
   tokenText,
+  vllmPromptLogprobs,
 } from "../generation.ts";
 
 const route = createRoute({
@@ -89,6 +90,8 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
         stopping: stoppingOf(body, maxTokens),
         adapter: adapter ? { uid: adapter.uid, dir: adapter.dir } : null,
         grammar,
+        // the choices share the prompt: the first one scores it
+        promptLogprobs: i === 0 ? body.prompt_logprobs ?? null : null,
       });
     }
     const started = await startForRequest(deps, c.get("principal").tenant, reqs, c.req.raw, t0);
@@ -141,6 +144,9 @@ export function registerChat(app: OpenAPIHono<AppEnv>, deps: AppDeps): void {
       includeUsage: body.stream_options?.include_usage === true,
       nullUsageInChunks: true,
       promptTokens: [promptIds.length],
+      extra: body.prompt_logprobs !== undefined && body.prompt_logprobs !== null
+        ? { prompt_logprobs: vllmPromptLogprobs(deps, started.choices[0].first) }
+        : undefined,
       shape: () => shape(),
     }) as unknown as ReturnType<typeof c.json<never, 200>>;
   });

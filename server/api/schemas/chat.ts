@@ -1,7 +1,7 @@
 // chat.ts — POST /v1/chat/completions. Which request fields are implemented, recorded or refused
 // is decided in request_policy.ts (CHAT_POLICY); this file holds the implemented fields' schemas.
 import { z } from "@hono/zod-openapi";
-import { MaxTokensSchema, samplingFields, SystemFingerprintSchema, UsageSchema } from "./common.ts";
+import { MaxTokensSchema, PromptLogprobsSchema, samplingFields, SystemFingerprintSchema, UsageSchema } from "./common.ts";
 import { CHAT_POLICY, type Policy, policySchema, requestSchema } from "./request_policy.ts";
 
 /** A content part: only text parts are supported (images, audio, files: 400 unsupported_value). */
@@ -150,6 +150,9 @@ export const ChatCompletionSchema = z.object({
     }),
   })),
   usage: UsageSchema,
+  prompt_logprobs: PromptLogprobsSchema.nullable().optional().openapi({
+    description: "Extension (vLLM): with prompt_logprobs, the rendered prompt's logprobs.",
+  }),
 }).openapi("ChatCompletion");
 
 export const ChatCompletionChunkSchema = z.object({

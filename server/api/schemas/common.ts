@@ -55,6 +55,15 @@ export const samplingFields = {
   stop_token_ids: z.array(z.number().int().min(0)).max(64).nullable().optional().openapi({
     description: "Extension: extra token ids that end generation.",
   }),
+  prompt_logprobs: z.number().int().min(0).max(20).nullable().optional().openapi({
+    description: "Extension (vLLM): the prompt tokens' logprobs, with the n most likely tokens at each position (not with stream).",
+  }),
 };
+
+/** vLLM's prompt_logprobs: per prompt token (the first null), token id → its logprob, its rank
+ * among the vocabulary (1: the most likely) and its text; the prompt's own token and the n most likely. */
+export const PromptLogprobsSchema = z.array(
+  z.record(z.string(), z.object({ logprob: z.number(), rank: z.number().int(), decoded_token: z.string() })).nullable(),
+).openapi("PromptLogprobs");
 
 export const MaxTokensSchema = z.number().int().min(1).nullable().optional();

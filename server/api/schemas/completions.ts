@@ -1,6 +1,13 @@
 // completions.ts — POST /v1/completions (OpenAI's legacy text completions).
 import { z } from "@hono/zod-openapi";
-import { FinishReasonSchema, MaxTokensSchema, samplingFields, SystemFingerprintSchema, UsageSchema } from "./common.ts";
+import {
+  FinishReasonSchema,
+  MaxTokensSchema,
+  PromptLogprobsSchema,
+  samplingFields,
+  SystemFingerprintSchema,
+  UsageSchema,
+} from "./common.ts";
 import { COMPLETIONS_POLICY, requestSchema } from "./request_policy.ts";
 import { StructuredOutputsSchema } from "./chat.ts";
 
@@ -24,8 +31,8 @@ export const CompletionRequestSchema = requestSchema(COMPLETIONS_POLICY, {
 
 export const CompletionLogprobsSchema = z.object({
   tokens: z.array(z.string()),
-  token_logprobs: z.array(z.number()),
-  top_logprobs: z.array(z.record(z.string(), z.number())),
+  token_logprobs: z.array(z.number().nullable()).openapi({ description: "With echo, the first prompt token's is null (as OpenAI's)." }),
+  top_logprobs: z.array(z.record(z.string(), z.number()).nullable()),
   text_offset: z.array(z.number().int()),
 }).openapi("CompletionLogprobs");
 
@@ -37,6 +44,7 @@ export const CompletionChoiceSchema = z.object({
   stop_reason: z.union([z.string(), z.number()]).nullable().optional().openapi({
     description: "Extension (vLLM): the stop string or token id that ended the choice.",
   }),
+  prompt_logprobs: PromptLogprobsSchema.nullable().optional().openapi({ description: "Extension (vLLM): with prompt_logprobs." }),
 });
 
 export const CompletionSchema = z.object({

@@ -1,7 +1,7 @@
 // request_policy.ts — the one list of what this server does with each request field of OpenAI's
-// POST /v1/chat/completions and POST /v1/completions (OpenAI's full field lists, openai 7.55.0's
-// ChatCompletionCreateParams / CompletionCreateParams, plus our extensions). No field is silently
-// dropped: each one is
+// POST /v1/chat/completions, POST /v1/completions and POST /v1/responses (OpenAI's full field lists,
+// openai 7.55.0's ChatCompletionCreateParams / CompletionCreateParams / ResponseCreateParams, plus
+// our extensions). No field is silently dropped: each one is
 //
 //   implemented  — it changes the response (its zod schema lives with the route's schema),
 //   extension    — implemented, and not one of OpenAI's (vLLM's sampling extensions),
@@ -93,6 +93,15 @@ const COMMON: Policy = {
   min_tokens: extension("Generate at least this many tokens."),
   stop_token_ids: extension("Extra token ids that end generation."),
   structured_outputs: extension("vLLM's structured outputs: json (a schema), regex, choice, grammar (EBNF) or json_object."),
+  prompt_logprobs: {
+    kind: "extension",
+    note: "vLLM's prompt_logprobs (0-20): per prompt token (the first null), {token id: {logprob, rank, decoded_token}} for the token " +
+      "and the n most likely at its position. Not with stream.",
+    refuse: (v, body) =>
+      given(v) && body.stream === true ? { param: "prompt_logprobs", message: "prompt_logprobs is not supported with stream" } : null,
+    example: 1,
+    refused: 1,
+  },
 };
 
 export const CHAT_POLICY: Policy = {
@@ -144,12 +153,7 @@ export const COMPLETIONS_POLICY: Policy = {
   ...COMMON,
   prompt: implemented("A string, strings, token ids, or lists of token ids."),
   logprobs: implemented("Logprobs of the generated tokens and the top alternatives (0-20)."),
-  echo: implemented("Prepend the prompt to the text (not with logprobs: no prompt logprobs).", {
-    refuse: (v, body) =>
-      v === true && given(body.logprobs) ? { param: "echo", message: "echo with logprobs is not supported (no prompt logprobs)" } : null,
-    example: true,
-    refused: true,
-  }),
+  echo: implemented("Prepend the prompt to the text; with logprobs, the prompt tokens' logprobs come first (the first one null)."),
   best_of: implemented("Only equal to n (no server-side ranking).", {
     refuse: (v, body) =>
       given(v) && v !== (body.n ?? 1) ? { param: "best_of", message: "best_of must equal n (no server-side ranking)" } : null,
@@ -157,6 +161,94 @@ export const COMPLETIONS_POLICY: Policy = {
     refused: 2,
   }),
   suffix: unsupported("no insertion (fill-in-the-middle)", "the end"),
+};
+
+/** POST /v1/responses (openai 7.55.0's ResponseCreateParams). The route translates the request into
+ * chat's fields and runs chat (routes/responses.ts), so the fields it passes on (text.format →
+ * response_format, tools, tool_choice, parallel_tool_calls) are implemented exactly as far as chat
+ * implements them: what chat refuses, this route refuses too, naming the Responses field. */
+export const RESPONSES_POLICY: Policy = {
+  model: implemented("The base model's id or an adapter id (the adapter applies to this request only)."),
+  input: implemented(
+    "A string (one user message) or items: messages (input_text / output_text parts), function_call and function_call_output items.",
+  ),
+  instructions: implemented("A system message put before the input."),
+  max_output_tokens: implemented("Tokens to generate at most (chat's max_completion_tokens)."),
+  temperature: implemented("Sampling temperature (0: greedy)."),
+  top_p: implemented("Nucleus sampling."),
+  top_logprobs: implemented("The most likely alternatives per output token (0-20); turns on the output's logprobs."),
+  include: implemented('Only "message.output_text.logprobs" (the output text\'s logprobs).', {
+    schema: z.array(z.string()).nullable(),
+    refuse: (v) => {
+      const bad = Array.isArray(v) ? v.find((x) => x !== "message.output_text.logprobs") : undefined;
+      return bad !== undefined
+        ? { param: "include", message: `include "${bad}" is not supported (only "message.output_text.logprobs")` }
+        : null;
+    },
+    example: ["message.output_text.logprobs"],
+    refused: ["reasoning.encrypted_content"],
+  }),
+  stream: implemented("Server-sent events of the Responses stream event types."),
+  stream_options: implemented("Only include_obfuscation: false (no obfuscation field is sent).", {
+    schema: z.object({ include_obfuscation: z.boolean().nullable().optional() }).strict().nullable(),
+    refuse: (v) =>
+      (v as { include_obfuscation?: unknown } | null)?.include_obfuscation === true
+        ? { param: "stream_options.include_obfuscation", message: "stream obfuscation is not supported" }
+        : null,
+    example: { include_obfuscation: false },
+    refused: { include_obfuscation: true },
+  }),
+  text: implemented("format: text, json_schema or json_object (chat's response_format); verbosity: not supported."),
+  tools: implemented("Function tools (chat's tools)."),
+  tool_choice: implemented("none, auto, required or a function (chat's tool_choice)."),
+  parallel_tool_calls: implemented("Chat's parallel_tool_calls."),
+  truncation: implemented('Only "disabled" (the default): an input beyond the context is a 400.', {
+    schema: z.string().nullable(),
+    refuse: (v) =>
+      given(v) && v !== "disabled" ? { param: "truncation", message: `truncation "${v}" is not supported (only "disabled")` } : null,
+    example: "disabled",
+    refused: "auto",
+  }),
+  background: implemented("Only false: the response is made while the request waits.", {
+    schema: z.boolean().nullable(),
+    refuse: (v) =>
+      v === true ? { param: "background", message: "background responses are not supported (this server keeps no responses)" } : null,
+    example: false,
+    refused: true,
+  }),
+  store: recorded(z.boolean().nullable(), false, {
+    note: "Only false: this server keeps no responses, so nothing can be retrieved or continued later (true: 400).",
+    refuse: (v) =>
+      v === true
+        ? {
+          param: "store",
+          message: "stored responses are not supported: this server is stateless (send store: false and the whole conversation as input)",
+        }
+        : null,
+    refused: true,
+  }),
+  metadata: recorded(MetadataSchema, { app: "demo" }),
+  user: recorded(z.string().max(256), "user-1234"),
+  safety_identifier: recorded(z.string().max(256).nullable(), "hashed-user-1"),
+  prompt_cache_key: recorded(z.string().max(1024).nullable(), "conversation-42"),
+  service_tier: recorded(z.string().nullable(), "auto", {
+    refuse: (v) =>
+      given(v) && v !== "auto" && v !== "default"
+        ? { param: "service_tier", message: `service_tier "${v}" is not supported (only "auto" or "default")` }
+        : null,
+    refused: "priority",
+  }),
+  previous_response_id: unsupported("this server keeps no responses: send the whole conversation as input", "resp_123"),
+  conversation: unsupported("this server keeps no conversations: send the whole conversation as input", "conv_123"),
+  context_management: unsupported("no server-side compaction", [{ type: "compaction" }]),
+  max_tool_calls: unsupported("no built-in tools to limit", 1),
+  reasoning: unsupported("not a reasoning model", { effort: "low" }),
+  prompt: unsupported("no stored prompt templates", { id: "pmpt_123" }),
+  moderation: unsupported("no moderation", { model: "omni-moderation-latest" }),
+  prompt_cache_retention: unsupported("the prefix cache has no retention settings", "24h"),
+  prompt_cache_options: unsupported("the prefix cache has no options", {}),
+  access_programs: unsupported("no programmatic tool calling", {}),
+  image: unsupported("no image output", {}),
 };
 
 /** The kinds' counts of a policy (for the README and the report). */
