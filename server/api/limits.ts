@@ -32,7 +32,7 @@ export const LIMIT_DEFAULTS: Readonly<TenantLimits> = Object.freeze({
   max_adapter_bytes: 8 * 2 ** 30,
   max_files: 1000,
   max_file_bytes: 8 * 2 ** 30,
-  max_running_jobs: 2,
+  max_running_jobs: 8,
   weight: 1,
 });
 

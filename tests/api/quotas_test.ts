@@ -23,7 +23,7 @@ Deno.test("keys file: limits per key and defaults; a misspelt or bad limit is re
   assert.equal(ks.limitsOf("a").weight, 2);
   assert.equal(ks.limitsOf("a").max_files, 3);
   assert.equal(ks.limitsOf("b").tokens_per_minute, null);
-  assert.equal(ks.limitsOf("b").max_running_jobs, 2);
+  assert.equal(ks.limitsOf("b").max_running_jobs, 8);
   await assert.rejects(KeyStore.create([{ key: A, tenant: "a", tokens_per_min: 5 } as never]), /unknown field tokens_per_min/);
   await assert.rejects(KeyStore.create([{ key: A, tenant: "a", max_files: -1 }]), /max_files must be/);
   await assert.rejects(KeyStore.create([{ key: A, tenant: "a", weight: 0 }]), /weight must be/);
