@@ -105,8 +105,12 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     },
     security: [{ bearer: [] }],
   });
-  // the reference's script is served by this server (console/assets.ts), not a CDN, so /docs works offline
-  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "qlora server API", cdn: "/console/assets/scalar.js" }));
+  // the reference's script is served by this server (console/assets.ts), not a CDN, and its default
+  // fonts (fonts.scalar.com) are off: /docs makes no request beyond this server, so it works offline
+  app.get(
+    "/docs",
+    Scalar({ url: "/openapi.json", pageTitle: "qlora server API", cdn: "/console/assets/scalar.js", withDefaultFonts: false }),
+  );
   registerConsole(app, { needsLogin: () => deps.keys.size > 0 });
 
   app.notFound((c) => errorResponse(c, new ClientError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found")));

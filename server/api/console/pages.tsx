@@ -272,7 +272,7 @@ function Playground() {
           <Field id="play-seed" label="Seed (optional)">
             <input id="play-seed" name="seed" type="number" min="0" />
           </Field>
-          <p class="field">
+          <p class="field check">
             <input id="play-compare" name="compare" type="checkbox" />
             <label for="play-compare">Compare two models side by side</label>
           </p>
