@@ -11,7 +11,7 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import type { Server } from "../../server/server.ts";
 import { makeAdapter, STORIES_SHAPE, storiesServer } from "../helpers.ts";
 
-const KEY_A = "sk-console-tenant-a", KEY_B = "sk-console-tenant-b";
+const KEY_A = "sk-console-tenant-a", KEY_B = "sk-console-tenant-b", KEY_ADMIN = "sk-console-admin";
 const JSON_HEADERS = { "content-type": "application/json" };
 const CHROMIUM = Deno.env.get("CHROMIUM") ?? "/usr/bin/chromium";
 const CHAT_TEMPLATE = Deno.readTextFileSync(new URL("../../models/stories260K/chat_template.jinja", import.meta.url));
@@ -50,7 +50,7 @@ const setValue = (page: Page, sel: string, value: string) =>
   page.$eval(sel, (e, v) => ((e as unknown as { value: string }).value = v), value);
 
 Deno.test({
-  name: "console: sign-in, tenancy, upload errors, a live loss curve, cancel, load/unload, side-by-side streaming, /docs offline",
+  name: "console: sign-in, tenancy, admin, upload errors, a live loss curve, cancel, load/unload, side-by-side streaming, /docs offline",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -64,7 +64,7 @@ Deno.test({
     const shots = Deno.env.get("CONSOLE_SCREENSHOTS") ?? (await Deno.makeTempDir({ prefix: "qlora-console-shots-" }));
     await Deno.mkdir(shots, { recursive: true });
     const s = await storiesServer(root, {
-      keys: [{ key: KEY_A, tenant: "a" }, { key: KEY_B, tenant: "b" }],
+      keys: [{ key: KEY_A, tenant: "a" }, { key: KEY_B, tenant: "b" }, { key: KEY_ADMIN, admin: true }],
       chatTemplate: CHAT_TEMPLATE,
     });
     const { url, shutdown } = serve(s);
@@ -226,6 +226,23 @@ Deno.test({
       await pageB.goto(`${url}/console/models`);
       await pageB.waitForSelector("body[data-ready=true]");
       assert.ok(!(await text(pageB, "#models-table")).includes("a-adapter"), "tenant B sees tenant A's adapter");
+
+      // an admin key sees every tenant's objects, and the server page's throughput from /metrics
+      const admin = await browser.newPage();
+      await admin.goto(`${url}/console/models`);
+      await admin.waitForSelector("#login:not([hidden])");
+      await admin.type("#api-key", KEY_ADMIN);
+      await Promise.all([admin.waitForNavigation(), admin.click("#login-form button[type=submit]")]);
+      await admin.waitForSelector("body[data-ready=true]");
+      assert.match(await text(admin, "#who"), /admin/);
+      const all = await text(admin, "#models-table");
+      assert.ok(all.includes("a-adapter") && all.includes("b-adapter"), `the admin sees every tenant's adapters: ${all}`);
+      await admin.goto(`${url}/console/jobs`);
+      await admin.waitForSelector("body[data-ready=true]");
+      assert.ok((await text(admin, "#jobs-table")).includes(jobId), "the admin sees tenant A's job");
+      await admin.goto(`${url}/console/server`);
+      await admin.waitForSelector("body[data-ready=true]");
+      assert.match(await text(admin, "#metrics"), /Mean batch size/);
 
       // /docs with the network cut: every request not to this server is refused
       const docs = await browser.newPage();

@@ -383,6 +383,9 @@ async function modelsPage() {
   const refresh = async () => {
     const [list, adapters] = await Promise.all([models(), getJson("/v1/adapters")]);
     const byId = new Map(adapters.data.map((a) => [a.id, a]));
+    // an admin's adapter list holds every tenant's; show those its model list leaves out too
+    const listed = new Set(list.map((m) => m.id));
+    for (const a of adapters.data) if (!listed.has(a.id)) list.push({ id: a.id, owned_by: a.owner, parent: a.base_model });
     const action = (label, id, fn) =>
       el("button", {
         type: "button",
