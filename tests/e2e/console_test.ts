@@ -1,6 +1,6 @@
 // console_test.ts — the web console in a real headless browser (Debian's chromium, driven by
-// puppeteer-core) against a server on 127.0.0.1 with two tenants: sign-in (a wrong key shows the
-// server's message), tenancy (tenant B's objects never show for A, nor A's for B), an upload with a
+// puppeteer-core) against a server on 127.0.0.1 with two tenants and an admin: sign-in (a wrong key shows the
+// server's message), tenancy (tenant B's objects never show for A, nor A's for B; an admin sees both), an upload with a
 // bad line, a fine-tune on stories260K whose loss curve gains points while it runs, cancel,
 // adapter load/unload, a streamed playground answer from two models side by side, the server page,
 // and /docs rendering with every request that would leave the machine refused. Screenshots of each
