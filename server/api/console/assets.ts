@@ -47,7 +47,6 @@ export async function readAsset(name: string): Promise<{ bytes: Uint8Array<Array
   if (!bytes) {
     // read once: Scalar's bundle is 4 MB
     bytes = await Deno.readFile(a.file());
-
     cache.set(name, bytes);
   }
   return { bytes, type: a.type };
