@@ -270,6 +270,7 @@ Deno.test({
     } finally {
       await browser?.close();
       await shutdown();
+      await Deno.remove(root, { recursive: true });
     }
   },
 });
