@@ -1,6 +1,7 @@
 // layers_test.ts — imports in server/ run one way, down this list (a module may import its own
 // layer and any layer below it; util/ is below everything and imports nothing else of ours), and
-// route modules do not import one another.
+// route modules do not import one another, and the web console (api/console/) imports only its own
+// files: it is a client of the public API, so it cannot reach past tenancy into the layers below.
 // Every import counts: type-only ones, re-exports, dynamic import() and worker URLs too.
 import assert from "node:assert/strict";
 import { dirname, join, relative } from "node:path";
@@ -13,14 +14,14 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "server");
 /** The layer of a file under server/ (its top folder; main.ts and server.ts are their own). */
 function layerOf(file: string): string {
   const top = file.split("/")[0];
-  return top.endsWith(".ts") ? top.slice(0, -3) : top;
+  return top.replace(/\.tsx?$/, "");
 }
 
 async function* tsFiles(dir: string): AsyncGenerator<string> {
   for await (const e of Deno.readDir(dir)) {
     const p = join(dir, e.name);
     if (e.isDirectory) yield* tsFiles(p);
-    else if (e.name.endsWith(".ts")) yield p;
+    else if (/\.tsx?$/.test(e.name)) yield p;
   }
 }
 
@@ -28,7 +29,7 @@ const IMPORT_RES = [
   /\b(?:import|export)\s+(?:type\s+)?[^'";]*?\sfrom\s+["']([^"']+)["']/g, // import/export … from "x"
   /\bimport\s+["']([^"']+)["']/g, // import "x"
   /\bimport\(\s*["']([^"']+)["']\s*\)/g, // import("x")
-  /\bnew URL\(\s*["']([^"']+\.ts)["']\s*,\s*import\.meta\.url/g, // a worker's module
+  /\bnew URL\(\s*["']([^"']+\.tsx?)["']\s*,\s*import\.meta\.url/g, // a worker's module
 ];
 
 /** The relative specifiers a module imports (packages and node: builtins are not ours). */
@@ -58,6 +59,9 @@ Deno.test("layers: every import in server/ runs down the layer order", async () 
       // route modules are siblings: what they share lives in routes/shared.ts
       if (file.startsWith("api/routes/") && target.startsWith("api/routes/") && target !== "api/routes/shared.ts") {
         violations.push(`server/${file} imports the route module server/${target}`);
+      }
+      if (file.startsWith("api/console/") && !target.startsWith("api/console/")) {
+        violations.push(`server/${file} (the console, a client of the public API) imports server/${target}`);
       }
     }
   }

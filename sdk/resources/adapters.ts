@@ -86,6 +86,16 @@ export class Adapters extends APIResource {
     });
   }
 
+  /** Makes a registered adapter resident on the device now, instead of on its first request. */
+  makeResident(id: string, options?: RequestOptions): APIPromise<Adapter> {
+    return this._client.post(`/adapters/${seg(id)}/load`, options);
+  }
+
+  /** Frees a registered adapter from the device once running requests finish; it stays registered and reloads on demand. */
+  evict(id: string, options?: RequestOptions): APIPromise<Adapter> {
+    return this._client.post(`/adapters/${seg(id)}/unload`, options);
+  }
+
   /** Unregisters an adapter; requests already using it finish first. */
   delete(id: string, options?: RequestOptions): APIPromise<AdapterDeleted> {
     return this._client.delete(`/adapters/${seg(id)}`, options);

@@ -1,6 +1,7 @@
 // app.ts — the Hono application: request ids and structured logs, body limit, auth, error
 // handling (every error, including schema violations, answers through errors.ts), the routes, the
-// OpenAPI 3.1 document (/openapi.json), the API reference (/docs), /health and /metrics.
+// OpenAPI 3.1 document (/openapi.json), the API reference (/docs), /health, /metrics and the web
+// console (console/: pages at / and /console/…, a client of this same API).
 import { registerMemory } from "./routes/memory.ts";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { checkFileQuota, checkJobQuota } from "./quotas.ts";
@@ -18,6 +19,7 @@ import { registerAdapters } from "./routes/adapters.ts";
 import { registerFilesRoutes } from "./routes/files.ts";
 import { registerFineTuningRoutes } from "./routes/fine_tuning.ts";
 import { registerTokenize, SERVER_VERSION } from "./routes/tokenize.ts";
+import { registerConsole } from "./console/routes.ts";
 
 export type { AppDeps } from "./deps.ts";
 
@@ -107,7 +109,13 @@ export function createApp(deps: AppDeps): OpenAPIHono<AppEnv> {
     },
     security: [{ bearer: [] }],
   });
-  app.get("/docs", Scalar({ url: "/openapi.json", pageTitle: "qlora server API" }));
+  // the reference's script is served by this server (console/assets.ts), not a CDN, and its default
+  // fonts (fonts.scalar.com) are off: /docs makes no request beyond this server, so it works offline
+  app.get(
+    "/docs",
+    Scalar({ url: "/openapi.json", pageTitle: "qlora server API", cdn: "/console/assets/scalar.js", withDefaultFonts: false }),
+  );
+  registerConsole(app, { needsLogin: () => deps.keys.size > 0 });
 
   app.notFound((c) => errorResponse(c, new ClientError(404, `no route for ${c.req.method} ${c.req.path}`, "not_found")));
   app.onError((err, c) => {

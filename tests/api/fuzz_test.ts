@@ -20,6 +20,8 @@ const ROUTES: [string, string][] = [
   ["POST", "/v1/adapters"],
   ["GET", "/v1/adapters/{id}"],
   ["DELETE", "/v1/adapters/{id}"],
+  ["POST", "/v1/adapters/{id}/load"],
+  ["POST", "/v1/adapters/{id}/unload"],
   ["POST", "/v1/adapters/upload"],
   ["POST", "/v1/load_lora_adapter"],
   ["POST", "/v1/unload_lora_adapter"],

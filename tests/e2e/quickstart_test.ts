@@ -33,7 +33,12 @@ Deno.test("README quick start is apt-get, npm install deno, deno task start, den
   const readme = await Deno.readTextFile(`${ROOT}/README.md`);
   const section = readme.split(/^## Quick start$/m)[1].split(/^## /m)[0];
   const commands = section.split("\n").filter((l) => l.startsWith("    ")).map((l) => l.trim());
-  assert.deepEqual(commands, ["apt-get install -y g++ make libdnnl-dev", "npm install -g deno@2", "deno task start", "deno task test"]);
+  assert.deepEqual(commands, [
+    "apt-get install -y g++ make libdnnl-dev chromium",
+    "npm install -g deno@2",
+    "deno task start",
+    "deno task test",
+  ]);
   const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)).tasks as Record<string, string>;
   assert.match(tasks.test, /scripts\/prepare\.ts && deno test /, "deno task test builds what it needs first");
 });

@@ -203,6 +203,8 @@ Deno.test({
         assert.equal(a.object, "adapter");
         assert.equal(a.owner, "acme");
         assert.equal((await client.adapters.retrieve("sdk-a1")).r, 4);
+        assert.equal((await client.adapters.makeResident("sdk-a1")).resident, true);
+        assert.equal((await client.adapters.evict("sdk-a1")).resident, false);
         const listed = await client.adapters.list();
         assert.deepEqual(listed.data.map((x) => x.id), ["sdk-a1"]);
         assert.ok((await client.models.list()).data.some((m) => m.id === "sdk-a1" && m.parent === model));

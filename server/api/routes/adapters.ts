@@ -81,6 +81,30 @@ const routes = {
       404: err("No such adapter"),
     },
   }),
+  loadResident: createRoute({
+    method: "post",
+    path: "/v1/adapters/{id}/load",
+    tags: ["Adapters"],
+    summary: "Makes a registered adapter resident on the device now (instead of on its first request).",
+    request: { params: IdParam },
+    responses: {
+      200: { description: "The adapter, resident", content: { "application/json": { schema: AdapterSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such adapter"),
+    },
+  }),
+  unloadResident: createRoute({
+    method: "post",
+    path: "/v1/adapters/{id}/unload",
+    tags: ["Adapters"],
+    summary: "Frees a registered adapter from the device (once running requests finish); it stays registered and reloads on demand.",
+    request: { params: IdParam },
+    responses: {
+      200: { description: "The adapter", content: { "application/json": { schema: AdapterSchema } } },
+      401: err("Missing or wrong API key"),
+      404: err("No such adapter"),
+    },
+  }),
   load: createRoute({
     method: "post",
     path: "/v1/load_lora_adapter",
@@ -172,10 +196,23 @@ export function registerAdapters(app: OpenAPIHono<AppEnv>, deps: AppDeps): void 
     return c.json(show(rec), 201);
   });
 
-  app.openapi(routes.get, (c) => {
-    const { id } = c.req.valid("param");
-    const rec = deps.registry.get(c.get("principal"), id);
+  const found = (who: Caller, id: string): AdapterRecord => {
+    const rec = deps.registry.get(who, id);
     if (!rec) throw new ClientError(404, `adapter "${id}" does not exist`, "adapter_not_found", "id");
+    return rec;
+  };
+
+  app.openapi(routes.get, (c) => c.json(show(found(c.get("principal"), c.req.valid("param").id)), 200));
+
+  app.openapi(routes.loadResident, async (c) => {
+    const rec = found(c.get("principal"), c.req.valid("param").id);
+    await deps.host.loadAdapter(rec.uid, rec.dir);
+    return c.json(show(rec), 200);
+  });
+
+  app.openapi(routes.unloadResident, async (c) => {
+    const rec = found(c.get("principal"), c.req.valid("param").id);
+    await deps.host.unloadAdapter(rec.uid);
     return c.json(show(rec), 200);
   });
 
