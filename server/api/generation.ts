@@ -14,7 +14,7 @@ import type { Caller } from "../util/caller.ts";
 import { ClientError } from "../util/errors.ts";
 import type { AppDeps, AppEnv } from "./deps.ts";
 import { openAiError } from "./errors.ts";
-import { type ChatMessage, ChatTemplateError } from "../model/chat_template.ts";
+import { type ChatMessage, ChatTemplateError, templateToolCall } from "../model/chat_template.ts";
 
 export type TokenEvent = Extract<GenerateEvent, { type: "token" }>;
 export type FinishEvent = Extract<GenerateEvent, { type: "finish" }>;
@@ -91,17 +91,6 @@ export function textPromptIds(
 /** The chat template chat requests render with (the model's, else the server's --chat-template). */
 export function chatTemplateOf(deps: AppDeps): string | null {
   return deps.tokenizer.chatTemplate ?? deps.chatTemplate ?? null;
-}
-
-/** An assistant's tool call as templates read it: Hugging Face templates write
- * `tool_call.function.arguments | tojson` (or iterate it), so the JSON text becomes an object, as
- * vLLM does; text that is not JSON stays as it is. */
-function templateToolCall<T extends { function: { name: string; arguments: string } }>(c: T) {
-  let args: unknown = c.function.arguments;
-  try {
-    args = JSON.parse(c.function.arguments);
-  } catch { /* not JSON: the template gets the text */ }
-  return { ...c, function: { ...c.function, arguments: args } };
 }
 
 export interface CommonFields {

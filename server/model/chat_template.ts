@@ -40,6 +40,23 @@ function compile(source: string): Template {
   return t;
 }
 
+/** An assistant's tool call as templates read it: Hugging Face templates write
+ * `tool_call.function.arguments | tojson` (or iterate it), so the JSON text becomes an object, as
+ * vLLM does; text that is not JSON stays as it is. */
+export function templateToolCall<T extends { function: { name: string; arguments: string } }>(c: T) {
+  let args: unknown = c.function.arguments;
+  try {
+    args = JSON.parse(c.function.arguments);
+  } catch { /* not JSON: the template gets the text */ }
+  return { ...c, function: { ...c.function, arguments: args } };
+}
+
+/** Whether a template renders tool definitions and assistants' tool calls (it reads `tools` and
+ * `tool_calls`): a conversation with tools must not be rendered by one that drops them. */
+export function templateRendersTools(template: string | null | undefined): boolean {
+  return !!template && /\btools\b/.test(template) && /\btool_calls\b/.test(template);
+}
+
 /** Renders `template` (null → a clear error: the model has no chat template). */
 export function renderChatTemplate(template: string | null | undefined, messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
   if (!template) {

@@ -15,7 +15,7 @@
 // the message its bytes start in. Only when that cannot be read back exactly (a tokenizer whose
 // pieces do not spell the text, or a template whose prefixes are not prefixes of the whole) does it
 // fall back to tokenizing every prefix (quadratic; what a 200-message line used to cost always).
-import { applyChatTemplate, type ChatMessage, renderChatTemplate } from "../model/chat_template.ts";
+import { applyChatTemplate, type ChatMessage, renderChatTemplate, templateRendersTools, templateToolCall } from "../model/chat_template.ts";
 import type { Tokenizer } from "../model/tokenizer.ts";
 import type { TrainBatch } from "./model.ts";
 
@@ -26,8 +26,14 @@ export class DatasetError extends Error {
   }
 }
 
+/** A function the conversation's assistant may call (OpenAI's fine-tuning format: `tools`). */
+export interface ToolDefinition {
+  type: "function";
+  function: { name: string; description?: string; parameters?: Record<string, unknown> };
+}
+
 export type Example =
-  | { kind: "chat"; messages: (ChatMessage & { weight?: number })[] }
+  | { kind: "chat"; messages: (ChatMessage & { weight?: number })[]; tools?: ToolDefinition[] }
   | { kind: "prompt"; prompt: string; completion: string }
   | { kind: "preference"; messages: ChatMessage[]; preferred: ChatMessage[]; rejected: ChatMessage[] };
 
@@ -50,11 +56,13 @@ export function parseExample(text: string, line: number): Example {
   if ("messages" in o) {
     const msgs = o.messages;
     if (!Array.isArray(msgs) || msgs.length === 0) throw new DatasetError(`"messages" must be a non-empty array`, line);
-    checkMessages(msgs, "messages", line);
+    if ("functions" in o) throw new DatasetError(`"functions" (the deprecated form) is not supported: give "tools"`, line);
+    const tools = "tools" in o ? checkTools(o.tools, line) : undefined;
+    checkMessages(msgs, "messages", line, tools);
     if (!msgs.some((m) => (m as { role: string }).role === "assistant")) {
       throw new DatasetError("the conversation has no assistant message to learn from", line);
     }
-    return { kind: "chat", messages: msgs as (ChatMessage & { weight?: number })[] };
+    return { kind: "chat", messages: msgs as (ChatMessage & { weight?: number })[], ...(tools ? { tools } : {}) };
   }
   if ("prompt" in o || "completion" in o) {
     if (typeof o.prompt !== "string") throw new DatasetError(`"prompt" must be a string`, line);
@@ -66,15 +74,68 @@ export function parseExample(text: string, line: number): Example {
   throw new DatasetError(`expected {"messages": [...]} or {"prompt": ..., "completion": ...}`, line);
 }
 
-/** Every message an object with a known role and string content; `weight` 0|1 on assistants only. */
-function checkMessages(msgs: unknown[], field: string, line: number): void {
+/** OpenAI's `tools`: function definitions with a name (and optional description and JSON-schema
+ * parameters). */
+function checkTools(v: unknown, line: number): ToolDefinition[] {
+  if (!Array.isArray(v) || v.length === 0) throw new DatasetError(`"tools" must be a non-empty array`, line);
+  v.forEach((t, i) => {
+    const f = (t as { function?: Record<string, unknown> })?.function;
+    if ((t as { type?: unknown })?.type !== "function" || f === null || typeof f !== "object") {
+      throw new DatasetError(`tools[${i}] must be {"type": "function", "function": {...}}`, line);
+    }
+    if (typeof f.name !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(f.name)) {
+      throw new DatasetError(`tools[${i}].function.name must be 1-64 letters, digits, '_', '.', '-'`, line);
+    }
+    if (f.parameters !== undefined && (f.parameters === null || typeof f.parameters !== "object" || Array.isArray(f.parameters))) {
+      throw new DatasetError(`tools[${i}].function.parameters must be a JSON schema object`, line);
+    }
+  });
+  return v as ToolDefinition[];
+}
+
+/** An assistant's `tool_calls`: calls of the example's tools with JSON-object arguments text. */
+function checkToolCalls(v: unknown, where: string, line: number, tools: ToolDefinition[] | undefined): void {
+  if (!Array.isArray(v) || v.length === 0) throw new DatasetError(`${where}.tool_calls must be a non-empty array`, line);
+  if (!tools) throw new DatasetError(`${where} calls tools, but the example has no "tools"`, line);
+  v.forEach((c, j) => {
+    const f = (c as { function?: { name?: unknown; arguments?: unknown } })?.function;
+    if ((c as { type?: unknown })?.type !== "function" || !f || typeof f.name !== "string" || typeof f.arguments !== "string") {
+      throw new DatasetError(
+        `${where}.tool_calls[${j}] must be {"type": "function", "function": {"name", "arguments": "<JSON text>"}}`,
+        line,
+      );
+    }
+    if (!tools.some((t) => t.function.name === f.name)) {
+      throw new DatasetError(`${where}.tool_calls[${j}] calls "${f.name}", which is not in "tools"`, line);
+    }
+    let args: unknown;
+    try {
+      args = JSON.parse(f.arguments as string);
+    } catch {
+      throw new DatasetError(`${where}.tool_calls[${j}].function.arguments is not JSON text`, line);
+    }
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw new DatasetError(`${where}.tool_calls[${j}].function.arguments must encode a JSON object`, line);
+    }
+  });
+}
+
+/** Every message an object with a known role and string content (an assistant's may be null when it
+ * calls tools); `weight` 0|1 on assistants only. */
+function checkMessages(msgs: unknown[], field: string, line: number, tools?: ToolDefinition[]): void {
   msgs.forEach((m, i) => {
     if (m === null || typeof m !== "object" || Array.isArray(m)) throw new DatasetError(`${field}[${i}] must be an object`, line);
     const mm = m as Record<string, unknown>;
     if (typeof mm.role !== "string" || !ROLES.has(mm.role)) {
       throw new DatasetError(`${field}[${i}].role must be one of ${[...ROLES].join(", ")}`, line);
     }
-    if (typeof mm.content !== "string") throw new DatasetError(`${field}[${i}].content must be a string`, line);
+    if ("tool_calls" in mm && mm.tool_calls !== null) {
+      if (mm.role !== "assistant") throw new DatasetError(`${field}[${i}].tool_calls is only allowed on assistant messages`, line);
+      checkToolCalls(mm.tool_calls, `${field}[${i}]`, line, tools);
+      if (mm.content !== null && mm.content !== undefined && typeof mm.content !== "string") {
+        throw new DatasetError(`${field}[${i}].content must be a string or null`, line);
+      }
+    } else if (typeof mm.content !== "string") throw new DatasetError(`${field}[${i}].content must be a string`, line);
     if ("weight" in mm && mm.weight !== 0 && mm.weight !== 1) throw new DatasetError(`${field}[${i}].weight must be 0 or 1`, line);
     if ("weight" in mm && mm.role !== "assistant") {
       throw new DatasetError(`${field}[${i}].weight is only allowed on assistant messages`, line);
@@ -154,16 +215,36 @@ export function tokenizeExample(
     if (opts.eosTokenId !== undefined && opts.eosTokenId !== null) ids.push(opts.eosTokenId);
     return { ids, weights: ids.map((_, i) => (i >= seam || (all && i > 0) ? 1 : 0)) };
   }
-  return tokenizeChatWhole(tok, ex.messages, all) ?? tokenizeChatByPrefixes(tok, ex.messages, all);
+  const tools = ex.tools;
+  if ((tools || ex.messages.some((m) => m.tool_calls)) && !templateRendersTools(tok.chatTemplate)) {
+    throw new DatasetError("the example has tools, but the model's chat template does not render tools and tool calls");
+  }
+  const msgs = ex.messages.map((m) =>
+    m.tool_calls
+      ? {
+        ...m,
+        content: m.content ?? "",
+        tool_calls: (m.tool_calls as { function: { name: string; arguments: string } }[]).map(templateToolCall),
+      }
+      : m
+  );
+  const extra = tools ? { tools } : undefined;
+  return tokenizeChatWhole(tok, msgs, all, extra) ?? tokenizeChatByPrefixes(tok, msgs, all, extra);
 }
 
 /** Tokenizes the rendered conversation once; null when token bytes cannot be mapped back to it. */
-function tokenizeChatWhole(tok: Tokenizer, msgs: (ChatMessage & { weight?: number })[], all: boolean): TokenizedExample | null {
+function tokenizeChatWhole(
+  tok: Tokenizer,
+  msgs: (ChatMessage & { weight?: number })[],
+  all: boolean,
+  extra?: Record<string, unknown>,
+): TokenizedExample | null {
   const render = (n: number, gen: boolean) =>
     renderChatTemplate(tok.chatTemplate, msgs.slice(0, n) as ChatMessage[], {
       addGenerationPrompt: gen,
       bosToken: tok.bosToken,
       eosToken: tok.eosToken,
+      extra,
     });
   const full = render(msgs.length, false);
   const enc = new TextEncoder();
@@ -201,7 +282,12 @@ function tokenizeChatWhole(tok: Tokenizer, msgs: (ChatMessage & { weight?: numbe
 }
 
 /** The reference method: each message's tokens are what its prefix's tokenization adds. */
-export function tokenizeChatByPrefixes(tok: Tokenizer, msgs: (ChatMessage & { weight?: number })[], all: boolean): TokenizedExample {
+export function tokenizeChatByPrefixes(
+  tok: Tokenizer,
+  msgs: (ChatMessage & { weight?: number })[],
+  all: boolean,
+  extra?: Record<string, unknown>,
+): TokenizedExample {
   const ids: number[] = [];
   const weights: number[] = [];
   let prev: number[] = [];
@@ -209,7 +295,7 @@ export function tokenizeChatByPrefixes(tok: Tokenizer, msgs: (ChatMessage & { we
     const m = msgs[i];
     // the assistant's header (generation prompt) belongs to the input, its content to the output
     if (m.role === "assistant") {
-      const head = applyChatTemplate(tok, msgs.slice(0, i) as ChatMessage[], { addGenerationPrompt: true }).ids;
+      const head = applyChatTemplate(tok, msgs.slice(0, i) as ChatMessage[], { addGenerationPrompt: true, extra }).ids;
       if (isPrefix(prev, head)) {
         for (let j = prev.length; j < head.length; j++) {
           ids.push(head[j]);
@@ -218,7 +304,7 @@ export function tokenizeChatByPrefixes(tok: Tokenizer, msgs: (ChatMessage & { we
         prev = head;
       }
     }
-    const cur = applyChatTemplate(tok, msgs.slice(0, i + 1) as ChatMessage[], { addGenerationPrompt: false }).ids;
+    const cur = applyChatTemplate(tok, msgs.slice(0, i + 1) as ChatMessage[], { addGenerationPrompt: false, extra }).ids;
     if (!isPrefix(prev, cur)) {
       throw new DatasetError(`the chat template does not render message ${i} as an extension of the ones before it`);
     }
