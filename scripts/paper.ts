@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { Context } from "../server/ffi/tensor.ts";
 import { dequantize4bit, dequantizeAbsmax8bit, quantize4bit, quantizeAbsmax8bit } from "../server/ffi/quant.ts";
 import { SafetensorsModel } from "../server/model/safetensors.ts";
-import { loadModel } from "../server/model/loader.ts";
+import { loadModel, moduleWeightName } from "../server/model/loader.ts";
 import { LORA_MODULES } from "../server/model/llama.ts";
 import { PAPER_MEMORY_GB, PLAN_PAPER_SETTINGS, planMemory, quantizedBytes, shapePlanModel } from "../server/serving/memory_plan.ts";
 
@@ -70,8 +70,7 @@ const st = await SafetensorsModel.open(STORIES);
 const parts: Float32Array[] = [];
 for (let l = 0; l < 5; l++) {
   for (const m of LORA_MODULES) {
-    const kind = ["q_proj", "k_proj", "v_proj", "o_proj"].includes(m) ? "self_attn" : "mlp";
-    const name = `model.layers.${l}.${kind}.${m}.weight`;
+    const name = `${moduleWeightName(l, m)}.weight`;
     if (st.has(name)) parts.push(await st.readF32(name));
   }
 }

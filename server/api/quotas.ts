@@ -72,14 +72,13 @@ export function checkAdapterQuota(deps: AppDeps, caller: Caller, bytes = 0): voi
 export function checkJobQuota(deps: AppDeps, caller: Caller): void {
   const l = deps.keys.limitsOf(caller.tenant), running = deps.jobs?.unfinished(caller.tenant) ?? 0;
   if (running + 1 > l.max_running_jobs) {
-    const e = exceeded(
+    throw exceeded(
       caller.tenant,
       "max_running_jobs",
       l.max_running_jobs,
       `has ${running} fine-tuning jobs not finished`,
       "Wait for one to finish, or cancel one.",
     );
-    throw e;
   }
   checkAdapterQuota(deps, caller);
 }

@@ -11,6 +11,8 @@
 // (blocksize 64, nested 256), 16-bit embeddings and head, one sequence of LLaMA's full 2,048-token
 // context in a 16-bit KV cache, and ~0.5 GB for the CUDA context (PLAN_PAPER_SETTINGS).
 import { type LlamaShape, LORA_MODULES, type LoraModule } from "../model/llama.ts";
+import { moduleDims } from "../adapters/peft.ts";
+import { llamaShape } from "../model/loader.ts";
 import { trainWorkspaceLayout } from "../training/model.ts";
 import { kvBytesPerBlock } from "./kv_budget.ts";
 import { SHAPES } from "../model/make_model.ts";
@@ -90,20 +92,7 @@ export function runtimeBytes(vocab: number, training: boolean): number {
 
 /** A model folder's config as the planner sees it. */
 export function configPlanModel(c: ModelConfig): PlanModel {
-  return {
-    shape: {
-      hidden: c.hiddenSize,
-      intermediate: c.intermediateSize,
-      layers: c.numLayers,
-      heads: c.numHeads,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      vocab: c.vocabSize,
-      rmsEps: c.rmsNormEps,
-    },
-    tieEmbeddings: c.tieWordEmbeddings,
-    sourceBytes: c.torchDtype === "float32" ? 4 : 2,
-  };
+  return { shape: llamaShape(c), tieEmbeddings: c.tieWordEmbeddings, sourceBytes: c.torchDtype === "float32" ? 4 : 2 };
 }
 
 /** A named shape of make_model.ts (bf16 checkpoints), or null. */
@@ -126,23 +115,6 @@ export function shapePlanModel(name: string): PlanModel | null {
   };
 }
 
-/** [rows, cols] of each linear module. */
-function moduleDims(s: LlamaShape, m: LoraModule): [number, number] {
-  const C = s.hidden, I = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
-  return ({
-    q_proj: [Q, C],
-    k_proj: [KV, C],
-    v_proj: [KV, C],
-    o_proj: [C, Q],
-    gate_proj: [I, C],
-    up_proj: [I, C],
-    down_proj: [C, I],
-  } as const)[m] as [
-    number,
-    number,
-  ];
-}
-
 /** Bytes of one 4-bit weight of n elements: packed codes and constants (cpu/quant.cpp qweight_bytes). */
 export function quantizedBytes(
   n: number,
@@ -158,8 +130,8 @@ export function quantizedBytes(
 function loraParams(s: LlamaShape, r: number, modules: readonly LoraModule[]): number {
   let n = 0;
   for (const m of modules) {
-    const [out, inF] = moduleDims(s, m);
-    n += r * (inF + out);
+    const d = moduleDims(s, m);
+    n += r * (d.in + d.out);
   }
   return n * s.layers;
 }
@@ -168,7 +140,7 @@ export function planMemory(model: PlanModel, req: PlanRequest): MemoryPlan {
   const s = model.shape, blocksize = req.blocksize ?? 64, dq = req.doubleQuant ?? true;
   let packed = 0, constants = 0, dense = 0, quantParams = 0;
   for (const m of LORA_MODULES) {
-    const [rows, cols] = moduleDims(s, m);
+    const { out: rows, in: cols } = moduleDims(s, m);
     if (req.quant === "none") dense += rows * cols * model.sourceBytes * s.layers;
     else {
       const q = quantizedBytes(rows * cols, blocksize, dq);
@@ -205,7 +177,7 @@ export function planMemory(model: PlanModel, req: PlanRequest): MemoryPlan {
   // the loader reads one tensor at a time into a buffer of the largest one's size
   const largest = Math.max(
     s.vocab * s.hidden,
-    ...LORA_MODULES.map((m) => moduleDims(s, m)[0] * moduleDims(s, m)[1]),
+    ...LORA_MODULES.map((m) => moduleDims(s, m).in * moduleDims(s, m).out),
   ) * model.sourceBytes;
   const runtime = req.runtimeBytes ?? runtimeBytes(s.vocab, t !== undefined);
   const workload = kv + adapters + loraBytes + grads + optimizer + activations + transient;
