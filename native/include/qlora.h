@@ -47,7 +47,7 @@ extern "C" {
 #define QL_API __attribute__((visibility("default")))
 #endif
 
-#define QL_ABI_VERSION 1u
+#define QL_ABI_VERSION 2u
 
 typedef int32_t ql_status;
 enum {
@@ -96,6 +96,14 @@ QL_API ql_status ql_fill_zero(ql_ctx* ctx, void* dst, uint64_t bytes);
 /* out[n] = in[n] converted; dtypes QL_F32, QL_BF16 (round to nearest even), QL_F16. */
 QL_API ql_status ql_convert(ql_ctx* ctx, void* out, int32_t out_dtype, const void* in,
                             int32_t in_dtype, int64_t n);
+
+/* ---------------------------------------------------------------- files */
+
+/* Reads bytes [offset, offset + bytes) of the file at path (NUL-terminated) into host_dst.
+ * Returns the number of bytes read (less than `bytes` only at the end of the file), or -errno.
+ * It touches no context and no ql_last_error, so it may run on any thread: the model loader
+ * calls it off the JavaScript thread to read the next tensor while the current one quantizes. */
+QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, void* host_dst);
 
 /* ---------------------------------------------------------------- blockwise 4-bit quantization
  * bitsandbytes semantics (see shared/reference/README.md): blocks of `blocksize`

@@ -38,8 +38,9 @@ QL_OP(ql_status, dequantize_absmax_8bit, (ql_ctx* ctx, float* absmax, const uint
       const float* absmax2, const float* offset, uint64_t nb, int32_t nested_blocksize))
 
 // w's metadata is filled in; the backend stores the weights and sets w->impl.
-// host_w is [rows, cols] f32 (the api converts BF16/F16 sources per tensor).
-QL_OP(ql_status, qweight_quantize, (ql_ctx* ctx, ql_qweight* w, const float* host_w))
+// host_w is [rows, cols] of w_dtype: F32, BF16 or F16 (a backend widens 16-bit sources as it
+// goes, never into a whole-tensor f32 copy on the host).
+QL_OP(ql_status, qweight_quantize, (ql_ctx* ctx, ql_qweight* w, const void* host_w, int32_t w_dtype))
 // host_absmax [nb] is always given (for double quant, already dequantized by the api);
 // host_qabsmax/host_absmax2/offset are the double-quant constants when w->double_quant.
 QL_OP(ql_status, qweight_import, (ql_ctx* ctx, ql_qweight* w, const uint8_t* host_packed,

@@ -1,11 +1,13 @@
 // symbols.ts — mirrors native/include/qlora.h one to one (C type noted per parameter).
 // Pointers ("pointer") are device pointers from ql_alloc unless the C name says host_*;
 // "buffer" parameters take a TypedArray (host memory) directly.
-// Every call is synchronous: no symbol is declared `nonblocking`, so each runs on the calling
-// (JavaScript) thread, blocks it until the native function returns, and returns its value
-// directly (not a Promise); the engine worker (serving/host.ts) keeps them off the HTTP thread. tests/native/contract_test.ts checks this table against qlora.h.
+// Every call but one is synchronous: it runs on the calling (JavaScript) thread, blocks it until
+// the native function returns, and returns its value directly (not a Promise); the engine worker
+// (serving/host.ts) keeps them off the HTTP thread. ql_read_file alone is `nonblocking` (it runs
+// on a thread of Deno's and returns a Promise), so a file is read while the JavaScript thread is
+// in another native call. tests/native/contract_test.ts checks this table against qlora.h.
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const symbols = {
   ql_abi_version: { parameters: [], result: "u32" },
@@ -83,6 +85,12 @@ export const symbols = {
   },
   ql_codebook: { parameters: ["i32", /* quant_type */ "buffer" /* float* host_out16 */], result: "i32" },
   ql_dynamic_map: { parameters: ["buffer" /* float* host_out256 */], result: "i32" },
+
+  ql_read_file: {
+    parameters: ["buffer", /* const char* path */ "u64", /* offset */ "u64", /* bytes */ "buffer" /* void* host_dst */],
+    result: "i64",
+    nonblocking: true,
+  },
 
   ql_qweight_quantize: {
     parameters: [

@@ -263,6 +263,17 @@ export class QWeight implements Disposable {
   }
 
   /** bitsandbytes' layout of this weight. */
+  /** The mean subtracted before the absmax were quantized (double quantization only). */
+  nestedOffset(): number {
+    if (!this.info.doubleQuant) throw new Error("the weight has no double quantization");
+    const offset = new Float32Array(1);
+    this.ctx.lib.check(
+      this.ctx.lib.symbols.ql_qweight_export(this.ctx.ptr, this.ptr, null, null, null, null, offset),
+      "ql_qweight_export",
+    );
+    return offset[0];
+  }
+
   export(): BnbQuantState {
     const packed = new Uint8Array(Math.ceil((this.info.rows * this.info.cols) / 2));
     const absmax = new Float32Array(this.blocks);

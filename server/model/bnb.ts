@@ -40,7 +40,13 @@ function f32(bytes: Uint8Array): Float32Array {
 }
 
 /** Reads W in bitsandbytes' layout into a native 4-bit weight; checks every size. */
-export async function readBnbWeight(ctx: Context, src: TensorSource, weightName: string): Promise<QWeightT> {
+export async function readBnbWeight(
+  ctx: Context,
+  src: TensorSource,
+  weightName: string,
+  /** Reads the packed codes (the loader's reused buffers: valid until its next read). */
+  readPacked: (name: string) => Promise<Uint8Array> = (name) => src.read(name),
+): Promise<QWeightT> {
   const key = bnbStateKey(src, weightName);
   if (!key) throw new BnbFormatError(`${weightName}: no bitsandbytes quant_state tensor`);
   let state: Record<string, unknown>;
@@ -64,7 +70,7 @@ export async function readBnbWeight(ctx: Context, src: TensorSource, weightName:
       `${weightName}: expected ${Math.ceil(n / 2)} bytes of U8 packed codes, found ${packedInfo.byteLength} of ${packedInfo.dtype}`,
     );
   }
-  const packed = await src.read(weightName);
+  const packed = await readPacked(weightName);
   const code = f32(await src.read(`${weightName}.quant_map`));
   if (code.length !== 16) throw new BnbFormatError(`${weightName}.quant_map has ${code.length} entries, not 16`);
   const absmaxBytes = await src.read(`${weightName}.absmax`);
@@ -99,28 +105,46 @@ export async function readBnbWeight(ctx: Context, src: TensorSource, weightName:
 
 const u8 = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-/** The tensors bitsandbytes would save for W (nf4/fp4 only: int4 has no bitsandbytes form). */
+/**
+ * The tensors bitsandbytes would save for W (nf4/fp4 only: int4 has no bitsandbytes form). The
+ * big ones (codes, absmax) are producers: W is exported from the device when the first of them
+ * is written and dropped after the last, so writing a whole model holds one weight's host copy
+ * at a time.
+ */
 export function bnbTensors(ctx: Context, weightName: string, w: QWeightT, sourceDtype = "bfloat16"): TensorToWrite[] {
-  const { rows, cols, quantType, blocksize, doubleQuant } = w.info;
+  const { rows, cols, quantType, blocksize, doubleQuant, nestedBlocksize } = w.info;
   const qt = quantType === 0 ? "nf4" : quantType === 1 ? "fp4" : null;
   if (!qt) throw new BnbFormatError(`${weightName}: int4 weights have no bitsandbytes serialization`);
-  const s = w.export();
+  const n = rows * cols, nb = Math.ceil(n / blocksize);
+  let exported: ReturnType<QWeightT["export"]> | null = null, taken = 0;
+  const big = doubleQuant ? 3 : 2; // producers below
+  const take = <T>(pick: (s: ReturnType<QWeightT["export"]>) => T): () => T => () => {
+    exported ??= w.export();
+    const part = pick(exported);
+    if (++taken === big) exported = null;
+    return part;
+  };
   const state: Record<string, unknown> = { quant_type: qt, blocksize, dtype: sourceDtype, shape: [rows, cols] };
   const out: TensorToWrite[] = [
-    { name: weightName, dtype: "U8", shape: [s.packed.length, 1], data: s.packed },
+    { name: weightName, dtype: "U8", shape: [Math.ceil(n / 2), 1], data: take((s) => s.packed) },
     { name: `${weightName}.quant_map`, dtype: "F32", shape: [16], data: u8(codebook(ctx, qt)) },
   ];
-  if (doubleQuant && s.nested) {
+  if (doubleQuant) {
     const map = new Float32Array(256);
     ctx.lib.check(ctx.lib.symbols.ql_dynamic_map(map), "ql_dynamic_map");
     out.push(
-      { name: `${weightName}.absmax`, dtype: "U8", shape: [s.nested.qabsmax.length], data: s.nested.qabsmax },
-      { name: `${weightName}.nested_absmax`, dtype: "F32", shape: [s.nested.absmax2.length], data: u8(s.nested.absmax2) },
+      { name: `${weightName}.absmax`, dtype: "U8", shape: [nb], data: take((s) => s.nested!.qabsmax) },
+      {
+        name: `${weightName}.nested_absmax`,
+        dtype: "F32",
+        shape: [Math.ceil(nb / nestedBlocksize)],
+        data: take((s) => u8(s.nested!.absmax2)),
+      },
       { name: `${weightName}.nested_quant_map`, dtype: "F32", shape: [256], data: u8(map) },
     );
-    Object.assign(state, { nested_blocksize: s.nested.blocksize, nested_dtype: "float32", nested_offset: s.nested.offset });
+    Object.assign(state, { nested_blocksize: nestedBlocksize, nested_dtype: "float32", nested_offset: w.nestedOffset() });
   } else {
-    out.push({ name: `${weightName}.absmax`, dtype: "F32", shape: [s.absmax.length], data: u8(s.absmax) });
+    out.push({ name: `${weightName}.absmax`, dtype: "F32", shape: [nb], data: take((s) => u8(s.absmax)) });
   }
   const json = new TextEncoder().encode(JSON.stringify(state));
   out.push({ name: `${weightName}.quant_state.bitsandbytes__${qt}`, dtype: "U8", shape: [json.length], data: json });

@@ -7,6 +7,7 @@ import { loadModelConfig, type ModelConfig, ropeInvFreq } from "./config.ts";
 import { float32ToBf16Bytes, SafetensorsModel, toFloat32 } from "./safetensors.ts";
 import { bnbStateKey, readBnbWeight } from "./bnb.ts";
 import { Linear } from "./linear.ts";
+import { TensorReader } from "./tensor_reader.ts";
 import { isCacheEntry, quantizedCacheKey, sweepQuantizedCache, writeQuantizedCache } from "./quantized_cache.ts";
 import { type DenseMatrix, type LlamaLayer, LlamaModel, type LlamaShape, LORA_MODULES, type LoraModule } from "./llama.ts";
 
@@ -31,14 +32,20 @@ export interface LoadOptions {
   quantizedCacheDir?: string;
   /** Told which path the quantized cache took (a log line: msg, dir, seconds). */
   onQuantizedCache?: (e: { msg: string; dir?: string; seconds?: number; removed?: string[] }) => void;
+  /** "wait" (default): a miss writes the cache before loadModel returns. "background": loadModel
+   * returns as soon as the model is loaded and the cache is written meanwhile (status "writing",
+   * `done` settles when it is), so a server answers while its first start's cache is written. */
+  quantizedCacheWrite?: "wait" | "background";
 }
 
 /** What the quantized cache did for a load. */
 export interface QuantizedCacheResult {
-  status: "hit" | "written" | "skipped" | "failed";
+  status: "hit" | "written" | "writing" | "skipped" | "failed";
   dir?: string;
   seconds?: number;
   reason?: string;
+  /** With status "writing": the outcome ("written" or "failed") once the write ends. */
+  done?: Promise<QuantizedCacheResult>;
 }
 
 export class ModelLoadError extends Error {
@@ -120,17 +127,22 @@ export async function loadModel(ctx: Context, dir: string, opts: LoadOptions = {
   }
   const m = await loadFrom(ctx, dir, dir, opts);
   if (m.prequantized) return { ...m, quantizedCache: { status: "skipped", reason: "already 4-bit" } };
-  const t0 = performance.now();
-  try {
-    const out = await writeQuantizedCache(ctx, root, key, manifest, m.model, dir, moduleWeightName);
-    const seconds = (performance.now() - t0) / 1000;
-    say({ msg: `quantized cache: written ${out} in ${seconds.toFixed(2)} s`, dir: out, seconds: Math.round(seconds * 100) / 100 });
-    return { ...m, quantizedCache: { status: "written", dir: out, seconds } };
-  } catch (e) {
-    // a cache that cannot be written costs the next start time, not this one
-    say({ msg: `quantized cache: not written (${(e as Error).message})` });
-    return { ...m, quantizedCache: { status: "failed", reason: (e as Error).message } };
-  }
+  const write = async (): Promise<QuantizedCacheResult> => {
+    const t0 = performance.now();
+    try {
+      const out = await writeQuantizedCache(ctx, root, key, manifest, m.model, dir, moduleWeightName);
+      const seconds = (performance.now() - t0) / 1000;
+      say({ msg: `quantized cache: written ${out} in ${seconds.toFixed(2)} s`, dir: out, seconds: Math.round(seconds * 100) / 100 });
+      return { status: "written", dir: out, seconds };
+    } catch (e) {
+      // a cache that cannot be written costs the next start time, not this one
+      say({ msg: `quantized cache: not written (${(e as Error).message})` });
+      return { status: "failed", reason: (e as Error).message };
+    }
+  };
+  if (opts.quantizedCacheWrite !== "background") return { ...m, quantizedCache: await write() };
+  say({ msg: `quantized cache: writing ${entry} while serving`, dir: entry });
+  return { ...m, quantizedCache: { status: "writing", dir: entry, done: write() } };
 }
 
 /** Loads the model whose config is in configDir from the safetensors in weightsDir. */
@@ -144,7 +156,7 @@ async function loadFrom(ctx: Context, dir: string, weightsDir: string, opts: Loa
   const shape = llamaShape(config);
   const st = await SafetensorsModel.open(weightsDir);
   const owned: { dispose(): void }[] = [];
-  let scratchBuf: DeviceBuffer | null = null;
+  let reader: TensorReader | null = null;
   // the 4-bit type of weights read pre-quantized (they keep it, whatever opts.quant says)
   let prequantType: QuantTypeName | null = null;
   try {
@@ -156,29 +168,17 @@ async function loadFrom(ctx: Context, dir: string, weightsDir: string, opts: Loa
       }
       return info;
     };
-    // One host buffer the size of the largest tensor receives every tensor's bytes in turn: the
-    // loader never holds more than that one buffer and leaves no per-tensor garbage behind. On
-    // host-visible backends it is native memory, freed when loading ends (a JS buffer would stay
-    // resident until the garbage collector runs).
-    const largest = Math.max(1, ...st.names.map((n) => st.info(n).byteLength));
-    let scratch: Uint8Array;
-    if (ctx.hostVisible) {
-      scratchBuf = ctx.alloc(largest);
-      scratch = new Uint8Array(scratchBuf.view());
-    } else {
-      scratch = new Uint8Array(largest);
-    }
+    // Tensors are read into two reused host buffers, the next one read ahead while the current
+    // one is quantized or uploaded (model/tensor_reader.ts): no per-tensor allocation.
+    reader = new TensorReader(ctx, st);
     const total = st.names.length, t0 = performance.now();
     let done = 0, bytesRead = 0;
     const progress = () => opts.onProgress?.({ done, total, bytes: bytesRead, seconds: (performance.now() - t0) / 1000 });
     const readRaw = async (name: string): Promise<Uint8Array> => {
       progress(); // the tensors before this one are in device memory (quantized) by now
-      const n = st.info(name).byteLength;
       done = Math.min(total - 1, done + 1);
-      bytesRead += n;
-      const view = scratch.subarray(0, n);
-      await st.readInto(name, view);
-      return view;
+      bytesRead += st.info(name).byteLength;
+      return await reader!.read(name);
     };
     const floatTensor = async (name: string, dims: number[]): Promise<DeviceBuffer> => {
       const info = expect(name, dims);
@@ -202,7 +202,7 @@ async function loadFrom(ctx: Context, dir: string, weightsDir: string, opts: Loa
       let lin: Linear;
       const bias = hasBias ? await floatTensor(`${base}.bias`, [rows]) : null;
       if (bnbStateKey(st, name)) {
-        const q = await readBnbWeight(ctx, st, name);
+        const q = await readBnbWeight(ctx, st, name, readRaw);
         if (q.info.rows !== rows || q.info.cols !== cols) {
           q.dispose();
           throw new ModelLoadError(`${name}: bitsandbytes shape ${q.info.rows}x${q.info.cols}, config says ${rows}x${cols}`);
@@ -277,7 +277,7 @@ async function loadFrom(ctx: Context, dir: string, weightsDir: string, opts: Loa
     for (const o of owned) o.dispose();
     throw e;
   } finally {
-    scratchBuf?.dispose();
+    await reader?.close();
     st.close();
   }
 }

@@ -19,7 +19,7 @@
 // (Deno allows it only with --allow-all), another process's temp folder is swept after an hour.
 import { bnbTensors } from "./bnb.ts";
 import { SafetensorsModel, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
-import type { Context, QWeight } from "../ffi/tensor.ts";
+import type { Context } from "../ffi/tensor.ts";
 import { type LlamaModel, LORA_MODULES } from "./llama.ts";
 
 /** Bumped when what the loader writes or reads here changes meaning. */
@@ -135,26 +135,6 @@ export async function sweepQuantizedCache(root: string, manifest: CacheManifest,
 const SOURCE_DTYPE: Record<string, string> = { BF16: "bfloat16", F16: "float16", F32: "float32" };
 
 /**
- * bitsandbytes' tensors for one weight, exported from the device only while the writer streams
- * them (one weight's host copy at a time).
- */
-function lazyBnb(ctx: Context, name: string, w: QWeight, sourceDtype: string): TensorToWrite[] {
-  const first = bnbTensors(ctx, name, w, sourceDtype); // names and shapes (the bytes are dropped)
-  let cur: TensorToWrite[] | null = null, taken = 0;
-  return first.map((t, i) => ({
-    name: t.name,
-    dtype: t.dtype,
-    shape: t.shape,
-    data: () => {
-      cur ??= bnbTensors(ctx, name, w, sourceDtype);
-      const d = cur[i].data as Uint8Array;
-      if (++taken === first.length) cur = null;
-      return d;
-    },
-  }));
-}
-
-/**
  * Writes the quantized base of `model` (loaded from sourceDir) as cache entry <root>/<key>/:
  * into a temp folder, renamed when complete. Returns the entry's folder.
  */
@@ -182,7 +162,7 @@ export async function writeQuantizedCache(
         const w = layer.proj[m].weight;
         if (w.kind !== "q4") throw new Error(`${name} is not 4-bit`);
         linear.add(name);
-        tensors.push(...lazyBnb(ctx, name, w.q, SOURCE_DTYPE[st.info(name).dtype] ?? "bfloat16"));
+        tensors.push(...bnbTensors(ctx, name, w.q, SOURCE_DTYPE[st.info(name).dtype] ?? "bfloat16"));
       }
     });
     for (const name of st.names) {

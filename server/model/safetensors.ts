@@ -405,6 +405,13 @@ export class SafetensorsModel {
     return [...this.owner.keys()];
   }
 
+  /** The file holding a tensor (its info's byteOffset is into that file). */
+  pathOf(name: string): string {
+    const f = this.owner.get(name);
+    if (!f) throw new SafetensorsError(`no tensor named "${name}"`, this.dir);
+    return f.path;
+  }
+
   has(name: string): boolean {
     return this.owner.has(name);
   }

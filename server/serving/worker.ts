@@ -82,6 +82,8 @@ async function init(o: WorkerInit): Promise<void> {
     onProgress: progressLogger(o.modelDir),
     quantizedCacheDir: o.quantizedCacheDir,
     onQuantizedCache: (e) => console.log(JSON.stringify({ ts: new Date().toISOString(), level: "info", ...e })),
+    // the first start serves while the cache for the next one is written
+    quantizedCacheWrite: "background",
   });
   const shape = bundle.loaded.model.shape;
   const maxModelLen = Math.min(bundle.maxModelLen, o.maxModelLen ?? Infinity);

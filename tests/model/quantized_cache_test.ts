@@ -92,6 +92,40 @@ Deno.test("the first load writes the quantized cache; the second reads it and co
   }
 });
 
+Deno.test("background write (a server's first start): the model is returned at once, the cache is written meanwhile and read next time", async () => {
+  using ctx = openContext("cpu");
+  const tmp = await Deno.makeTempDir({ prefix: "qlora-qcache-bg-" });
+  try {
+    const src = `${tmp}/tiny`, root = `${tmp}/data/quantized`;
+    await makeModel({ shape: "tiny", out: src, seed: 9, dtype: "bf16" });
+    const first = await load(ctx, src, root, { quantizedCacheWrite: "background" });
+    let logits: number[] = [];
+    await withModel(first.m, async (m) => {
+      assert.equal(m.quantizedCache?.status, "writing");
+      assert.match(first.said.at(-1)!, /^quantized cache: writing .* while serving$/);
+      // the model serves while the write runs (a forward pass between its steps)
+      logits = lastLogits(m.model, TOKENS);
+      const done = await m.quantizedCache!.done!;
+      assert.equal(done.status, "written", done.reason);
+      assert.equal(done.dir, m.quantizedCache!.dir);
+    });
+    const second = await load(ctx, src, root, { quantizedCacheWrite: "background" });
+    await withModel(second.m, (m) => {
+      assert.equal(m.quantizedCache?.status, "hit");
+      assert.deepEqual(lastLogits(m.model, TOKENS), logits);
+    });
+    // disposed while writing (the server stopped): the write fails cleanly and leaves no folder
+    const root2 = `${tmp}/data2/quantized`;
+    const third = await load(ctx, src, root2, { quantizedCacheWrite: "background" });
+    third.m.model.dispose();
+    const outcome = await third.m.quantizedCache!.done!;
+    assert.equal(outcome.status, "failed");
+    assert.deepEqual(await dirs(root2), []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test("a changed source gets a new key: recomputed, and the stale entry removed", async () => {
   using ctx = openContext("cpu");
   const tmp = await Deno.makeTempDir({ prefix: "qlora-qcache-" });

@@ -1,4 +1,9 @@
 // core.cpp — library identity, errors, contexts and memory.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdarg>
 #include <cstring>
 #include <string>
@@ -133,6 +138,30 @@ QL_API ql_status ql_convert(ql_ctx* ctx, void* out, int32_t out_dtype, const voi
            "ql_convert: in_dtype must be F32, BF16 or F16 (got %d)", in_dtype);
   QL_CHECK_NUMEL(n);
   QL_GUARD(return QL_CALL(ctx, convert, ctx, out, out_dtype, in, in_dtype, n);)
+}
+
+QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, void* host_dst) {
+  if (!path || (!host_dst && bytes > 0)) return -EINVAL;
+  if (offset > uint64_t(INT64_MAX) || bytes > uint64_t(INT64_MAX) - offset) return -EOVERFLOW;
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  // the kernel reads ahead further for a file read start to end
+  (void)posix_fadvise(fd, off_t(offset), off_t(bytes), POSIX_FADV_SEQUENTIAL);
+  uint64_t done = 0;
+  int64_t result = 0;
+  while (done < bytes) {
+    const size_t chunk = size_t(std::min<uint64_t>(bytes - done, uint64_t(1) << 30));
+    const ssize_t n = pread(fd, static_cast<char*>(host_dst) + done, chunk, off_t(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      result = -errno;
+      break;
+    }
+    if (n == 0) break;  // end of file
+    done += uint64_t(n);
+  }
+  close(fd);
+  return result < 0 ? result : int64_t(done);
 }
 
 }  // extern "C"

@@ -10,7 +10,9 @@
 
 namespace {
 
-bool valid_blocksize(int64_t bs) { return bs >= 32 && bs <= 4096 && (bs & (bs - 1)) == 0; }
+bool valid_blocksize(int64_t bs) {
+  return bs >= ql::kMinBlocksize && bs <= ql::kMaxBlocksize && (bs & (bs - 1)) == 0;
+}
 bool valid_quant_type(int32_t qt) { return qt == QL_NF4 || qt == QL_FP4 || qt == QL_INT4; }
 
 }  // namespace
@@ -120,14 +122,7 @@ QL_API ql_status ql_qweight_quantize(ql_ctx* ctx, const void* host_w, int32_t w_
     w->blocksize = blocksize;
     w->double_quant = double_quant;
     w->nested_blocksize = 256;
-    std::vector<float> converted;
-    const float* src = static_cast<const float*>(host_w);
-    if (w_dtype != QL_F32) {
-      converted.resize(w->n());
-      for (uint64_t i = 0; i < w->n(); i++) converted[i] = ql::load_as_f32(host_w, w_dtype, int64_t(i));
-      src = converted.data();
-    }
-    ql_status s = QL_CALL(ctx, qweight_quantize, ctx, w.get(), src);
+    ql_status s = QL_CALL(ctx, qweight_quantize, ctx, w.get(), host_w, w_dtype);
     if (s != QL_OK) return s;
     *out = w.release();
     return QL_OK;

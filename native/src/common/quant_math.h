@@ -22,6 +22,10 @@
 
 namespace ql {
 
+// Blocksizes are powers of two in [kMinBlocksize, kMaxBlocksize] (the api checks; kernels size
+// per-block buffers by the maximum).
+constexpr int kMinBlocksize = 32, kMaxBlocksize = 4096;
+
 QL_HD float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);

@@ -1,8 +1,11 @@
 // context.cpp — CPU context (thread count, ISA detection), memory and dtype conversion.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unistd.h>
 
 #include "common/half.h"
 #include "cpu/cpu.h"
@@ -42,16 +45,29 @@ ql_status describe(ql_ctx* ctx, std::string* json) {
 
 ql_status sync(ql_ctx*) { return QL_OK; }
 
+void* host_alloc(size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes >= kHuge) {
+    const size_t rounded = (bytes + kHuge - 1) & ~(kHuge - 1);
+    void* p = nullptr;
+    if (posix_memalign(&p, kHuge, rounded) != 0) return nullptr;
+    (void)madvise(p, rounded, MADV_HUGEPAGE);  // advice: without THP it is ignored
+    return p;
+  }
+  return std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) & ~size_t(63));
+}
+
+void host_free(void* p) { std::free(p); }
+
 ql_status alloc(ql_ctx*, uint64_t bytes, void** out) {
-  size_t rounded = (bytes + 63) & ~uint64_t(63);
-  void* p = std::aligned_alloc(64, rounded);
+  void* p = host_alloc(size_t(bytes));
   if (!p) return ql_fail(QL_E_OOM, "ql_alloc: cannot allocate %llu bytes", (unsigned long long)bytes);
   *out = p;
   return QL_OK;
 }
 
 ql_status free_(ql_ctx*, void* ptr) {
-  std::free(ptr);
+  host_free(ptr);
   return QL_OK;
 }
 

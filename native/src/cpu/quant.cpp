@@ -12,16 +12,35 @@
 
 namespace ql::cpu {
 
-// packed [ceil(n/2)], absmax [nb]  <-  x [n]
-void quantize_4bit(uint8_t* packed, float* absmax, const float* x, uint64_t n, int blocksize,
-                   int quant_type, int nthreads) {
+// packed [ceil(n/2)], absmax [nb]  <-  x [n] of x_dtype (F32, BF16 or F16). A 16-bit source is
+// widened one block at a time into a buffer on the stack (exact: every bf16/f16 value is an
+// f32), so quantizing a 16-bit checkpoint needs no f32 copy of the tensor (a 7B model's largest
+// weight would be 180 MB of f32, allocated and page-faulted per tensor) and gives the same codes.
+void quantize_4bit(uint8_t* packed, float* absmax, const void* x_any, int32_t x_dtype, uint64_t n,
+                   int blocksize, int quant_type, int nthreads) {
   const Codebook& cb = codebook(quant_type);
   const int64_t nb = int64_t((n + blocksize - 1) / blocksize);
   const uint8_t zero_code = quantize_4bit_value(cb.midpoint, cb.sorted_code, 0.0f);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nb > 64)
   for (int64_t b = 0; b < nb; b++) {
-    const uint64_t start = uint64_t(b) * blocksize;
-    const uint64_t end = std::min<uint64_t>(start + blocksize, n);
+    const uint64_t block_start = uint64_t(b) * blocksize;
+    const uint64_t block_end = std::min<uint64_t>(block_start + blocksize, n);
+    // x[i] for i in [start, end) is the block's element i - block_start
+    alignas(64) float widened[kMaxBlocksize];
+    const float* x;
+    if (x_dtype == QL_F32) {
+      x = static_cast<const float*>(x_any);
+    } else {
+      const uint16_t* h = static_cast<const uint16_t*>(x_any) + block_start;
+      const uint64_t len = block_end - block_start;
+      if (x_dtype == QL_BF16) {
+        for (uint64_t i = 0; i < len; i++) widened[i] = bf16_to_f32(h[i]);  // a shift: vectorized
+      } else {
+        for (uint64_t i = 0; i < len; i++) widened[i] = f16_to_f32(h[i]);
+      }
+      x = widened - block_start;
+    }
+    const uint64_t start = block_start, end = block_end;
     float amax = 0.0f;
     for (uint64_t i = start; i < end; i++) amax = std::max(amax, std::fabs(x[i]));
     absmax[b] = amax;
@@ -132,7 +151,7 @@ void dequantize_absmax_8bit(float* absmax, const uint8_t* qabsmax, const float* 
 
 ql_status quantize_4bit(ql_ctx* ctx, uint8_t* packed, float* absmax, const float* x,
                               uint64_t n, int32_t blocksize, int32_t quant_type) {
-  quantize_4bit(packed, absmax, x, n, blocksize, quant_type, threads(ctx));
+  quantize_4bit(packed, absmax, x, QL_F32, n, blocksize, quant_type, threads(ctx));
   return QL_OK;
 }
 
@@ -158,12 +177,12 @@ ql_status dequantize_absmax_8bit(ql_ctx*, float* absmax, const uint8_t* qabsmax,
 
 // ---------------------------------------------------------------- frozen 4-bit weights
 
-ql_status qweight_quantize(ql_ctx* ctx, ql_qweight* w, const float* host_w) {
+ql_status qweight_quantize(ql_ctx* ctx, ql_qweight* w, const void* host_w, int32_t w_dtype) {
   auto* q = new QWeight();
   const uint64_t n = w->n(), nb = w->nblocks();
   q->packed.resize((n + 1) / 2);
   q->absmax.resize(nb);
-  quantize_4bit(q->packed.data(), q->absmax.data(), host_w, n, w->blocksize, w->quant_type,
+  quantize_4bit(q->packed.data(), q->absmax.data(), host_w, w_dtype, n, w->blocksize, w->quant_type,
                 threads(ctx));
   if (w->double_quant) {
     q->qabsmax.resize(nb);

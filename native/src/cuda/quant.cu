@@ -214,7 +214,7 @@ static void qweight_release(ql_ctx* ctx, QWeight* q) {
   delete q;
 }
 
-ql_status qweight_quantize(ql_ctx* ctx, ql_qweight* w, const float* host_w) {
+ql_status qweight_quantize(ql_ctx* ctx, ql_qweight* w, const void* host_w, int32_t w_dtype) {
   auto* q = new QWeight();
   ql_status st = qweight_alloc(ctx, w, q);
   if (st != QL_OK) {
@@ -223,8 +223,15 @@ ql_status qweight_quantize(ql_ctx* ctx, ql_qweight* w, const float* host_w) {
   }
   const uint64_t n = w->n(), nb = w->nblocks();
   {
+    // a 16-bit source crosses the bus as it is and is widened on the device
     Scratch dw(ctx, n * 4);
-    st = copy_to_device(ctx, dw.ptr, host_w, n * 4);
+    if (w_dtype == QL_F32) {
+      st = copy_to_device(ctx, dw.ptr, host_w, n * 4);
+    } else {
+      Scratch d16(ctx, n * 2);
+      st = copy_to_device(ctx, d16.ptr, host_w, n * 2);
+      if (st == QL_OK) st = convert(ctx, dw.ptr, QL_F32, d16.ptr, w_dtype, int64_t(n));
+    }
     if (st == QL_OK) st = quantize_4bit(ctx, q->packed, q->absmax, dw.as<float>(), n, w->blocksize, w->quant_type);
     if (st == QL_OK && w->double_quant) {
       Scratch off(ctx, 4);
