@@ -23,10 +23,12 @@ export interface LineChart {
   title: string;
   x: { field: string; title: string; log?: boolean };
   y: { field: string; title: string; log?: boolean; zero?: boolean };
-  /** The field whose values are the lines (legend). */
+  /** The field whose values are the lines' colours (legend). */
   series: string;
+  /** A second field whose values are the lines' dash patterns (no legend: say which is which in the title). */
+  dash?: string;
   rows: Record<string, number | string>[];
-  /** Dashed lines for these series values. */
+  /** Marks each data point. */
   points?: boolean;
   width?: number;
   height?: number;
@@ -40,7 +42,11 @@ export async function lineChartSvg(c: LineChart): Promise<string> {
     width: c.width ?? 520,
     height: c.height ?? 300,
     background: "white",
-    config: { font: FONT_FAMILY, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 11, titleFontSize: 12 } },
+    config: {
+      font: FONT_FAMILY,
+      axis: { labelFontSize: 11, titleFontSize: 12 },
+      legend: { labelFontSize: 11, titleFontSize: 12, symbolType: "stroke", symbolStrokeWidth: 2 },
+    },
     data: { values: c.rows },
     mark: { type: "line", point: c.points ?? false },
     encoding: {
@@ -51,8 +57,14 @@ export async function lineChartSvg(c: LineChart): Promise<string> {
         scale: c.x.log ? { type: "log", base: 2 } : { zero: false },
         axis: c.x.log ? { values: [...new Set(c.rows.map((r) => r[c.x.field] as number))] } : {},
       },
-      y: { field: c.y.field, type: "quantitative", title: c.y.title, scale: c.y.log ? { type: "log" } : { zero: c.y.zero ?? false } },
+      y: {
+        field: c.y.field,
+        type: "quantitative",
+        title: c.y.title,
+        scale: c.y.log ? { type: "log", nice: false } : { zero: c.y.zero ?? false },
+      },
       color: { field: c.series, type: "nominal", title: null },
+      ...(c.dash ? { strokeDash: { field: c.dash, type: "nominal" as const, legend: null } } : {}),
     },
   };
   const view = new vega.View(vega.parse(vl.compile(spec).spec), { renderer: "none" });
