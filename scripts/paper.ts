@@ -381,7 +381,7 @@ say(
     fullFt.finalVal.toFixed(4)
   }).`,
 );
-say("(A stories260K step is a few milliseconds, so paging ~40 small tensors in and out each step weighs heavily here.)");
+say("(A stories260K step takes about 10 ms, so paging ~40 small tensors in and out on every step weighs heavily here.)");
 say("The paper reports paged optimizers at the same training speed as regular ones (65B on a 48 GB GPU, batch 16), the state moving");
 say("between GPU and CPU memory only when the GPU runs short; ours pages on every step under a fixed budget, the worst case.");
 say();
