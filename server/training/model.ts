@@ -1,6 +1,11 @@
 // model.ts — QLoRA training forward and backward over a frozen (4-bit or dense) Llama with LoRA
-// on chosen modules. Sequences are packed into one batch of T rows (cu_seqlens: no attention
-// across sequences). Gradients flow only into LoRA A and B (f32).
+// on chosen modules, or full fine-tuning of a dense f32 base. Sequences are packed into one batch
+// of T rows (cu_seqlens: no attention across sequences). What is trained is the mode:
+//   "lora": gradients flow only into LoRA A and B (f32), the base is frozen;
+//   "full": every base weight is trained (full.ts): each linear's dW += dYᵀ·X (a gemm with a
+//   transposed A), the RMSNorm weights' dw = Σ_rows dy·x·rstd (the norm backward's dweight),
+//   the embeddings as a scatter-add of the first layer's input gradient, lm_head's dW =
+//   dlogitsᵀ·hn; with tied embeddings the head and the lookup add into the one gradient.
 //
 // Activations are f32, or bf16 (computeDtype): bf16 halves activation memory and runs the
 // frozen-weight products on bf16 GEMMs (with f32 accumulation); losses, softmax statistics,
@@ -11,7 +16,8 @@
 import { type Context, type DeviceBuffer, DType, dtypeSize } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
 import { type LlamaModel, type LlamaShape, LORA_MODULES, type LoraModule } from "../model/llama.ts";
-import type { LoraWeights } from "./lora.ts";
+import { LoraWeights } from "./lora.ts";
+import type { FullWeights } from "./full.ts";
 
 export interface TrainBatch {
   tokens: Int32Array; // [T] input ids
@@ -124,7 +130,9 @@ class TrainWorkspace {
     if (T <= this.T) return;
     this.dispose();
     const layout = trainWorkspaceLayout(this.m.shape, T, this.r, dtypeSize(this.dtype));
-    const alloc = (sizes: Record<string, number>) => Object.fromEntries(Object.entries(sizes).map(([k, n]) => [k, this.ctx.alloc(n)]));
+    // (r = 0, full fine-tuning: the LoRA xa_ buffers are empty and not allocated)
+    const alloc = (sizes: Record<string, number>) =>
+      Object.fromEntries(Object.entries(sizes).filter(([, n]) => n > 0).map(([k, n]) => [k, this.ctx.alloc(n)]));
     this.b = alloc(layout.shared);
     this.b.ones.dispose();
     this.b.ones = this.ctx.upload(new Float32Array(T).fill(1));
@@ -146,8 +154,16 @@ class TrainWorkspace {
   }
 }
 
+/** What a training model trains: LoRA adapters on a frozen base, or the whole (dense f32) base. */
+export type Trainable = "lora" | "full";
+
 export class LoraTrainingModel {
   #ws: TrainWorkspace;
+  readonly trainable: Trainable;
+  /** LoRA mode: the adapter's weights; null in full mode. */
+  readonly lora: LoraWeights | null;
+  /** Full mode: the base's weights and their gradients; null in LoRA mode. */
+  readonly full: FullWeights | null;
   readonly dtype: DType;
   readonly recompute: boolean;
   /** Dropout seeds change every step (deterministic from the step number). */
@@ -157,22 +173,27 @@ export class LoraTrainingModel {
   /** The frozen base alone (LoRA terms skipped): DPO's reference model, with no second copy of weights. */
   #adapterOff = false;
 
-  constructor(readonly ctx: Context, readonly model: LlamaModel, readonly lora: LoraWeights, opts: TrainingModelOptions = {}) {
+  /** `params`: LoraWeights (LoRA mode) or FullWeights over this model (full mode). */
+  constructor(readonly ctx: Context, readonly model: LlamaModel, params: LoraWeights | FullWeights, opts: TrainingModelOptions = {}) {
     this.dtype = opts.computeDtype ?? F32;
     if (this.dtype !== F32 && this.dtype !== DType.BF16) throw new RangeError("computeDtype must be F32 or BF16");
     this.recompute = opts.recompute ?? true;
-    this.#ws = new TrainWorkspace(ctx, model, lora.spec.r, this.dtype, this.recompute);
+    this.lora = params instanceof LoraWeights ? params : null;
+    this.full = params instanceof LoraWeights ? null : params;
+    this.trainable = this.lora ? "lora" : "full";
+    // full mode keeps no LoRA activations (r = 0: the xa_ buffers are empty)
+    this.#ws = new TrainWorkspace(ctx, model, this.lora?.spec.r ?? 0, this.dtype, this.recompute);
   }
 
   #shape(p: { inF: number; outF: number; layer: number; module: LoraModule }, T: number): ops.LoraShape {
-    const module = LORA_MODULES.indexOf(p.module);
+    const module = LORA_MODULES.indexOf(p.module), lora = this.lora!;
     return {
       T,
       inF: p.inF,
       outF: p.outF,
-      r: this.lora.spec.r,
-      scale: this.lora.scale,
-      dropout: this.#eval ? 0 : this.lora.spec.dropout,
+      r: lora.spec.r,
+      scale: lora.scale,
+      dropout: this.#eval ? 0 : lora.spec.dropout,
       seed: BigInt(this.step) * 1000003n + BigInt(p.layer * 16 + module) * 7919n,
     };
   }
@@ -180,11 +201,12 @@ export class LoraTrainingModel {
   /** y (=|+=) x·Wᵀ (+bias), plus the LoRA term; its drop(x)·Aᵀ is kept for backward. */
   #linear(l: number, m: LoraModule, acts: Acts, y: DeviceBuffer, x: DeviceBuffer, T: number, accumulate: boolean): void {
     this.model.layers[l].proj[m].forward(this.ctx, y, x, T, accumulate, this.#ws.b.ones, this.dtype);
-    const p = this.#adapterOff ? undefined : this.lora.get(l, m);
+    const p = this.#adapterOff ? undefined : this.lora?.get(l, m);
     if (p) ops.loraForward(this.ctx, y, acts[`xa_${m}`], x, p.A, p.B, this.#shape(p, T), this.dtype);
   }
 
-  /** dx (=|+=) from dy through the frozen weight and the LoRA term; accumulates dA, dB. */
+  /** dx (=|+=) from dy through the weight and the LoRA term; accumulates dA, dB (LoRA mode) or
+   * the weight's gradient dW [out, in] += dy [T, out]ᵀ · x [T, in] (full mode). */
   #linearBackward(
     l: number,
     m: LoraModule,
@@ -195,8 +217,26 @@ export class LoraTrainingModel {
     T: number,
     accumulate: boolean,
   ): void {
-    this.model.layers[l].proj[m].backward(this.ctx, dx, dy, T, accumulate, this.dtype);
-    const p = this.lora.get(l, m);
+    const lin = this.model.layers[l].proj[m];
+    lin.backward(this.ctx, dx, dy, T, accumulate, this.dtype);
+    if (this.full) {
+      const dW = this.full.layers[l].proj[m].grad;
+      ops.gemm(this.ctx, {
+        c: dW,
+        cType: F32,
+        a: dy,
+        aType: this.dtype,
+        b: x,
+        bType: this.dtype,
+        m: lin.rows,
+        n: lin.cols,
+        k: T,
+        transA: true,
+        beta: 1,
+      });
+      return;
+    }
+    const p = this.lora!.get(l, m);
     if (p) ops.loraBackward(this.ctx, dx, p.dA, p.dB, dy, x, acts[`xa_${m}`], p.A, p.B, this.#shape(p, T), this.dtype);
   }
 
@@ -232,13 +272,14 @@ export class LoraTrainingModel {
     const s = this.model.shape, w = this.#ws.b, L = this.model.layers[l], dt = this.dtype;
     const acts = this.#ws.actsOf(l);
     if (this.recompute) this.#layerForward(l, acts, input, w.scratch, batch, T);
-    const C = s.hidden;
+    const C = s.hidden, F = this.full?.layers[l];
     // MLP: x3 = x2 + down(silu(gate(h2)) * up(h2))
     this.#linearBackward(l, "down_proj", acts, w.dact, w.dx, acts.act, T, false);
     ops.siluMulBackward(this.ctx, w.dgate, w.dup, w.dact, acts.gate, acts.up, T * s.intermediate, dt);
     this.#linearBackward(l, "gate_proj", acts, w.dh, w.dgate, acts.h2, T, false);
     this.#linearBackward(l, "up_proj", acts, w.dh, w.dup, acts.h2, T, true);
-    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, acts.x2, L.postNorm, acts.rstd2, T, C, dt); // dx2 = dx3 + ...
+    // dx2 = dx3 + ...; full mode: d(postNorm) += Σ_rows dh·x2·rstd2
+    ops.rmsnormBackward(this.ctx, w.dx, F?.postNorm.grad, w.dh, acts.x2, L.postNorm, acts.rstd2, T, C, dt);
     // attention: x2 = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1)))
     this.#linearBackward(l, "o_proj", acts, w.dattn, w.dx, acts.attn, T, false);
     ops.attentionBackward(
@@ -259,7 +300,7 @@ export class LoraTrainingModel {
     this.#linearBackward(l, "q_proj", acts, w.dh, w.dq, acts.h1, T, false);
     this.#linearBackward(l, "k_proj", acts, w.dh, w.dk, acts.h1, T, true);
     this.#linearBackward(l, "v_proj", acts, w.dh, w.dv, acts.h1, T, true);
-    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, input, L.inputNorm, acts.rstd1, T, C, dt);
+    ops.rmsnormBackward(this.ctx, w.dx, F?.inputNorm.grad, w.dh, input, L.inputNorm, acts.rstd1, T, C, dt);
   }
 
   /** Uploads the batch, runs embedding, every layer, the final norm, lm_head and the loss. */
@@ -343,14 +384,46 @@ export class LoraTrainingModel {
     return result;
   }
 
-  /** From dlogits (in w.logits) back through lm_head, the final norm and every layer into dA, dB. */
+  /** From dlogits (in w.logits) back through lm_head, the final norm and every layer into dA, dB
+   * (LoRA mode), or into every base weight's gradient (full mode). */
   #backward(batch: TrainBatch): void {
-    const T = batch.tokens.length, s = this.model.shape, ws = this.#ws, w = ws.b, dt = this.dtype;
+    const T = batch.tokens.length, s = this.model.shape, ws = this.#ws, w = ws.b, dt = this.dtype, full = this.full;
     const head = this.model.lmHead ?? this.model.embed;
+    // full mode: d(lm_head) [V, C] += dlogits [T, V]ᵀ · hn [T, C] (tied: into the embeddings' gradient)
+    if (full) {
+      const dHead = (full.head ?? full.embed).grad;
+      ops.gemm(this.ctx, {
+        c: dHead,
+        cType: F32,
+        a: w.logits,
+        aType: F32,
+        b: w.hn,
+        bType: dt,
+        m: s.vocab,
+        n: s.hidden,
+        k: T,
+        transA: true,
+        beta: 1,
+      });
+    }
+    // dhn = dlogits · W_head
     ops.gemm(this.ctx, { c: w.dh, cType: dt, a: w.logits, aType: F32, b: head.buf, bType: head.dtype, m: T, n: s.hidden, k: s.vocab });
     ops.fillZero(this.ctx, w.dx, T * s.hidden * dtypeSize(dt));
-    ops.rmsnormBackward(this.ctx, w.dx, null, w.dh, ws.layerInputs[s.layers], this.model.finalNorm, w.rstdF, T, s.hidden, dt);
+    ops.rmsnormBackward(
+      this.ctx,
+      w.dx,
+      full?.finalNorm.grad,
+      w.dh,
+      ws.layerInputs[s.layers],
+      this.model.finalNorm,
+      w.rstdF,
+      T,
+      s.hidden,
+      dt,
+    );
     for (let l = s.layers - 1; l >= 0; l--) this.#layerBackward(l, ws.layerInputs[l], batch, T);
+    // full mode: the embeddings' gradient, a scatter-add of the first layer's input gradient by token id
+    if (full) ops.embeddingBackward(this.ctx, full.embed.grad, w.dx, w.ids, T, s.vocab, s.hidden, dt);
   }
 
   /** Log-probability of each packed sequence's loss tokens (weighted), no gradients, no dropout;
@@ -377,6 +450,7 @@ export class LoraTrainingModel {
    * kept logits with those weights, then the usual backward.
    */
   dpoForwardBackward(batch: TrainBatch, reference: Float64Array, beta: number, gradScale = 1): DpoResult {
+    if (this.full) throw new RangeError("DPO needs a frozen reference model: it trains LoRA adapters, not the full base");
     const S = batch.cuSeqlens.length - 1;
     if (S % 2 !== 0 || reference.length !== S) {
       throw new RangeError("DPO batches hold pairs: an even number of sequences and a reference per sequence");

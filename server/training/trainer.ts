@@ -1,16 +1,19 @@
 // trainer.ts — the QLoRA training loop: epochs of shuffled examples, `batchSize` examples per
 // optimizer step (OpenAI's meaning) cut into micro-batches whose gradients accumulate weighted by
 // their loss tokens (so a step's loss is the mean over its tokens), global gradient-norm clipping, warmup + linear/cosine/constant decay, AdamW
-// (plain, paged, or paged 8-bit) on the LoRA weights only, periodic validation and checkpoints.
+// (plain, paged, or paged 8-bit) on the LoRA weights (or, `trainable: "full"`, on every weight of
+// a dense f32 base: full fine-tuning, which writes no checkpoints — its result is the model itself),
+// periodic validation and checkpoints.
 // Deterministic for a given seed. Yields to the event loop between micro-batches.
 import { setImmediate } from "node:timers";
-import { type Context, DType } from "../ffi/tensor.ts";
+import { type Context, type DeviceBuffer, DType } from "../ffi/tensor.ts";
 import * as ops from "../ffi/ops.ts";
 import { Optimizer, type OptimizerKindName } from "../ffi/optim.ts";
 import type { LlamaModel, LoraModule } from "../model/llama.ts";
 import { LoraWeights } from "./lora.ts";
+import { FullWeights } from "./full.ts";
 import { mulberry32 } from "../util/rng.ts";
-import { LoraTrainingModel } from "./model.ts";
+import { LoraTrainingModel, type Trainable } from "./model.ts";
 import { lossTokenCount, makeSteps, packBatch, type TokenizedExample, type TokenizedPair } from "./dataset.ts";
 
 /** What a job trains on: examples (supervised) or preference pairs (DPO). */
@@ -51,6 +54,9 @@ export interface TrainHyper {
   method?: "supervised" | "dpo";
   /** DPO's β: how far the policy may move from the reference (default 0.1). */
   dpoBeta?: number;
+  /** "lora" (default): LoRA adapters on a frozen base; "full": every weight of a dense f32 base is
+   * trained in place (supervised only; the lora* hyperparameters are unused; a 4-bit base is refused). */
+  trainable?: Trainable;
 }
 
 /** DPO's per-step metrics, averaged over the step's pairs (TRL's rewards/*). */
@@ -127,28 +133,62 @@ export function totalSteps(items: TrainItem[], h: Pick<TrainHyper, "batchSize" |
 }
 
 export class Trainer {
-  readonly lora: LoraWeights;
+  readonly #lora: LoraWeights | null;
+  /** Full fine-tuning: the base's weights (trained in place) and their gradients; else null. */
+  readonly full: FullWeights | null;
   readonly optimizer: Optimizer;
+  /** LoRA mode: each pair's [A, B] optimizer indices (empty in full mode). */
   readonly slots: [number, number][];
+  /** Every trained tensor, its gradient and its optimizer index, in optimizer order. */
+  readonly #tensors: { param: DeviceBuffer; grad: DeviceBuffer; slot: number }[];
   readonly #net: LoraTrainingModel;
   #norm: ReturnType<Context["alloc"]>;
   step = 0;
 
   constructor(readonly ctx: Context, readonly model: LlamaModel, readonly h: TrainHyper, spillDir: string | null = null) {
-    this.lora = new LoraWeights(ctx, model, {
-      r: h.loraR,
-      alpha: h.loraAlpha,
-      dropout: h.loraDropout,
-      targetModules: h.targetModules,
-      useRslora: h.useRslora,
-    }, h.seed);
-    this.#net = new LoraTrainingModel(ctx, model, this.lora, {
+    const trainable = h.trainable ?? "lora";
+    if (trainable === "full" && h.method === "dpo") {
+      throw new RangeError("DPO needs a frozen reference model: it trains LoRA adapters, not the full base");
+    }
+    // full mode throws FullFineTuneError for a 4-bit (or bf16) base before anything is allocated
+    this.full = trainable === "full" ? new FullWeights(ctx, model) : null;
+    this.#lora = trainable === "lora"
+      ? new LoraWeights(ctx, model, {
+        r: h.loraR,
+        alpha: h.loraAlpha,
+        dropout: h.loraDropout,
+        targetModules: h.targetModules,
+        useRslora: h.useRslora,
+      }, h.seed)
+      : null;
+    this.#net = new LoraTrainingModel(ctx, model, this.#lora ?? this.full!, {
       computeDtype: (h.computeDtype ?? "bf16") === "bf16" ? DType.BF16 : DType.F32,
       recompute: h.gradientCheckpointing ?? true,
     });
     this.optimizer = new Optimizer(ctx, h.optimizer, h.optimizerBudgetBytes, spillDir);
-    this.slots = this.lora.pairs.map((p) => [this.optimizer.add(p.dA.bytes / 4), this.optimizer.add(p.dB.bytes / 4)]);
+    this.slots = (this.#lora?.pairs ?? []).map((p) => [this.optimizer.add(p.dA.bytes / 4), this.optimizer.add(p.dB.bytes / 4)]);
+    this.#tensors = this.#lora
+      ? this.#lora.pairs.flatMap((p, i) => [
+        { param: p.A, grad: p.dA, slot: this.slots[i][0] },
+        { param: p.B, grad: p.dB, slot: this.slots[i][1] },
+      ])
+      : this.full!.tensors.map((t) => ({ param: t.param, grad: t.grad, slot: this.optimizer.add(t.param.bytes / 4) }));
     this.#norm = ctx.alloc(4);
+  }
+
+  /** The LoRA weights (LoRA mode; full fine-tuning has none). */
+  get lora(): LoraWeights {
+    if (!this.#lora) throw new RangeError("full fine-tuning trains the base's weights: there are no LoRA weights");
+    return this.#lora;
+  }
+
+  get trainable(): Trainable {
+    return this.#net.trainable;
+  }
+
+  /** Trained parameters: LoRA's, or the whole base's. */
+  get numParameters(): number {
+    return this.#lora ? this.#lora.numParameters : this.full!.numParameters;
   }
 
   get state(): TrainerState {
@@ -223,7 +263,7 @@ export class Trainer {
       for (let s = this.step - firstStep; s < perEpoch; s++) {
         const group = steps[s];
         const t0 = performance.now();
-        this.lora.zeroGrad();
+        (this.#lora ?? this.full!).zeroGrad();
         // each micro-batch's mean-loss gradient weighted by its share of the step's loss tokens
         // (supervised) or pairs (DPO), so the step's loss is the mean over all of them
         const counts = group.map((mb) => this.#weight(mb));
@@ -252,21 +292,15 @@ export class Trainer {
           tokens += batch.tokens.length;
           await new Promise((res) => setImmediate(res));
         }
-        // global gradient norm over every LoRA tensor
+        // global gradient norm over every trained tensor
         ops.fillZero(this.ctx, this.#norm, 4);
-        for (const p of this.lora.pairs) {
-          ops.sumSquares(this.ctx, this.#norm, p.dA, p.dA.bytes / 4);
-          ops.sumSquares(this.ctx, this.#norm, p.dB, p.dB.bytes / 4);
-        }
+        for (const t of this.#tensors) ops.sumSquares(this.ctx, this.#norm, t.grad, t.grad.bytes / 4);
         const gradNorm = Math.sqrt(this.#norm.readF32(0, 1)[0]);
         const clip = h.maxGradNorm > 0 && gradNorm > h.maxGradNorm ? h.maxGradNorm / (gradNorm + 1e-6) : 1;
         this.step++;
         const lr = learningRateAt(this.step, total, h);
         const hyper = { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: h.weightDecay };
-        this.lora.pairs.forEach((p, i) => {
-          this.optimizer.step(this.slots[i][0], p.A, p.dA, hyper, clip, this.step);
-          this.optimizer.step(this.slots[i][1], p.B, p.dB, hyper, clip, this.step);
-        });
+        for (const t of this.#tensors) this.optimizer.step(t.slot, t.param, t.grad, hyper, clip, this.step);
         const seconds = (performance.now() - t0) / 1000;
         const event: StepEvent = {
           step: this.step,
@@ -287,19 +321,21 @@ export class Trainer {
           if (v.accuracy !== undefined) event.validationAccuracy = v.accuracy;
         }
         await hooks.onStep?.(event);
-        if (h.checkpointEvery > 0 && this.step % h.checkpointEvery === 0 && this.step < total) {
+        if (this.#lora && h.checkpointEvery > 0 && this.step % h.checkpointEvery === 0 && this.step < total) {
           await hooks.onCheckpoint?.(this.step, false, this.state);
         }
       }
     }
-    await hooks.onCheckpoint?.(this.step, true, this.state);
+    // full fine-tuning's result is the model itself (trained in place): no adapter checkpoint
+    if (this.#lora) await hooks.onCheckpoint?.(this.step, true, this.state);
     return "completed";
   }
 
   dispose(): void {
     this.#net.dispose();
     this.optimizer.dispose();
-    this.lora.dispose();
+    this.#lora?.dispose();
+    this.full?.dispose();
     this.#norm.dispose();
   }
 }
