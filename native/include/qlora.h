@@ -101,9 +101,13 @@ QL_API ql_status ql_convert(ql_ctx* ctx, void* out, int32_t out_dtype, const voi
 
 /* Reads bytes [offset, offset + bytes) of the file at path (NUL-terminated) into host_dst.
  * Returns the number of bytes read (less than `bytes` only at the end of the file), or -errno.
- * It touches no context and no ql_last_error, so it may run on any thread: the model loader
- * calls it off the JavaScript thread to read the next tensor while the current one quantizes. */
-QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, void* host_dst);
+ * direct = 1 reads around the page cache (O_DIRECT: the disk writes straight into host_dst, no
+ * copy through the kernel) when offset, bytes and host_dst are multiples of 4096 and the file
+ * system allows it, else reads as usual. It touches no context and no ql_last_error, so it may
+ * run on any thread: the model loader calls it off the JavaScript thread to read the next
+ * tensor while the current one quantizes. */
+QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, void* host_dst,
+                            int32_t direct);
 
 /* ---------------------------------------------------------------- blockwise 4-bit quantization
  * bitsandbytes semantics (see shared/reference/README.md): blocks of `blocksize`

@@ -87,7 +87,7 @@ export const symbols = {
   ql_dynamic_map: { parameters: ["buffer" /* float* host_out256 */], result: "i32" },
 
   ql_read_file: {
-    parameters: ["buffer", /* const char* path */ "u64", /* offset */ "u64", /* bytes */ "buffer" /* void* host_dst */],
+    parameters: ["buffer", /* const char* path */ "u64", /* offset */ "u64", /* bytes */ "buffer", /* void* host_dst */ "i32" /* direct */],
     result: "i64",
     nonblocking: true,
   },

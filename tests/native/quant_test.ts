@@ -1,10 +1,10 @@
 // quant_test.ts — blockwise 4-bit quantization with double quantization, on every backend.
 import assert from "node:assert/strict";
-import { testEachBackend } from "./backends.ts";
+import { openContext, testEachBackend } from "./backends.ts";
 import { Rng } from "./rng.ts";
 import { checkVectorFile } from "../../scripts/lib/vectors.ts";
 import { dequantize4bit, dequantizeAbsmax8bit, quantize4bit, quantizeAbsmax8bit } from "../../server/ffi/quant.ts";
-import { DType, type QuantTypeName, QWeight } from "../../server/ffi/tensor.ts";
+import { DType, QuantType, type QuantTypeName, QWeight } from "../../server/ffi/tensor.ts";
 import { NativeError } from "../../server/ffi/errors.ts";
 
 import { NF4_VECTORS as VECTORS } from "../helpers.ts";
@@ -142,3 +142,82 @@ testEachBackend("bad arguments return a status and a message", (ctx) => {
   expectInvalid(s.ql_alloc(ctx.ptr, 0n, cell), "ql_alloc", /bytes must be > 0/);
   expectInvalid(s.ql_convert(ctx.ptr, buf.ptr, 3, buf.ptr, 0, 4n), "ql_convert", /out_dtype/);
 });
+
+testEachBackend(
+  "quantization: the AVX-512 blocks equal the AVX2 path bit for bit (every type, blocksizes, f32/bf16/f16 sources, NaN, ±Inf, ties, zero blocks)",
+  (ctx, backend) => {
+    if (backend !== "cpu" || ctx.describe().isa !== "avx512") return;
+    const rng = new Rng(211);
+    const cases: { rows: number; cols: number; bs: number }[] = [
+      { rows: 8, cols: 64, bs: 32 },
+      { rows: 7, cols: 96, bs: 64 },
+      { rows: 5, cols: 256, bs: 256 },
+      { rows: 3, cols: 4096, bs: 4096 },
+      { rows: 9, cols: 33, bs: 64 }, // a partial last block (scalar in both)
+    ];
+    const special = (x: Float32Array, codebook: Float32Array) => {
+      x.fill(0, 0, Math.min(64, x.length)); // a zero block
+      x[70 % x.length] = NaN;
+      x[100 % x.length] = Infinity;
+      x[130 % x.length] = -Infinity;
+      // values exactly on midpoints (ties take the lower code): scaled by the block's absmax 1
+      for (let k = 0; k + 1 < 16 && 160 + k < x.length; k++) x[160 + k] = (codebook[k] + codebook[k + 1]) / 2;
+      if (x.length > 176) x[176] = 1;
+    };
+    Deno.env.set("QLORA_FORCE_AVX2", "1");
+    const avx2 = openContext("cpu");
+    Deno.env.delete("QLORA_FORCE_AVX2");
+    try {
+      assert.equal(avx2.describe().isa, "avx2");
+      for (const qt of ["nf4", "fp4", "int4"] as QuantTypeName[]) {
+        const code = new Float32Array(16);
+        ctx.lib.check(ctx.lib.symbols.ql_codebook(QuantType[qt], code), "ql_codebook");
+        const sorted = Float32Array.from(code).sort();
+        for (const { rows, cols, bs } of cases) {
+          const x = rng.normalF32(rows * cols);
+          special(x, sorted);
+          const sources: [Float32Array | Uint16Array, DType][] = [
+            [x, DType.F32],
+            [bf16Of(x), DType.BF16],
+            [f16Of(x), DType.F16],
+          ];
+          for (const [src, dt] of sources) {
+            for (const doubleQuant of [false, true]) {
+              using a = QWeight.quantize(ctx, src, dt, rows, cols, { quantType: qt, blocksize: bs, doubleQuant });
+              using b = QWeight.quantize(avx2, src, dt, rows, cols, { quantType: qt, blocksize: bs, doubleQuant });
+              const ea = a.export(), eb = b.export();
+              const what = `${qt} ${rows}x${cols} bs ${bs} dtype ${dt} dq ${doubleQuant}`;
+              assert.deepEqual(ea.packed, eb.packed, `codes: ${what}`);
+              assert.deepEqual(ea.absmax, eb.absmax, `absmax: ${what}`);
+            }
+          }
+        }
+      }
+    } finally {
+      avx2.dispose();
+    }
+  },
+);
+
+/** bf16 bits of x (round to nearest even; NaN stays NaN). */
+function bf16Of(x: Float32Array): Uint16Array {
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
+  return Uint16Array.from(u, (b) => ((b & 0x7fffffff) > 0x7f800000 ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16));
+}
+
+/** f16 bits of x through the native conversion. */
+function f16Of(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = f16Bits(x[i]);
+  return out;
+}
+
+function f16Bits(v: number): number {
+  const f = new Float32Array([v]), u = new Uint32Array(f.buffer)[0];
+  const sign = (u >>> 16) & 0x8000, exp = (u >>> 23) & 0xff, man = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (man ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) return sign; // flush tiny values to ±0 (the test needs f16 bits, not exact rounding)
+  return sign | (e << 10) | (man >>> 13);
+}

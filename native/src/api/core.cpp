@@ -140,13 +140,18 @@ QL_API ql_status ql_convert(ql_ctx* ctx, void* out, int32_t out_dtype, const voi
   QL_GUARD(return QL_CALL(ctx, convert, ctx, out, out_dtype, in, in_dtype, n);)
 }
 
-QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, void* host_dst) {
+QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, void* host_dst,
+                            int32_t direct) {
   if (!path || (!host_dst && bytes > 0)) return -EINVAL;
   if (offset > uint64_t(INT64_MAX) || bytes > uint64_t(INT64_MAX) - offset) return -EOVERFLOW;
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  const bool aligned = offset % 4096 == 0 && bytes % 4096 == 0 && uintptr_t(host_dst) % 4096 == 0;
+  int fd = -1;
+  if (direct && aligned) fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);  // EINVAL where unsupported
+  const bool is_direct = fd >= 0;
+  if (fd < 0) fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;
   // the kernel reads ahead further for a file read start to end
-  (void)posix_fadvise(fd, off_t(offset), off_t(bytes), POSIX_FADV_SEQUENTIAL);
+  if (!is_direct) (void)posix_fadvise(fd, off_t(offset), off_t(bytes), POSIX_FADV_SEQUENTIAL);
   uint64_t done = 0;
   int64_t result = 0;
   while (done < bytes) {
@@ -159,6 +164,7 @@ QL_API int64_t ql_read_file(const char* path, uint64_t offset, uint64_t bytes, v
     }
     if (n == 0) break;  // end of file
     done += uint64_t(n);
+    if (is_direct && uint64_t(n) % 4096 != 0) break;  // a direct read ends short only at the end of the file
   }
   close(fd);
   return result < 0 ? result : int64_t(done);

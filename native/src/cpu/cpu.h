@@ -60,7 +60,7 @@ inline QWeight& qw(const ql_qweight* w) { return *static_cast<QWeight*>(w->impl)
 
 // Quantization kernels over host arrays (also used by the api layer's weight creation).
 void quantize_4bit(uint8_t* packed, float* absmax, const void* x, int32_t x_dtype, uint64_t n,
-                   int blocksize, int quant_type, int nthreads);
+                   int blocksize, int quant_type, int nthreads, bool avx512);
 void dequantize_4bit(float* out, const uint8_t* packed, const float* absmax, uint64_t n,
                      int blocksize, int quant_type, int nthreads);
 void quantize_absmax_8bit(uint8_t* qabsmax, float* absmax2, float* offset, const float* absmax,

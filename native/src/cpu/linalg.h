@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "common/quant_math.h"
 #include "cpu/cpu.h"
 
 namespace ql::cpu {
@@ -31,6 +32,10 @@ void bgemm(int nthreads, bool ta, bool tb, int64_t m, int64_t n, int64_t k, floa
 // Requires cols % 32 == 0 (all segments then align to 32 elements). AVX-512 version below is
 // only called when state(ctx).avx512.
 void matvec4_avx2(const ql_qweight* w, const float* xperm, float* y, int64_t m, int nthreads);
+// One full 4-bit block [start, start + blocksize) of x (F32/BF16/F16): writes its packed codes
+// and returns its absmax, exactly as quant.cpp's path does (see quant_avx512.cpp).
+float quantize_block_avx512(uint8_t* packed, const void* x, int32_t dtype, uint64_t start, int blocksize,
+                            const Codebook& cb);
 void matvec4_avx512(const ql_qweight* w, const float* xperm, float* y, int64_t m, int nthreads);
 // bf16 activations on AVX-512 VNNI: x [m, cols] bf16 quantized to int8 per 64 elements, codes as
 // int8 codebook values (see matmul4_avx512.cpp). Needs cols % 128 == 0, blocksize >= 64.

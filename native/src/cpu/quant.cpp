@@ -9,6 +9,7 @@
 #include "common/half.h"
 #include "common/quant_math.h"
 #include "cpu/cpu.h"
+#include "cpu/linalg.h"
 
 namespace ql::cpu {
 
@@ -17,7 +18,7 @@ namespace ql::cpu {
 // f32), so quantizing a 16-bit checkpoint needs no f32 copy of the tensor (a 7B model's largest
 // weight would be 180 MB of f32, allocated and page-faulted per tensor) and gives the same codes.
 void quantize_4bit(uint8_t* packed, float* absmax, const void* x_any, int32_t x_dtype, uint64_t n,
-                   int blocksize, int quant_type, int nthreads) {
+                   int blocksize, int quant_type, int nthreads, bool avx512) {
   const Codebook& cb = codebook(quant_type);
   const int64_t nb = int64_t((n + blocksize - 1) / blocksize);
   const uint8_t zero_code = quantize_4bit_value(cb.midpoint, cb.sorted_code, 0.0f);
@@ -25,6 +26,10 @@ void quantize_4bit(uint8_t* packed, float* absmax, const void* x_any, int32_t x_
   for (int64_t b = 0; b < nb; b++) {
     const uint64_t block_start = uint64_t(b) * blocksize;
     const uint64_t block_end = std::min<uint64_t>(block_start + blocksize, n);
+    if (avx512 && block_end - block_start == uint64_t(blocksize)) {
+      absmax[b] = quantize_block_avx512(packed, x_any, x_dtype, block_start, blocksize, cb);
+      continue;
+    }
     // x[i] for i in [start, end) is the block's element i - block_start
     alignas(64) float widened[kMaxBlocksize];
     const float* x;
@@ -151,7 +156,7 @@ void dequantize_absmax_8bit(float* absmax, const uint8_t* qabsmax, const float* 
 
 ql_status quantize_4bit(ql_ctx* ctx, uint8_t* packed, float* absmax, const float* x,
                               uint64_t n, int32_t blocksize, int32_t quant_type) {
-  quantize_4bit(packed, absmax, x, QL_F32, n, blocksize, quant_type, threads(ctx));
+  quantize_4bit(packed, absmax, x, QL_F32, n, blocksize, quant_type, threads(ctx), state(ctx).avx512);
   return QL_OK;
 }
 
@@ -183,7 +188,7 @@ ql_status qweight_quantize(ql_ctx* ctx, ql_qweight* w, const void* host_w, int32
   q->packed.resize((n + 1) / 2);
   q->absmax.resize(nb);
   quantize_4bit(q->packed.data(), q->absmax.data(), host_w, w_dtype, n, w->blocksize, w->quant_type,
-                threads(ctx));
+                threads(ctx), state(ctx).avx512);
   if (w->double_quant) {
     q->qabsmax.resize(nb);
     q->absmax2.resize(w->nblocks2());
