@@ -16,6 +16,22 @@ import type { SafetensorsModel } from "./safetensors.ts";
 /** Tensors at least this big go through the buffers and are read ahead; smaller ones are read alone. */
 const READ_AHEAD_MIN_BYTES = 1 << 20;
 
+/** Bytes of one of the reader's two buffers, for tensors of at most `largest` bytes. */
+function bufferBytes(largest: number, direct: boolean): number {
+  // direct reads cover the tensor's aligned superset: up to one alignment unit more at each end
+  return Math.max(1, largest) + (direct ? 2 * DIRECT_ALIGN : 0);
+}
+
+/**
+ * What a reader makes resident while a model loads (the memory planner's load term), from the
+ * sizes of the tensors: two buffers of the largest one's size, of which pages become resident as
+ * tensors fill them, so at most the two largest tensors' bytes (they may land in either).
+ */
+export function tensorReaderBytes(tensorBytes: number[]): number {
+  const [a = 0, b = 0] = [...tensorBytes].sort((x, y) => y - x);
+  return a + b + 4 * DIRECT_ALIGN;
+}
+
 export class TensorReader {
   #bufs: [Uint8Array, Uint8Array];
   #owned: DeviceBuffer[] = [];
@@ -32,9 +48,8 @@ export class TensorReader {
       .filter((t) => t.info.byteLength >= READ_AHEAD_MIN_BYTES)
       .sort((a, b) => a.path.localeCompare(b.path) || a.info.byteOffset - b.info.byteOffset);
     for (let i = 0; i + 1 < big.length; i++) this.#next.set(big[i].n, big[i + 1].n);
-    // direct reads cover the tensor's aligned superset: up to one alignment unit more at each end
     this.#direct = ctx.hostVisible;
-    const capacity = Math.max(1, ...big.map((t) => t.info.byteLength)) + (this.#direct ? 2 * DIRECT_ALIGN : 0);
+    const capacity = bufferBytes(Math.max(0, ...big.map((t) => t.info.byteLength)), this.#direct);
     const buffer = (): Uint8Array => {
       // native memory where the backend's buffers are host memory: freed at dispose, where a
       // JavaScript buffer would stay resident until the collector runs

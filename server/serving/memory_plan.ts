@@ -13,6 +13,7 @@
 import { type LlamaShape, LORA_MODULES, type LoraModule } from "../model/llama.ts";
 import { moduleDims } from "../adapters/peft.ts";
 import { llamaShape } from "../model/loader.ts";
+import { tensorReaderBytes } from "../model/tensor_reader.ts";
 import { trainWorkspaceLayout } from "../training/model.ts";
 import { kvBytesPerBlock } from "./kv_budget.ts";
 import { SHAPES } from "../model/make_model.ts";
@@ -70,7 +71,7 @@ export interface MemoryPlan {
   activation_bytes: number;
   /** Training: the lm_head's backward widens a bf16 head to f32 for the mixed GEMM (cpu/gemm.cpp). */
   transient_bytes: number;
-  /** Loading: the read buffer of the largest tensor (freed after loading, then reused). */
+  /** Loading: the two read buffers of the largest tensor's size (freed after loading, then reused). */
   load_buffer_bytes: number;
   runtime_bytes: number;
   /** The peak: weights and the process, plus the larger of the load buffer and the workload's part. */
@@ -174,11 +175,14 @@ export function planMemory(model: PlanModel, req: PlanRequest): MemoryPlan {
     activations = sum(L.shared) + sum(L.layer) * ((t.gradientCheckpointing ?? true) ? 1 : s.layers) + L.layerInput * (s.layers + 1);
     if (embedBytes === 2) transient = s.vocab * s.hidden * 4;
   }
-  // the loader reads one tensor at a time into a buffer of the largest one's size
-  const largest = Math.max(
-    s.vocab * s.hidden,
-    ...LORA_MODULES.map((m) => moduleDims(s, m).in * moduleDims(s, m).out),
-  ) * model.sourceBytes;
+  // the loader reads tensors into two buffers (one read ahead): at most the two largest resident
+  const largest = tensorReaderBytes(
+    [
+      s.vocab * s.hidden,
+      ...(model.tieEmbeddings ? [] : [s.vocab * s.hidden]),
+      ...LORA_MODULES.map((m) => moduleDims(s, m).in * moduleDims(s, m).out),
+    ].map((n) => n * model.sourceBytes),
+  );
   const runtime = req.runtimeBytes ?? runtimeBytes(s.vocab, t !== undefined);
   const workload = kv + adapters + loraBytes + grads + optimizer + activations + transient;
   const total = packed + constants + dense + runtime + Math.max(largest, workload);
