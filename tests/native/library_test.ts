@@ -1,5 +1,6 @@
 // library_test.ts — loading, ABI check and backend selection of the native library.
 import assert from "node:assert/strict";
+import { ABI_VERSION } from "../../server/ffi/symbols.ts";
 import { buildDir, builtBackends, libraryPath, loadLibrary } from "../../server/ffi/library.ts";
 import { NativeLibraryError } from "../../server/ffi/errors.ts";
 import { Context } from "../../server/ffi/tensor.ts";
@@ -8,7 +9,7 @@ Deno.test("the CPU library loads, reports its backend and ABI, and describes its
   assert.ok(builtBackends().includes("cpu"), "run `deno task build` first");
   const lib = loadLibrary({ backend: "cpu" });
   assert.equal(lib.backend, "cpu");
-  assert.equal(lib.symbols.ql_abi_version(), 1);
+  assert.equal(lib.symbols.ql_abi_version(), ABI_VERSION);
   using ctx = new Context({ backend: "cpu", threads: 2 });
   const info = ctx.describe();
   assert.equal(info.backend, "cpu");
@@ -32,7 +33,7 @@ Deno.test("a library of another ABI is refused", async () => {
   assert.equal(code, 0);
   assert.throws(
     () => loadLibrary({ path: `${dir}/libfake.so` }),
-    (e: unknown) => e instanceof NativeLibraryError && /ABI version 999, this server needs 1/.test((e as Error).message),
+    (e: unknown) => e instanceof NativeLibraryError && new RegExp(`ABI version 999, this server needs ${ABI_VERSION}:`).test((e as Error).message),
   );
   await Deno.remove(dir, { recursive: true });
 });
