@@ -33,7 +33,8 @@ Deno.test("a library of another ABI is refused", async () => {
   assert.equal(code, 0);
   assert.throws(
     () => loadLibrary({ path: `${dir}/libfake.so` }),
-    (e: unknown) => e instanceof NativeLibraryError && new RegExp(`ABI version 999, this server needs ${ABI_VERSION}:`).test((e as Error).message),
+    (e: unknown) =>
+      e instanceof NativeLibraryError && new RegExp(`ABI version 999, this server needs ${ABI_VERSION}:`).test((e as Error).message),
   );
   await Deno.remove(dir, { recursive: true });
 });
