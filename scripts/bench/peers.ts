@@ -89,6 +89,28 @@ export async function llamaCpp(shape: "135m" | "1.1b" | "7b", threads = 2, pp = 
   return { prefillTokS: Number(ppM[1]), decodeTokS: Number(tgM[1]), line };
 }
 
+/** llama.cpp Q4_0 aggregate decode tok/s of `seqs` sequences generated together in one context
+ * (shared/peers/bench_parallel.mjs: each its own `prompt`-token prompt, `tg` new tokens), as
+ * llama.cpp's server batches its parallel slots. */
+export async function llamaCppParallel(
+  shape: "135m" | "1.1b" | "7b",
+  threads = 2,
+  seqs = 16,
+  prompt = 64,
+  tg = 32,
+  reps = 3,
+): Promise<{ tokS: number; line: string }> {
+  const dir = await ensureLlamaCpp();
+  await Deno.copyFile(`${peersDir()}bench_parallel.mjs`, `${dir}/bench_parallel.mjs`);
+  const gguf = `${dir}/r${shape}.gguf`;
+  if (!(await exists(gguf))) await run(await pythonWithNumpy(), [`${peersDir()}make_gguf.py`, shape, gguf, "q4_0"]);
+  const args = ["bench_parallel.mjs", gguf, String(threads), String(seqs), String(prompt), String(tg), String(reps)];
+  const line = (await run("node", args, { cwd: dir })).trim().split("\n").pop()!;
+  const m = line.match(/aggregate decode median ([\d.]+) tok\/s/);
+  if (!m) throw new Error(`llama.cpp bench_parallel printed: ${line}`);
+  return { tokS: Number(m[1]), line };
+}
+
 /** PyTorch LoRA training tokens/s from shared/peers/torch_lora.py. */
 export async function torchLora(dtype: "bf16" | "fp32", threads = 2): Promise<number> {
   const text = await run("/usr/bin/python3", [`${peersDir()}torch_lora.py`, "--threads", String(threads), "--dtype", dtype], {
