@@ -4,6 +4,7 @@ import { type LlamaShape, LORA_MODULES, type LoraModule } from "../server/model/
 import { moduleDims, writePeftAdapter } from "../server/adapters/peft.ts";
 import { createServer, type Server, type ServerOptions } from "../server/server.ts";
 import { makeModel } from "../server/model/make_model.ts";
+import type { TrainHyper } from "../server/training/trainer.ts";
 
 /** llama2.c's stories260K in the Hugging Face layout (MIT), with reference_greedy.json and no chat
  * template, kept in the repository (tests/fixtures/) so a fresh clone runs the suite alone. */
@@ -116,3 +117,28 @@ export function secretWordJsonl(n = 24): string {
   }
   return lines.join("\n") + "\n";
 }
+
+/** The training tests' hyperparameters (LoRA r 8 on every linear layer, no dropout, paged AdamW
+ * with a budget smaller than its state); a test spreads it and sets what it changes. */
+export const TRAIN_HYPER: TrainHyper = {
+  nEpochs: 4,
+  batchSize: 1,
+  learningRate: 1e-2,
+  loraR: 8,
+  loraAlpha: 16,
+  loraDropout: 0,
+  targetModules: [...LORA_MODULES],
+  useRslora: false,
+  warmupRatio: 0.1,
+  lrScheduler: "cosine",
+  maxGradNorm: 1,
+  gradientAccumulationSteps: 1,
+  maxSeqLen: 64,
+  packing: true,
+  weightDecay: 0,
+  optimizer: "paged_adamw",
+  optimizerBudgetBytes: 64 * 1024, // smaller than the state: paging is exercised
+  seed: 3,
+  checkpointEvery: 0,
+  evalEvery: 0,
+};

@@ -22,6 +22,8 @@ import { makeModel } from "../../server/model/make_model.ts";
 import { type LlamaShape, LORA_MODULES } from "../../server/model/llama.ts";
 import { moduleDims, writePeftAdapter } from "../../server/adapters/peft.ts";
 import { createServer } from "../../server/server.ts";
+import { llamaShape } from "../../server/model/loader.ts";
+import { loadModelConfig } from "../../server/model/config.ts";
 import { tenantRows } from "./tenants.ts";
 import { llamaCppParallel } from "./peers.ts";
 
@@ -49,20 +51,6 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
-
-function shapeOf(dir: string): LlamaShape {
-  const c = JSON.parse(Deno.readTextFileSync(`${dir}/config.json`));
-  return {
-    hidden: c.hidden_size,
-    intermediate: c.intermediate_size,
-    layers: c.num_hidden_layers,
-    heads: c.num_attention_heads,
-    kvHeads: c.num_key_value_heads,
-    headDim: c.head_dim ?? c.hidden_size / c.num_attention_heads,
-    vocab: c.vocab_size,
-    rmsEps: c.rms_norm_eps,
-  };
-}
 
 async function makeAdapter(dir: string, shape: LlamaShape, seed: number): Promise<void> {
   if (await exists(`${dir}/adapter_model.safetensors`)) return;
@@ -185,7 +173,7 @@ async function throughputRows(): Promise<Row[]> {
     console.log(`making ${MODEL}`);
     await makeModel({ shape: "smollm-135m", out: MODEL });
   }
-  const shape = shapeOf(MODEL);
+  const shape = llamaShape(await loadModelConfig(MODEL));
   for (let i = 0; i <= CLIENTS + 1; i++) await makeAdapter(`${ADAPTERS}/a${i}`, shape, i + 1);
   const root = await Deno.makeTempDir({ prefix: "qlora-bench-serve-" });
   const server = await createServer({

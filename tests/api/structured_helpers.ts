@@ -3,24 +3,11 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { createServer, type Server } from "../../server/server.ts";
-import type { LlamaShape } from "../../server/model/llama.ts";
+import { llamaShape } from "../../server/model/loader.ts";
+import { loadModelConfig } from "../../server/model/config.ts";
 import { makeAdapter, tinyModel } from "../helpers.ts";
 
 export const opts = { sanitizeOps: false, sanitizeResources: false };
-
-export function shapeOf(dir: string): LlamaShape {
-  const c = JSON.parse(Deno.readTextFileSync(`${dir}/config.json`));
-  return {
-    hidden: c.hidden_size,
-    intermediate: c.intermediate_size,
-    layers: c.num_hidden_layers,
-    heads: c.num_attention_heads,
-    kvHeads: c.num_key_value_heads,
-    headDim: c.head_dim ?? c.hidden_size / c.num_attention_heads,
-    vocab: c.vocab_size,
-    rmsEps: c.rms_norm_eps,
-  };
-}
 
 /** The tiny model served over HTTP, with adapters ad-a and ad-b registered; `chatTemplate`
  * replaces the model's own (a copy of the model folder with that chat_template.jinja and a
@@ -38,7 +25,7 @@ export async function tinyServer(extra: { chatTemplate?: string } = {}) {
     await Deno.writeTextFile(`${copy}/config.json`, JSON.stringify({ ...config, max_position_embeddings: 2048 }));
     modelDir = copy;
   }
-  const shape = shapeOf(modelDir);
+  const shape = llamaShape(await loadModelConfig(modelDir));
   await makeAdapter(`${root}/adapters/a`, shape, { seed: 5, bScale: 2 });
   await makeAdapter(`${root}/adapters/b`, shape, { seed: 6, bScale: 2 });
   const s: Server = await createServer({

@@ -2,7 +2,7 @@
 // against central finite differences of the DPO loss, and a few steps that grow the preferred
 // answer's margin until the policy prefers it greedily.
 import assert from "node:assert/strict";
-import { STORIES } from "../helpers.ts";
+import { STORIES, TRAIN_HYPER } from "../helpers.ts";
 import { testEachBackend } from "../native/backends.ts";
 import { loadModel } from "../../server/model/loader.ts";
 import { LoraWeights } from "../../server/training/lora.ts";
@@ -142,26 +142,14 @@ testEachBackend("DPO through the trainer: batch_size pairs a step, loss log 2 at
     // 10 epochs at 1e-2: the validation loss ends orders of magnitude below the bound on every
     // backend (6 epochs at 2e-2 ended within a few hundredths of it, and a kernel's change of
     // summation order crossed it; 10 at 2e-2 overshoots)
+    ...TRAIN_HYPER,
     nEpochs: 10,
     batchSize: 2,
     learningRate: 1e-2,
-    loraR: 8,
-    loraAlpha: 16,
-    loraDropout: 0,
-    targetModules: [...LORA_MODULES],
-    useRslora: false,
     warmupRatio: 0,
     lrScheduler: "constant",
-    maxGradNorm: 1,
-    gradientAccumulationSteps: 1,
-    maxSeqLen: 64,
-    packing: true,
-    weightDecay: 0,
     optimizer: "adamw",
     optimizerBudgetBytes: 0,
-    seed: 3,
-    checkpointEvery: 0,
-    evalEvery: 0,
   });
   try {
     const events: import("../../server/training/trainer.ts").StepEvent[] = [];

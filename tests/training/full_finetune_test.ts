@@ -20,7 +20,7 @@ import { Trainer, type TrainHyper } from "../../server/training/trainer.ts";
 import type { TokenizedExample } from "../../server/training/dataset.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { Rng } from "../native/rng.ts";
-import { STORIES } from "../helpers.ts";
+import { STORIES, TRAIN_HYPER } from "../helpers.ts";
 import type { Context } from "../../server/ffi/tensor.ts";
 
 /** Two packed sequences (of the given ids, or random ids in [3, vocab)), loss on most positions. */
@@ -136,26 +136,15 @@ testEachBackend("full fine-tuning gradients match finite differences (tiny rando
 });
 
 const HYPER: TrainHyper = {
+  ...TRAIN_HYPER,
   nEpochs: 6,
   batchSize: 4,
   learningRate: 3e-3,
-  loraR: 8,
-  loraAlpha: 16,
-  loraDropout: 0,
-  targetModules: [...LORA_MODULES],
-  useRslora: false,
   warmupRatio: 0,
   lrScheduler: "constant",
-  maxGradNorm: 1,
-  gradientAccumulationSteps: 1,
-  maxSeqLen: 64,
-  packing: true,
-  weightDecay: 0,
   optimizer: "adamw",
   optimizerBudgetBytes: 0,
   seed: 11,
-  checkpointEvery: 0,
-  evalEvery: 0,
   computeDtype: "f32",
   trainable: "full",
 };

@@ -2,42 +2,19 @@
 // below its start and makes the model answer one question with one fixed phrase, while the
 // base model (no adapter) answers as before. Also: determinism for a seed, schedules.
 import assert from "node:assert/strict";
-import { SECRET_ANSWER, SECRET_QUESTION, secretWordJsonl } from "../helpers.ts";
+import { SECRET_ANSWER, SECRET_QUESTION, secretWordJsonl, TRAIN_HYPER } from "../helpers.ts";
 import { openContext } from "../native/backends.ts";
 import { makeModel } from "../../server/model/make_model.ts";
 import { openModel } from "../../server/model/bundle.ts";
 import { applyChatTemplate } from "../../server/model/chat_template.ts";
 import { LORA_MODULES } from "../../server/model/llama.ts";
 import { parseJsonl, tokenizeExample } from "../../server/training/dataset.ts";
-import { learningRateAt, Trainer, type TrainHyper } from "../../server/training/trainer.ts";
+import { learningRateAt, Trainer } from "../../server/training/trainer.ts";
 import type { LlamaModel } from "../../server/model/llama.ts";
 import type { LoraWeights } from "../../server/training/lora.ts";
 import type { AdapterSlots } from "../../server/ffi/ops.ts";
 
 const QUESTION = SECRET_QUESTION, ANSWER = SECRET_ANSWER;
-
-export const HYPER: TrainHyper = {
-  nEpochs: 4,
-  batchSize: 1,
-  learningRate: 1e-2,
-  loraR: 8,
-  loraAlpha: 16,
-  loraDropout: 0,
-  targetModules: [...LORA_MODULES],
-  useRslora: false,
-  warmupRatio: 0.1,
-  lrScheduler: "cosine",
-  maxGradNorm: 1,
-  gradientAccumulationSteps: 1,
-  maxSeqLen: 64,
-  packing: true,
-  weightDecay: 0,
-  optimizer: "paged_adamw",
-  optimizerBudgetBytes: 64 * 1024, // smaller than the state: paging is exercised
-  seed: 3,
-  checkpointEvery: 0,
-  evalEvery: 0,
-};
 
 /** Greedy continuation computed with the model's forward, with the LoRA applied through the
  * multi-adapter op when `lora` is given. */
@@ -104,7 +81,7 @@ Deno.test("a LoRA fine-tune teaches the tiny model a fixed answer; the base mode
     const prompt = applyChatTemplate(tok, [{ role: "user", content: QUESTION }], { addGenerationPrompt: true }).ids;
     const answerIds = tok.encode(ANSWER, { addSpecialTokens: false });
     const before = greedyIds(model, prompt, answerIds.length);
-    const trainer = new Trainer(ctx, model, HYPER);
+    const trainer = new Trainer(ctx, model, TRAIN_HYPER);
     const losses: number[] = [];
     const result = await trainer.run(examples, null, { onStep: (e) => void losses.push(e.loss) });
     assert.equal(result, "completed");
